@@ -1,0 +1,48 @@
+"""Optimizers and learning-rate schedules, with every float hyperparameter a traced value.
+
+``make_optimizer`` is called inside the vmapped run function, so the initial learning rate
+and a run's total step count are tracers: a learning-rate sweep compiles once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+EXPONENTIAL_FINAL = 0.01  # "exponential" decays to this fraction of the initial rate
+
+_FACTORIES: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": optax.sgd,
+    "momentum": functools.partial(optax.sgd, momentum=0.9),
+    "nesterov": functools.partial(optax.sgd, momentum=0.9, nesterov=True),
+    "adam": optax.adam,
+    "adamw": functools.partial(optax.adamw, weight_decay=1e-4),
+    "adagrad": optax.adagrad,
+    "rmsprop": optax.rmsprop,
+}
+
+
+def learning_rate(schedule: str, lr0: jax.Array, step: jax.Array, total: jax.Array) -> jax.Array:
+    """Learning rate at optimizer step ``step`` of ``total`` (0-based)."""
+    t = jnp.asarray(step, jnp.float32)
+    frac = jnp.minimum(t / jnp.maximum(total, 1), 1.0)
+    if schedule == "constant":
+        return lr0 * jnp.ones_like(t)
+    if schedule == "cosine":
+        return lr0 * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+    if schedule == "inverse_sqrt":
+        return lr0 / jnp.sqrt(1.0 + t)
+    if schedule == "exponential":
+        return lr0 * EXPONENTIAL_FINAL ** frac
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def make_optimizer(name: str, schedule: str, lr0: jax.Array,
+                   total_steps: jax.Array) -> optax.GradientTransformation:
+    """An optax transformation whose learning rate follows ``schedule`` from ``lr0``."""
+    return optax.inject_hyperparams(_FACTORIES[name])(
+        learning_rate=lambda count: learning_rate(schedule, lr0, count, total_steps))

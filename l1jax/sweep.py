@@ -1,0 +1,90 @@
+"""Sweep execution: compile each planned group once, run it, and place its runs in Results."""
+
+from __future__ import annotations
+
+import platform
+import time
+from importlib.metadata import version
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l1jax import __version__
+from l1jax.config import Config
+from l1jax.data import Table, load_csv
+from l1jax.plan import Group, padding_efficiency, plan
+from l1jax.results import Results
+from l1jax.train import TrainInputs, TrainOutputs, make_train
+
+
+def group_inputs(cfg: Config, group: Group, table: Table | None) -> TrainInputs:
+    """The traced inputs of a group's program."""
+    a = group.arrays()
+    csv_part = {}
+    if table is not None:
+        csv_part = dict(pool_x=jnp.asarray(table.x_train), pool_y=jnp.asarray(table.y_train),
+                        test_x=jnp.asarray(table.x_test), test_y=jnp.asarray(table.y_test))
+    return TrainInputs(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(a.size), jnp.asarray(a.rep),
+                       jnp.asarray(a.owner), jnp.asarray(a.rank),
+                       jnp.asarray(cfg.train.learning_rate, jnp.float32), **csv_part)
+
+
+def n_features(cfg: Config, table: Table | None) -> int:
+    return cfg.data.n_features if table is None else table.x_train.shape[1]
+
+
+def run_group(cfg: Config, group: Group, table: Table | None) -> tuple[TrainOutputs, dict[str, Any]]:
+    """Compile and run one group; returns its outputs (host numpy) and timings."""
+    inputs = group_inputs(cfg, group, table)
+    t0 = time.perf_counter()
+    compiled = jax.jit(make_train(cfg, group, n_features(cfg, table))).lower(inputs).compile()
+    t1 = time.perf_counter()
+    out = jax.block_until_ready(compiled(inputs))
+    t2 = time.perf_counter()
+    info = {"optimizer": group.optimizer, "batch_size": group.batch or "full",
+            "sizes": list(group.sizes), "tile": group.tile, "steps_per_epoch": group.steps,
+            "runs": group.n_datasets * len(cfg.train.learning_rate),
+            "padding_efficiency": group.useful_slots / group.padded_slots,
+            "compile_s": t1 - t0, "run_s": t2 - t1}
+    return TrainOutputs(*(np.asarray(v) for v in out)), info
+
+
+def run(cfg: Config) -> Results:
+    """Run a whole sweep: one compiled program per planned group."""
+    table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
+    groups = plan(cfg)
+    t = cfg.train
+    shape = (len(t.optimizer), len(t.batch_size), len(t.learning_rate), len(cfg.sweep.sizes),
+             cfg.sweep.seeds)
+    n_rec, p = len(cfg.recorded_epochs), n_features(cfg, table) + 1
+    arrays = {k: np.full(shape + (n_rec,), np.nan, np.float32)
+              for k in ("train_l1", "test_l1", "param_error")}
+    arrays["theta"] = np.full(shape + (p,), np.nan, np.float32)
+    arrays["diverged_epoch"] = np.full(shape, -1, np.int32)
+    infos = []
+    start = time.perf_counter()
+    for g in groups:
+        out, info = run_group(cfg, g, table)
+        infos.append(info)
+        o = t.optimizer.index(g.optimizer)
+        b = t.batch_size.index(g.batch if g.batch is not None else "full")
+        s = [cfg.sweep.sizes.index(n) for n in g.sizes]
+        split = (len(g.sizes), g.seeds)
+        for name in ("train_l1", "test_l1", "param_error"):  # [rec, D, H] -> [H, sizes, seeds, rec]
+            v = getattr(out, name)
+            arrays[name][o, b][:, s] = v.reshape(v.shape[0], *split, -1).transpose(3, 1, 2, 0)
+        arrays["theta"][o, b][:, s] = out.theta.reshape(*split, -1, p).transpose(2, 0, 1, 3)
+        arrays["diverged_epoch"][o, b][:, s] = out.diverged_epoch.reshape(*split, -1).transpose(2, 0, 1)
+    dev = jax.devices()[0]
+    meta = {
+        "versions": {"l1jax": __version__, **{m: version(m) for m in
+                                              ("jax", "jaxlib", "optax", "numpy")}},
+        "python": platform.python_version(),
+        "backend": jax.default_backend(), "device": dev.device_kind,
+        "device_count": jax.device_count(), "host": platform.node(),
+        "padding_efficiency": padding_efficiency(groups),
+        "programs": infos, "wall_s": time.perf_counter() - start,
+    }
+    return Results(cfg, arrays, meta)

@@ -1,0 +1,218 @@
+"""``make_train(cfg, group)`` returns one pure ``train(inputs)`` that generates a group's data
+and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over steps),
+vmapped over datasets and learning rates.  Wrap it in one ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l1jax import data as D
+from l1jax.config import Config
+from l1jax.plan import Group
+from l1jax.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
+
+
+class TrainInputs(NamedTuple):
+    """Traced inputs of a group's program; only their shapes are compiled in."""
+
+    base_seed: jax.Array  # uint32 scalar
+    size: jax.Array  # [D] int32
+    rep: jax.Array  # [D] int32
+    owner: jax.Array  # [tiles] int32
+    rank: jax.Array  # [tiles] int32
+    lr: jax.Array  # [H] float32
+    pool_x: jax.Array | None = None  # csv: training rows [n_pool, d]
+    pool_y: jax.Array | None = None
+    test_x: jax.Array | None = None  # csv: held-out rows [n_test, d]
+    test_y: jax.Array | None = None
+
+
+class TrainOutputs(NamedTuple):
+    """Per recorded epoch [rec, D, H]; final parameters [D, H, p]; diverged_epoch [D, H], -1 if none."""
+
+    train_l1: jax.Array
+    test_l1: jax.Array
+    param_error: jax.Array
+    theta: jax.Array
+    diverged_epoch: jax.Array
+
+
+class Carry(NamedTuple):
+    theta: jax.Array
+    state: object
+    diverged: jax.Array  # [D, H] first bad epoch, or a sentinel past the last epoch
+
+
+def build_data(cfg: Config, group: Group, inp: TrainInputs, keys: D.Streams) -> D.Packed:
+    """The group's training sets in the packed tile layout (padding slots zeroed)."""
+    j = D.slot_index(inp.rank, group.tile)
+    valid = j < inp.size[inp.owner][:, None]
+    if cfg.data.source == "synthetic":
+        x, y = D.synthetic_rows(keys.train[inp.owner], j, cfg.data)
+    else:
+        n_pool = inp.pool_y.shape[0]
+        order = jax.vmap(D.subsample_order, (0, None))(keys.train, n_pool)
+        idx = order[inp.owner[:, None], jnp.minimum(j, n_pool - 1)]
+        x, y = inp.pool_x[idx], inp.pool_y[idx]
+    return D.Packed(jnp.where(valid[..., None], x, 0.0), jnp.where(valid, y, 0.0),
+                    valid.astype(jnp.float32), inp.owner)
+
+
+def build_test(cfg: Config, inp: TrainInputs, keys: D.Streams) -> tuple[jax.Array, jax.Array]:
+    """Held-out sets: synthetic [D, test_size, .] per dataset; csv [1, n_test, .] shared."""
+    if cfg.data.source == "csv":
+        return inp.test_x[None], inp.test_y[None]
+    m = cfg.data.test_size
+    j = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (inp.size.shape[0], m))
+    return D.synthetic_rows(keys.test, j, cfg.data)
+
+
+def initial_theta(init: str, keys: D.Streams, n_lr: int, p: int) -> jax.Array:
+    """Starting parameters [D, H, p]: N(0, 1) per dataset (shared by its learning rates) or 0."""
+    n = keys.init.shape[0]
+    if init == "zeros":
+        theta = jnp.zeros((n, p))
+    else:
+        theta = jax.vmap(lambda k: jax.random.normal(k, (p,)))(keys.init)
+    return jnp.broadcast_to(theta[:, None, :], (n, n_lr, p))
+
+
+def _first_bad(diverged: jax.Array, bad: jax.Array, epoch: jax.Array) -> jax.Array:
+    return jnp.where(bad, jnp.minimum(diverged, epoch), diverged)
+
+
+def _all_finite(theta: jax.Array) -> jax.Array:
+    return jnp.all(jnp.isfinite(theta), axis=-1)
+
+
+def make_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInputs], TrainOutputs]:
+    """The pure training function of one group (see module docstring)."""
+    tc = cfg.train
+    epochs, every = tc.epochs, tc.record_every
+    rec = np.asarray(cfg.recorded_epochs)
+    lengths = np.diff(rec)  # epochs per record block: `every`, except maybe the last
+    n_full = int(np.sum(lengths == every))
+    tail = int(lengths[-1]) if lengths[-1] != every else 0
+    n_data, tile, steps = group.n_datasets, group.tile, group.steps
+    has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
+    star = (jnp.asarray(cfg.data.true_weights + (cfg.data.true_bias,), jnp.float32)
+            if cfg.data.source == "synthetic" else None)
+
+    def train(inp: TrainInputs) -> TrainOutputs:
+        keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
+        data = build_data(cfg, group, inp, keys)
+        test_x, test_y = build_test(cfg, inp, keys) if has_test else (None, None)
+        count = inp.size.astype(jnp.float32)
+        n_lr = inp.lr.shape[0]
+        theta0 = initial_theta(tc.init, keys, n_lr, n_features + 1)
+        total = jnp.full((n_data,), epochs, jnp.float32) if group.full_batch else (
+            epochs * jnp.ceil(count / tile))
+        update = lambda g, s, th: update_all(group.optimizer, tc.schedule, g, s, th, inp.lr, total)
+
+        def train_l1(theta):
+            return packed_sums(data, theta, n_data, tc.gradient)[0] / count[:, None]
+
+        def others(theta):
+            nan = jnp.full(theta.shape[:2], jnp.nan)
+            test = mean_l1(test_x, test_y, theta) if has_test else nan
+            err = jnp.linalg.norm(theta - star, axis=-1) if star is not None else nan
+            return test, err
+
+        def epoch_full(c: Carry, e):
+            a, g = packed_sums(data, c.theta, n_data, tc.gradient)
+            loss = a / count[:, None]
+            theta, state = update(gradient_from_sums(g, count[:, None, None], tc.gradient),
+                                  c.state, c.theta)
+            div = _first_bad(c.diverged, ~jnp.isfinite(loss), e)
+            div = _first_bad(div, ~_all_finite(theta), e + 1)
+            return Carry(theta, state, div), loss
+
+        def epoch_minibatch(c: Carry, e):
+            width = steps * tile
+            perm = jax.vmap(D.padded_permutation, (0, None, 0, None))(keys.shuffle, e, inp.size, width)
+            take = lambda v: jnp.take_along_axis(
+                v.reshape(n_data, width, *v.shape[2:]), perm.reshape(n_data, width, *([1] * (v.ndim - 2))),
+                axis=1).reshape(n_data, steps, tile, *v.shape[2:]).swapaxes(0, 1)
+            batches = (take(data.x), take(data.y), take(data.mask))
+
+            def step(sc, batch):
+                theta, state = sc
+                bx, by, bm = batch
+                _, g = tile_sums(bx, by, bm, theta, tc.gradient)
+                n_b = jnp.sum(bm, axis=-1)
+                new_theta, new_state = update(
+                    gradient_from_sums(g, jnp.maximum(n_b, 1.0)[:, None, None], tc.gradient),
+                    state, theta)
+                active = n_b > 0
+                keep = lambda new, old: jnp.where(
+                    active.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+                return (keep(new_theta, theta), jax.tree.map(keep, new_state, state)), None
+
+            (theta, state), _ = jax.lax.scan(step, (c.theta, c.state), batches)
+            div = _first_bad(c.diverged, ~_all_finite(theta), e + 1)
+            return Carry(theta, state, div), None
+
+        def block(length):
+            def run_block(c: Carry, start):
+                test, err = others(c.theta)
+                if group.full_batch:
+                    c, losses = jax.lax.scan(epoch_full, c, start + jnp.arange(length))
+                    train = losses[0]
+                else:
+                    train = train_l1(c.theta)
+                    c, _ = jax.lax.scan(epoch_minibatch, c, start + jnp.arange(length))
+                return c, (train, test, err)
+            return run_block
+
+        state0 = init_states(group.optimizer, tc.schedule, theta0, inp.lr, total)
+        c = Carry(theta0, state0, jnp.full(theta0.shape[:2], epochs + 1, jnp.int32))
+        c, recs = jax.lax.scan(block(every), c, jnp.arange(n_full, dtype=jnp.int32) * every)
+        parts = [recs]
+        if tail:
+            c, last = block(tail)(c, jnp.int32(n_full * every))
+            parts.append(jax.tree.map(lambda v: v[None], last))
+        test, err = others(c.theta)
+        parts.append(jax.tree.map(lambda v: v[None], (train_l1(c.theta), test, err)))
+        train_l1s, test_l1s, errs = (jnp.concatenate(v) for v in zip(*parts))
+        bad_rec = ~jnp.isfinite(train_l1s)
+        first_rec = jnp.min(jnp.where(bad_rec, jnp.asarray(rec, jnp.int32)[:, None, None], epochs + 1), axis=0)
+        div = jnp.minimum(c.diverged, first_rec)
+        return TrainOutputs(train_l1s, test_l1s, errs, c.theta, jnp.where(div > epochs, -1, div))
+
+    return train
+
+
+
+class Dataset(NamedTuple):
+    """One dataset of a sweep, materialized on the host (for references and exact optima)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    theta0: np.ndarray
+    shuffle_key: jax.Array
+
+
+def one_dataset(cfg: Config, rep: int, size: int, inputs: TrainInputs | None = None) -> Dataset:
+    """The exact data, test set, start and shuffle key that replicate ``rep`` at ``size`` gets
+    inside any sweep (``inputs`` carries a csv table's arrays)."""
+    group = Group("sgd", None, (size,), 1, size, (1,))
+    z = jnp.zeros(1, jnp.int32)
+    csv_part = {} if inputs is None else {k: getattr(inputs, k) for k in
+                                          ("pool_x", "pool_y", "test_x", "test_y")}
+    inp = TrainInputs(jnp.uint32(cfg.sweep.base_seed), jnp.asarray([size], jnp.int32),
+                      jnp.asarray([rep], jnp.int32), z, z, jnp.ones(1, jnp.float32), **csv_part)
+    keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
+    data = build_data(cfg, group, inp, keys)
+    has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
+    tx, ty = build_test(cfg, inp, keys) if has_test else (None, None)
+    p = data.x.shape[-1] + 1
+    theta0 = initial_theta(cfg.train.init, keys, 1, p)[0, 0]
+    host = lambda v: None if v is None else np.asarray(v[0])
+    return Dataset(host(data.x), host(data.y), host(tx), host(ty), np.asarray(theta0), keys.shuffle[0])

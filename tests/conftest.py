@@ -1,0 +1,12 @@
+"""Test set-up: several CPU devices (multi-device code is tested on the CPU) and strict
+dtype promotion, so no silent float64/int mixing hides in the engine."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
