@@ -78,10 +78,14 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain-TOML-types view (lists, not tuples), for manifests."""
         out = dataclasses.asdict(self)
+        skip = _CSV_ONLY if self.data.source == "synthetic" else _SYNTHETIC_ONLY
+        out["data"] = {k: v for k, v in out["data"].items() if k not in skip}
         return {s: {k: list(v) if isinstance(v, tuple) else v for k, v in sec.items()}
                 for s, sec in out.items()}
 
 
+_CSV_ONLY = ("path", "target", "test_fraction")
+_SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias")
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "sweep": SweepConfig}
 
 
@@ -145,7 +149,7 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
     kw["coupling"] = _choice("data.coupling", d.get("coupling", "independent"), COUPLINGS)
     kw["true_bias"] = _number("data.true_bias", d.get("true_bias", 0.0))
     if src == "synthetic":
-        for key in ("path", "target", "test_fraction"):
+        for key in _CSV_ONLY:
             if key in d:
                 _fail(f"data.{key}", d[key], 'no value: it applies only to source = "csv"')
         nf = _pos_int("data.n_features", d.get("n_features", 2))
@@ -156,7 +160,7 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
             _fail("data.true_weights", tw, f"a list of length n_features = {nf}")
         kw["n_features"], kw["true_weights"] = nf, tuple(float(w) for w in tw)
     else:
-        for key in ("n_features", "true_weights", "true_bias"):
+        for key in _SYNTHETIC_ONLY:
             if key in d:
                 _fail(f"data.{key}", d[key], 'no value: a csv source takes its features from the file')
         path = d.get("path")
@@ -209,8 +213,10 @@ def _check_sweep(s: dict[str, Any]) -> SweepConfig:
     return SweepConfig(sizes=tuple(sorted(sizes)), seeds=seeds, base_seed=base)
 
 
-def config_from_dict(raw: dict[str, Any], base_dir: Path | str = ".") -> Config:
-    """Validate a parsed TOML mapping; unknown sections or keys are errors."""
+def config_from_dict(raw: dict[str, Any], base_dir: Path | str = ".",
+                     check_files: bool = True) -> Config:
+    """Validate a parsed TOML mapping; unknown sections or keys are errors.  With
+    ``check_files`` a csv source is read to check its cells and row count."""
     for sec, value in raw.items():
         if sec not in _SECTIONS:
             _fail(sec, "[section]" if isinstance(value, dict) else value,
@@ -225,7 +231,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | str = ".") -> Config:
     cfg = Config(data=_check_data(raw.get("data", {}), Path(base_dir)),
                  train=_check_train(raw.get("train", {})),
                  sweep=_check_sweep(raw.get("sweep", {})))
-    if cfg.data.source == "csv":
+    if cfg.data.source == "csv" and check_files:
         from l1jax.data import load_csv  # csv checks need the file itself
 
         table = load_csv(cfg.data)

@@ -48,7 +48,7 @@ class Packed(NamedTuple):
     Padding slots have x = 0, y = 0 and mask = 0, so they add exactly nothing to any sum.
     """
 
-    x: jax.Array  # [tiles, T, d]
+    x: jax.Array  # [d, tiles, T], feature-major
     y: jax.Array  # [tiles, T]
     mask: jax.Array  # [tiles, T] float32, 1 for a real sample
     owner: jax.Array  # [tiles] int32 dataset index

@@ -6,7 +6,6 @@ and a run's total step count are tracers: a learning-rate sweep compiles once.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -15,14 +14,16 @@ import optax
 
 EXPONENTIAL_FINAL = 0.01  # "exponential" decays to this fraction of the initial rate
 
-_FACTORIES: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": optax.sgd,
-    "momentum": functools.partial(optax.sgd, momentum=0.9),
-    "nesterov": functools.partial(optax.sgd, momentum=0.9, nesterov=True),
-    "adam": optax.adam,
-    "adamw": functools.partial(optax.adamw, weight_decay=1e-4),
-    "adagrad": optax.adagrad,
-    "rmsprop": optax.rmsprop,
+# Factories of the learning rate alone: the other hyperparameters stay Python constants, so only
+# the learning rate is injected as a traced value.
+_FACTORIES: dict[str, Callable[[jax.Array], optax.GradientTransformation]] = {
+    "sgd": lambda learning_rate: optax.sgd(learning_rate),
+    "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
+    "nesterov": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9, nesterov=True),
+    "adam": lambda learning_rate: optax.adam(learning_rate),
+    "adamw": lambda learning_rate: optax.adamw(learning_rate, weight_decay=1e-4),
+    "adagrad": lambda learning_rate: optax.adagrad(learning_rate),
+    "rmsprop": lambda learning_rate: optax.rmsprop(learning_rate),
 }
 
 

@@ -86,7 +86,7 @@ class Results:
                 arrays = {k: z[k] for k in ARRAY_DIMS}
         except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
             raise ConfigError(f"{out} holds a truncated or corrupt results file: {e}") from None
-        config = config_from_dict(manifest.pop("config"), base_dir=out)
+        config = config_from_dict(manifest.pop("config"), base_dir=out, check_files=False)
         meta = {k: v for k, v in manifest.items() if k not in ("coords", "dims")}
         return cls(config, arrays, meta)
 

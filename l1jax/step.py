@@ -18,25 +18,28 @@ from l1jax.optim import make_optimizer
 
 
 def residuals(x: jax.Array, y: jax.Array, theta: jax.Array) -> jax.Array:
-    """r = x.w + b - y for every run: x [..., T, d], y [..., T], theta [..., H, p] -> [..., T, H]."""
-    w, b = theta[..., :-1], theta[..., -1]
-    pred = jnp.sum(x[..., :, None, :] * w[..., None, :, :], axis=-1) + b[..., None, :]
-    return pred - y[..., None]
+    """r = x.w + b - y for every run: x [d, R, T] (feature-major), y [R, T], theta [R, H, p]
+    -> [H, R, T], with the sample axis innermost so every pass streams contiguous memory."""
+    w = jnp.moveaxis(theta, 1, 0)[..., None]  # [H, R, p, 1]
+    pred = w[:, :, -1]
+    for k in range(x.shape[0]):
+        pred = pred + x[k] * w[:, :, k]
+    return pred - y
 
 
-def tile_sums(x: jax.Array, y: jax.Array, mask: jax.Array, theta: jax.Array,
+def tile_sums(x: jax.Array, y: jax.Array, mask: jax.Array | None, theta: jax.Array,
               gradient: str) -> tuple[jax.Array, jax.Array]:
-    """Masked sums of |r| [..., H] and of the per-sample gradient terms [..., H, p].
+    """Masked sums over the T axis of |r| [R, H] and of the per-sample gradient terms [R, H, p].
 
     ``gradient="l1"`` sums sign(r) * (x, 1); ``"seed"`` sums r * (x, 1), the article's term.
     """
     r = residuals(x, y, theta)
-    m = mask[..., None]
-    abs_sum = jnp.sum(jnp.abs(r) * m, axis=-2)
-    s = (jnp.sign(r) if gradient == "l1" else r) * m
-    gw = jnp.sum(s[..., :, :, None] * x[..., :, None, :], axis=-3)
-    gb = jnp.sum(s, axis=-2)
-    return abs_sum, jnp.concatenate([gw, gb[..., None]], axis=-1)
+    a = jnp.abs(r)
+    s = jnp.sign(r) if gradient == "l1" else r
+    if mask is not None:
+        a, s = a * mask, s * mask
+    g = [jnp.sum(s * x[k], axis=-1) for k in range(x.shape[0])] + [jnp.sum(s, axis=-1)]
+    return jnp.sum(a, axis=-1).T, jnp.moveaxis(jnp.stack(g, axis=-1), 0, 1)
 
 
 def gradient_from_sums(grad_sum: jax.Array, count: jax.Array, gradient: str) -> jax.Array:
@@ -54,8 +57,14 @@ def packed_sums(data: Packed, theta: jax.Array, n_datasets: int,
 
 
 def mean_l1(x: jax.Array, y: jax.Array, theta: jax.Array) -> jax.Array:
-    """Mean |r| over an unpadded set: x [D or 1, M, d], y [D or 1, M], theta [D, H, p] -> [D, H]."""
-    return jnp.mean(jnp.abs(residuals(x, y, theta)), axis=-2)
+    """Mean |r| over an unpadded set: x [d, D or 1, M], y [D or 1, M], theta [D, H, p] -> [D, H]."""
+    return jnp.mean(jnp.abs(residuals(x, y, theta)), axis=-1).T
+
+
+# optax's bias corrections raise a float to an int32 step count, which strict dtype promotion
+# (on in our tests, to keep our own code explicit) refuses; optax calls run with standard rules.
+def _optax_promotion():
+    return jax.numpy_dtype_promotion("standard")
 
 
 def init_states(optimizer: str, schedule: str, theta: jax.Array, lr: jax.Array,
@@ -63,7 +72,8 @@ def init_states(optimizer: str, schedule: str, theta: jax.Array, lr: jax.Array,
     """Optimizer states of all runs: theta [D, H, p], lr [H], total steps [D]."""
     def one(th, lr0, tot):
         return make_optimizer(optimizer, schedule, lr0, tot).init(th)
-    return jax.vmap(jax.vmap(one, (0, 0, None)), (0, None, 0))(theta, lr, total)
+    with _optax_promotion():
+        return jax.vmap(jax.vmap(one, (0, 0, None)), (0, None, 0))(theta, lr, total)
 
 
 def update_all(optimizer: str, schedule: str, grad: jax.Array, state: optax.OptState,
@@ -72,4 +82,5 @@ def update_all(optimizer: str, schedule: str, grad: jax.Array, state: optax.OptS
     def one(g, s, th, lr0, tot):
         updates, s = make_optimizer(optimizer, schedule, lr0, tot).update(g, s, th)
         return optax.apply_updates(th, updates), s
-    return jax.vmap(jax.vmap(one, (0, 0, 0, 0, None)), (0, 0, 0, None, 0))(grad, state, theta, lr, total)
+    with _optax_promotion():
+        return jax.vmap(jax.vmap(one, (0, 0, 0, 0, None)), (0, 0, 0, None, 0))(grad, state, theta, lr, total)

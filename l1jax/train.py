@@ -59,17 +59,18 @@ def build_data(cfg: Config, group: Group, inp: TrainInputs, keys: D.Streams) -> 
         order = jax.vmap(D.subsample_order, (0, None))(keys.train, n_pool)
         idx = order[inp.owner[:, None], jnp.minimum(j, n_pool - 1)]
         x, y = inp.pool_x[idx], inp.pool_y[idx]
-    return D.Packed(jnp.where(valid[..., None], x, 0.0), jnp.where(valid, y, 0.0),
-                    valid.astype(jnp.float32), inp.owner)
+    return D.Packed(jnp.moveaxis(jnp.where(valid[..., None], x, 0.0), -1, 0),
+                    jnp.where(valid, y, 0.0), valid.astype(jnp.float32), inp.owner)
 
 
 def build_test(cfg: Config, inp: TrainInputs, keys: D.Streams) -> tuple[jax.Array, jax.Array]:
-    """Held-out sets: synthetic [D, test_size, .] per dataset; csv [1, n_test, .] shared."""
+    """Held-out sets, x feature-major: synthetic [d, D, test_size] per dataset; csv [d, 1, n_test]."""
     if cfg.data.source == "csv":
-        return inp.test_x[None], inp.test_y[None]
+        return inp.test_x.T[:, None], inp.test_y[None]
     m = cfg.data.test_size
     j = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (inp.size.shape[0], m))
-    return D.synthetic_rows(keys.test, j, cfg.data)
+    x, y = D.synthetic_rows(keys.test, j, cfg.data)
+    return jnp.moveaxis(x, -1, 0), y
 
 
 def initial_theta(init: str, keys: D.Streams, n_lr: int, p: int) -> jax.Array:
@@ -135,9 +136,11 @@ def make_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInp
         def epoch_minibatch(c: Carry, e):
             width = steps * tile
             perm = jax.vmap(D.padded_permutation, (0, None, 0, None))(keys.shuffle, e, inp.size, width)
-            take = lambda v: jnp.take_along_axis(
-                v.reshape(n_data, width, *v.shape[2:]), perm.reshape(n_data, width, *([1] * (v.ndim - 2))),
-                axis=1).reshape(n_data, steps, tile, *v.shape[2:]).swapaxes(0, 1)
+            # [..., D*S, T] -> this epoch's order -> [S, ..., D, T]: scan over steps
+            take = lambda v: jnp.moveaxis(jnp.take_along_axis(
+                v.reshape(*v.shape[:-2], n_data, width), perm.reshape((1,) * (v.ndim - 2) + perm.shape),
+                axis=-1).reshape(
+                *v.shape[:-2], n_data, steps, tile), -2, 0)
             batches = (take(data.x), take(data.y), take(data.mask))
 
             def step(sc, batch):
@@ -212,7 +215,9 @@ def one_dataset(cfg: Config, rep: int, size: int, inputs: TrainInputs | None = N
     data = build_data(cfg, group, inp, keys)
     has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
     tx, ty = build_test(cfg, inp, keys) if has_test else (None, None)
-    p = data.x.shape[-1] + 1
+    p = data.x.shape[0] + 1
     theta0 = initial_theta(cfg.train.init, keys, 1, p)[0, 0]
     host = lambda v: None if v is None else np.asarray(v[0])
-    return Dataset(host(data.x), host(data.y), host(tx), host(ty), np.asarray(theta0), keys.shuffle[0])
+    xt = None if tx is None else np.asarray(tx[:, 0].T)
+    return Dataset(np.asarray(data.x[:, 0].T), host(data.y), xt, host(ty), np.asarray(theta0),
+                   keys.shuffle[0])

@@ -1,0 +1,116 @@
+"""Command line: a thin layer over the Python API.  User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from l1jax.config import ConfigError, load_config
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+
+
+def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
+    """Refuse to replace results of a different config unless asked to."""
+    man = out / "manifest.json"
+    if man.is_file() and not overwrite:
+        try:
+            old = json.loads(man.read_text()).get("config")
+        except json.JSONDecodeError:
+            old = None
+        if old != cfg_dict:
+            raise ConfigError(f"{out} holds results of a different config: choose another --out "
+                              "or pass --overwrite")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from l1jax.sweep import run
+    from l1jax.summary import summary
+
+    cfg = load_config(args.config)
+    out = Path(args.out)
+    _check_out(out, cfg.to_dict(), args.overwrite)
+    results = run(cfg)
+    results.save(out)
+    print(summary(results))
+    print(f"wrote {out / 'results.npz'} and {out / 'manifest.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from l1jax.results import Results
+
+    Results.load(args.dir).export_csv(args.csv)
+    print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from l1jax.reproduce import reproduce, report
+
+    print(report(reproduce(args.seeds, args.base_seed)))
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from l1jax.sweep import run
+    from l1jax.summary import summary
+
+    cfg = load_config(args.config)
+    out = Path(args.out)
+    _check_out(out, cfg.to_dict(), args.overwrite)
+    print(f"== l1jax seed: the article's experiment ==")
+    cmd_seed(argparse.Namespace(seeds=args.seeds, base_seed=cfg.sweep.base_seed))
+    print(f"\n== sweep {args.config} ==")
+    results = run(cfg)
+    results.save(out)
+    print(summary(results))
+    print(f"wrote {out}")
+    return 0
+
+
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a positive integer")
+    return n
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="l1jax", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the sweep a TOML config describes")
+    r.add_argument("config")
+    r.add_argument("--out", required=True, help="results directory")
+    r.add_argument("--overwrite", action="store_true", help="replace results of another config")
+    r.set_defaults(func=cmd_run)
+    e = sub.add_parser("export", help="write a results directory as a tidy CSV")
+    e.add_argument("dir")
+    e.add_argument("--csv", required=True)
+    e.set_defaults(func=cmd_export)
+    s = sub.add_parser("seed", help="the article's experiment: its code vs the engine")
+    s.add_argument("--seeds", type=_positive, default=100, help="engine replicates")
+    s.add_argument("--base-seed", type=int, default=0)
+    s.set_defaults(func=cmd_seed)
+    st = sub.add_parser("study", help="the main job")
+    st.add_argument("--config", default=str(DEFAULT_CONFIG))
+    st.add_argument("--out", default="out/study")
+    st.add_argument("--seeds", type=_positive, default=100, help="replicates for `seed`")
+    st.add_argument("--overwrite", action="store_true")
+    st.set_defaults(func=cmd_study)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"l1jax: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
