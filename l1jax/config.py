@@ -41,6 +41,7 @@ class DataConfig:
     path: str = ""
     target: str = ""
     test_fraction: float = 0.2
+    standardize: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Config:
                 for s, sec in out.items()}
 
 
-_CSV_ONLY = ("path", "target", "test_fraction")
+_CSV_ONLY = ("path", "target", "test_fraction", "standardize")
 _SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias")
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "sweep": SweepConfig}
 
@@ -175,6 +176,9 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
         kw["test_fraction"] = _number("data.test_fraction", d.get("test_fraction", 0.2), 0.0, 1.0)
         if kw["test_fraction"] >= 1.0:
             _fail("data.test_fraction", kw["test_fraction"], "a number in [0, 1)")
+        kw["standardize"] = d.get("standardize", False)
+        if not isinstance(kw["standardize"], bool):
+            _fail("data.standardize", kw["standardize"], "true or false")
     return DataConfig(**kw)
 
 

@@ -8,6 +8,7 @@ at size ``n`` is ``fold_in(fold_in(fold_in(fold_in(key(base), rep), n), TRAIN), 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -61,27 +62,35 @@ def slot_index(rank: jax.Array, tile: int) -> jax.Array:
 
 # ---------------------------------------------------------------- synthetic
 
-def noise(key: jax.Array, cfg: DataConfig) -> jax.Array:
-    """One draw of the configured noise family (scalar)."""
+def unit_floats(bits: jax.Array) -> jax.Array:
+    """uint32 bits -> floats in the open interval (0, 1): 23 mantissa bits, offset by half a step."""
+    one = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)
+    return one - (1.0 - 2.0 ** -24)
+
+
+def noise(u: jax.Array, key: jax.Array, cfg: DataConfig) -> jax.Array:
+    """One draw of the configured noise family from two uniforms u (0, 1) (inverse CDFs; the
+    Student t draws from ``key``)."""
     s = cfg.noise_scale
-    if cfg.noise == "gaussian":
-        return s * jax.random.normal(key)
+    v = 2.0 * u[0] - 1.0
     if cfg.noise == "laplace":
-        return s * jax.random.laplace(key)
+        return -s * jnp.sign(v) * jnp.log1p(-jnp.abs(v))
     if cfg.noise == "student_t":
         return s * jax.random.t(key, cfg.noise_df)
-    ku, kz = jax.random.split(key)
-    wide = jax.random.uniform(ku) < cfg.outlier_fraction
-    return jnp.where(wide, CONTAMINATION_SCALE * s, s) * jax.random.normal(kz)
+    z = jnp.sqrt(2.0) * jax.scipy.special.erfinv(v)
+    if cfg.noise == "gaussian":
+        return s * z
+    return jnp.where(u[1] < cfg.outlier_fraction, CONTAMINATION_SCALE * s, s) * z
 
 
 def synthetic_sample(key: jax.Array, j: jax.Array, cfg: DataConfig) -> tuple[jax.Array, jax.Array]:
-    """Sample j of a dataset: x ~ U(0,1)^d, y = x.w* + b* + noise."""
+    """Sample j of a dataset: x ~ U(0,1)^d, y = x.w* + b* + noise, all from one key fold_in(key, j)
+    (one hash for the bits keeps compilation cheap)."""
     k = jax.random.fold_in(key, j)
-    x = jax.random.uniform(jax.random.fold_in(k, 0), (cfg.n_features,))
+    u = unit_floats(jax.random.bits(k, (cfg.n_features + 2,), jnp.uint32))
+    x = u[:cfg.n_features]
     w = jnp.asarray(cfg.true_weights, jnp.float32)
-    y = x @ w + cfg.true_bias + noise(jax.random.fold_in(k, 1), cfg)
-    return x, y
+    return x, x @ w + cfg.true_bias + noise(u[cfg.n_features:], k, cfg)
 
 
 def synthetic_rows(keys: jax.Array, j: jax.Array, cfg: DataConfig) -> tuple[jax.Array, jax.Array]:
@@ -141,7 +150,8 @@ def read_csv(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 
 def load_csv(cfg: DataConfig, base_seed: int = 0) -> Table:
-    """Read and split the csv: the last round(test_fraction * rows) of a base-seed shuffle are test."""
+    """Read and split the csv: the last round(test_fraction * rows) of a base-seed shuffle are
+    test; with ``standardize``, z-score every column by the training pool's mean and sd."""
     x, y, feats = read_csv(cfg)
     n = len(y)
     n_test = int(round(cfg.test_fraction * n))
@@ -150,6 +160,11 @@ def load_csv(cfg: DataConfig, base_seed: int = 0) -> Table:
                           f"training row (it has {n} rows, test_fraction {cfg.test_fraction})")
     order = np.random.default_rng(base_seed).permutation(n)
     tr, te = order[: n - n_test], order[n - n_test:]
+    if cfg.standardize:
+        both = np.column_stack([x, y])
+        mu, sd = both[tr].mean(0), both[tr].std(0)
+        both = (both - mu) / np.where(sd > 0, sd, 1.0)
+        x, y = both[:, :-1], both[:, -1]
     f32 = np.float32
     return Table(x[tr].astype(f32), y[tr].astype(f32), x[te].astype(f32), y[te].astype(f32), feats)
 
@@ -160,21 +175,55 @@ def subsample_order(key: jax.Array, n_pool: int) -> jax.Array:
 
 
 # ---------------------------------------------------------------- shuffles
+#
+# An epoch visits a dataset's samples in the order sigma(0), sigma(1), ... where sigma is a keyed
+# pseudo-random bijection of [0, n): a balanced Feistel network on [0, 4^h) (4^h >= n) with
+# cycle walking.  Position p's sample is computed on its own in O(1), with no sort and no
+# shuffled copy of the data; the round keys come from threefry fold_in(shuffle key, epoch).
 
-def shuffle_bits(key: jax.Array, epoch: jax.Array, j: jax.Array) -> jax.Array:
-    """Random sort keys of samples j in one epoch's shuffle."""
-    k = jax.random.fold_in(key, epoch)
-    return jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(k, i), dtype=jnp.uint32))(j)
+FEISTEL_ROUNDS = 6
 
 
+def _mix(x: jax.Array) -> jax.Array:
+    """A 32-bit integer finalizer (lowbias32): every input bit flips about half the output bits."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def round_keys(key: jax.Array, epoch: jax.Array | int) -> jax.Array:
+    """The Feistel round keys [FEISTEL_ROUNDS] uint32 of one dataset's epoch."""
+    k = jax.random.key_data(jax.random.fold_in(key, epoch)).astype(jnp.uint32)
+    r = jnp.arange(FEISTEL_ROUNDS, dtype=jnp.uint32)
+    return _mix(k[0] ^ _mix(k[1] + r * jnp.uint32(0x9E3779B9)))
+
+
+def _half_bits(n: jax.Array) -> jax.Array:
+    """h with 4^h >= n (at least 1)."""
+    bits = jnp.ceil(jnp.log2(jnp.maximum(n, 2).astype(jnp.float32)))
+    return jnp.maximum((bits.astype(jnp.uint32) + 1) // 2, 1)
+
+
+def _feistel(i: jax.Array, keys: jax.Array, h: jax.Array) -> jax.Array:
+    mask = (jnp.uint32(1) << h) - 1
+    left, right = i >> h, i & mask
+    for r in range(FEISTEL_ROUNDS):
+        left, right = right, left ^ (_mix(right ^ keys[r]) & mask)
+    return (left << h) | right
+
+
+def visit_order(keys: jax.Array, n: jax.Array, p: jax.Array) -> jax.Array:
+    """Sample visited at positions p (any shape, each < n) of an epoch with round ``keys``."""
+    h = _half_bits(n)
+    nn = n.astype(jnp.uint32)
+    out = jax.lax.while_loop(lambda v: jnp.any(v >= nn), lambda v: jnp.where(v >= nn, _feistel(v, keys, h), v),
+                             _feistel(p.astype(jnp.uint32), keys, h))
+    return out.astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=2)
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:
-    """The order of a size-n dataset's samples in one epoch (stable argsort of random bits)."""
-    return jnp.argsort(shuffle_bits(key, epoch, jnp.arange(n)), stable=True)
-
-
-def padded_permutation(key: jax.Array, epoch: jax.Array, count: jax.Array, width: int) -> jax.Array:
-    """``epoch_permutation`` of a dataset padded to ``width`` slots: real samples first, in the
-    same order as the unpadded permutation, then the padding slots."""
-    j = jnp.arange(width)
-    bits = jnp.where(j < count, shuffle_bits(key, epoch, j), jnp.uint32(0xFFFFFFFF))
-    return jnp.argsort(bits, stable=True)
+    """The order in which a size-n dataset's samples are visited in one epoch."""
+    return visit_order(round_keys(key, epoch), jnp.int32(n), jnp.arange(n, dtype=jnp.int32))

@@ -135,17 +135,19 @@ def make_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInp
 
         def epoch_minibatch(c: Carry, e):
             width = steps * tile
-            perm = jax.vmap(D.padded_permutation, (0, None, 0, None))(keys.shuffle, e, inp.size, width)
-            # [..., D*S, T] -> this epoch's order -> [S, ..., D, T]: scan over steps
-            take = lambda v: jnp.moveaxis(jnp.take_along_axis(
-                v.reshape(*v.shape[:-2], n_data, width), perm.reshape((1,) * (v.ndim - 2) + perm.shape),
-                axis=-1).reshape(
-                *v.shape[:-2], n_data, steps, tile), -2, 0)
-            batches = (take(data.x), take(data.y), take(data.mask))
+            rk = jax.vmap(D.round_keys, (0, None))(keys.shuffle, e)  # [D, rounds]
+            flat = lambda v: v.reshape(*v.shape[:-2], n_data, width)  # a dataset's slots in a row
+            xs, ys = flat(data.x), flat(data.y)
 
-            def step(sc, batch):
+            def step(sc, s):
                 theta, state = sc
-                bx, by, bm = batch
+                p = s * tile + jnp.arange(tile, dtype=jnp.int32)
+                valid = p[None, :] < inp.size[:, None]  # [D, T]; the last batch is ragged
+                # padding positions ask for position 0 (a cycle walk from p >= n need not end)
+                idx = jax.vmap(D.visit_order)(rk, inp.size, jnp.where(valid, p[None, :], 0))
+                bx = jnp.take_along_axis(xs, idx[None], axis=-1)
+                by = jnp.take_along_axis(ys, idx, axis=-1)
+                bm = valid.astype(jnp.float32)
                 _, g = tile_sums(bx, by, bm, theta, tc.gradient)
                 n_b = jnp.sum(bm, axis=-1)
                 new_theta, new_state = update(
@@ -156,7 +158,7 @@ def make_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInp
                     active.reshape(-1, *([1] * (new.ndim - 1))), new, old)
                 return (keep(new_theta, theta), jax.tree.map(keep, new_state, state)), None
 
-            (theta, state), _ = jax.lax.scan(step, (c.theta, c.state), batches)
+            (theta, state), _ = jax.lax.scan(step, (c.theta, c.state), jnp.arange(steps, dtype=jnp.int32))
             div = _first_bad(c.diverged, ~_all_finite(theta), e + 1)
             return Carry(theta, state, div), None
 

@@ -1,0 +1,38 @@
+"""The engine's samplers against scipy's distributions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from l1jax.config import DataConfig
+from l1jax.data import CONTAMINATION_SCALE, synthetic_rows
+
+N = 20000
+
+
+def _draw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    keys = jax.random.split(jax.random.key(11), 4)
+    j = jnp.broadcast_to(jnp.arange(N // 4, dtype=jnp.int32), (4, N // 4))
+    x, y = jax.jit(lambda k, j: synthetic_rows(k, j, cfg))(keys, j)
+    x, y = np.asarray(x).reshape(-1, cfg.n_features), np.asarray(y).reshape(-1)
+    return x, y - x @ np.asarray(cfg.true_weights) - cfg.true_bias
+
+
+def _contaminated_cdf(v, frac=0.2, s=1.5):
+    return (1 - frac) * stats.norm.cdf(v, scale=s) + frac * stats.norm.cdf(v, scale=CONTAMINATION_SCALE * s)
+
+
+@pytest.mark.parametrize("cfg,cdf", [
+    (DataConfig(noise="gaussian", noise_scale=1.5), stats.norm(scale=1.5).cdf),
+    (DataConfig(noise="laplace", noise_scale=1.5), stats.laplace(scale=1.5).cdf),
+    (DataConfig(noise="student_t", noise_scale=1.5, noise_df=3.0), stats.t(3.0, scale=1.5).cdf),
+    (DataConfig(noise="contaminated", noise_scale=1.5, outlier_fraction=0.2), _contaminated_cdf),
+], ids=["gaussian", "laplace", "student_t", "contaminated"])
+def test_noise_and_features_follow_their_distributions(cfg, cdf):
+    x, eps = _draw(cfg)
+    assert stats.kstest(eps, cdf).pvalue > 1e-3
+    assert stats.kstest(x.ravel(), "uniform").pvalue > 1e-3
+    assert 0.0 < x.min() and x.max() < 1.0
+
