@@ -18,5 +18,8 @@ study: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+figures: $(STAMP)
+	$(BIN)/python scripts/make_figures.py
+
 clean:
 	rm -rf $(VENV) out

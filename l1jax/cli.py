@@ -9,9 +9,6 @@ from pathlib import Path
 
 from l1jax.config import ConfigError, load_config
 
-DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
-
-
 def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
     """Refuse to replace results of a different config unless asked to."""
     man = out / "manifest.json"
@@ -55,19 +52,15 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from l1jax.sweep import run
-    from l1jax.summary import summary
+    from l1jax.study import DEFAULT_MAIN, study
 
-    cfg = load_config(args.config)
+    main_cfg = load_config(args.config or DEFAULT_MAIN)
     out = Path(args.out)
-    _check_out(out, cfg.to_dict(), args.overwrite)
-    print(f"== l1jax seed: the article's experiment ==")
-    cmd_seed(argparse.Namespace(seeds=args.seeds, base_seed=cfg.sweep.base_seed))
-    print(f"\n== sweep {args.config} ==")
-    results = run(cfg)
-    results.save(out)
-    print(summary(results))
-    print(f"wrote {out}")
+    _check_out(out / "main", main_cfg.to_dict(), args.overwrite)
+    report = study(out, Path(args.figures) if args.figures else None, main_cfg,
+                   seeds_article=args.seeds)
+    print(report.read_text().split("\n## The article's experiment")[0])
+    print(f"wrote {report}")
     return 0
 
 
@@ -94,9 +87,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=_positive, default=100, help="engine replicates")
     s.add_argument("--base-seed", type=int, default=0)
     s.set_defaults(func=cmd_seed)
-    st = sub.add_parser("study", help="the main job")
-    st.add_argument("--config", default=str(DEFAULT_CONFIG))
+    st = sub.add_parser("study", help="the main job: sweeps, analysis, figures, report.md")
+    st.add_argument("--config", help="the main synthetic sweep (default: the embedded study)")
     st.add_argument("--out", default="out/study")
+    st.add_argument("--figures", help="where the PNGs go (default: OUT/figures)")
     st.add_argument("--seeds", type=_positive, default=100, help="replicates for `seed`")
     st.add_argument("--overwrite", action="store_true")
     st.set_defaults(func=cmd_study)

@@ -3,7 +3,6 @@ with its update (``gradient="seed"``), and the engine with the true L1 subgradie
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -17,11 +16,22 @@ SIZES = (100, 1000, 10000)
 
 
 class Reproduction(NamedTuple):
-    article: list[float]  # the three numbers the article's script prints
-    seed_final: np.ndarray  # [seeds, 3] engine, article update, train L1 after 100 epochs
-    l1_final: np.ndarray  # [seeds, 3] engine, true subgradient
-    initial: np.ndarray  # [seeds, 3] train L1 at the (shared) start
+    article: np.ndarray  # [3, 100] the article's script: loss before each update
+    seed_curves: np.ndarray  # [3, seeds, 101] engine, article update, train L1 at epochs 0..100
+    l1_curves: np.ndarray  # [3, seeds, 101] engine, true subgradient
     floor: float
+
+    @property
+    def seed_final(self) -> np.ndarray:  # [seeds, 3]
+        return self.seed_curves[..., -1].T
+
+    @property
+    def l1_final(self) -> np.ndarray:
+        return self.l1_curves[..., -1].T
+
+    @property
+    def initial(self) -> np.ndarray:
+        return self.l1_curves[..., 0].T
 
 
 def article_config(gradient: str, seeds: int, base_seed: int) -> Config:
@@ -32,22 +42,20 @@ def article_config(gradient: str, seeds: int, base_seed: int) -> Config:
 
 
 def reproduce(seeds: int = 100, base_seed: int = 0) -> Reproduction:
-    res = {g: run(article_config(g, seeds, base_seed)) for g in ("seed", "l1")}
-    final = lambda r: r.train_l1[0, 0, 0, :, :, -1].T
-    return Reproduction(article_script(base_seed), final(res["seed"]), final(res["l1"]),
-                        res["l1"].train_l1[0, 0, 0, :, :, 0].T,
+    curves = {g: run(article_config(g, seeds, base_seed)).train_l1[0, 0, 0] for g in ("seed", "l1")}
+    return Reproduction(article_script(base_seed), curves["seed"], curves["l1"],
                         bayes_l1_floor(DataConfig()))
 
 
 def report(r: Reproduction) -> str:
     """The printed comparison, with a one-line verdict computed from the numbers."""
-    row = lambda name, v: f"{name:<44}" + "".join(f"{x:>12.4f}" for x in v)
+    row = lambda name, v: f"{name:<44}" + "".join(f"{x:>16.4f}" for x in v)
     ms = lambda a: [f"{m:.3f}±{s:.3f}" for m, s in zip(a.mean(0), a.std(0, ddof=1))]
     n = r.seed_final.shape[0]
     lines = [
         "The article's experiment: 2 features, y = 2x1 + 3x2 + N(0,1), 100 epochs, lr 0.01, full batch",
-        f"{'final train L1':<44}" + "".join(f"{'n=' + str(s):>12}" for s in SIZES),
-        row("(a) the article's NumPy code, as written", r.article),
+        f"{'final train L1':<44}" + "".join(f"{'n=' + str(s):>16}" for s in SIZES),
+        row("(a) the article's NumPy code, as written", r.article[:, -1]),
         row("(b) l1jax, the article's update, replicate 0", r.seed_final[0]),
         row("(c) l1jax, true L1 subgradient, replicate 0", r.l1_final[0]),
         f"{'    mean±sd over ' + str(n) + ' replicates: (b)':<44}" + "".join(f"{x:>16}" for x in ms(r.seed_final)),

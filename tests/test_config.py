@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l1jax.cli import DEFAULT_CONFIG, main
+from l1jax.cli import main
+from l1jax.study import DEFAULT_MAIN, DEFAULT_REAL
 from l1jax.config import ConfigError, config_from_dict, load_config
 
 
@@ -95,9 +96,9 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
-def test_default_config_loads_and_round_trips():
-    cfg = load_config(DEFAULT_CONFIG)
-    assert cfg.sweep.sizes == (100, 1000, 10000) and cfg.train.learning_rate == (0.01,)
+@pytest.mark.parametrize("path", [DEFAULT_MAIN, DEFAULT_REAL])
+def test_embedded_configs_load_and_round_trip(path):
+    cfg = load_config(path)
     assert config_from_dict(cfg.to_dict()) == cfg
 
 

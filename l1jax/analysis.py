@@ -1,0 +1,72 @@
+"""Analysis of a sweep: exact optima of its datasets, theory, rate metrics, statistics."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l1jax import data as D
+from l1jax.config import Config
+from l1jax.metrics import RunMetrics, run_metrics
+from l1jax.optimum import lad_optimum
+from l1jax.plan import full_batch_group
+from l1jax.results import Results
+from l1jax.step import mean_l1
+from l1jax.sweep import compile_program, group_inputs
+from l1jax.theory import bayes_l1_floor, expected_test_l1
+from l1jax.train import build_data, build_test
+
+
+class Optima(NamedTuple):
+    """Exact L1 fit of every dataset [size, seed]."""
+
+    theta: np.ndarray  # [size, seed, p]
+    lstar: np.ndarray  # minimal train L1
+    test_l1: np.ndarray  # held-out L1 of the exact fit (NaN without a test set)
+
+
+class Analysis(NamedTuple):
+    results: Results
+    optima: Optima
+    metrics: RunMetrics
+    floor: float  # Bayes L1 floor (synthetic; NaN for csv)
+    theory: np.ndarray  # [size] large-n expected test L1 of the exact fit (NaN for csv)
+
+
+def exact_optima(cfg: Config) -> Optima:
+    """L*, the exact fit and its test L1 for every (size, seed) dataset, in one compiled call."""
+    table = D.load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
+    group = full_batch_group("sgd", cfg.sweep.sizes, cfg.sweep.seeds)
+    inputs = group_inputs(cfg, group, table)
+    has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
+
+    def solve(inp):
+        keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
+        data = build_data(cfg, group, inp, keys)
+        theta, lstar = lad_optimum(data._replace(x=jnp.moveaxis(data.x, 0, -1)), group.n_datasets)
+        if has_test:
+            tx, ty = build_test(cfg, inp, keys)
+            test = mean_l1(tx, ty, theta[:, None, :])[:, 0]
+        else:
+            test = jnp.full(lstar.shape, jnp.nan)
+        return theta, lstar, test
+
+    shape = (len(cfg.sweep.sizes), cfg.sweep.seeds)
+    compiled, _ = compile_program(solve, inputs)
+    theta, lstar, test = (np.asarray(v) for v in compiled(inputs))
+    return Optima(theta.reshape(*shape, -1), lstar.reshape(shape), test.reshape(shape))
+
+
+def analyze(res: Results, k: int = 5) -> Analysis:
+    """Exact optima, metrics and theory of one sweep."""
+    cfg = res.config
+    opt = exact_optima(cfg)
+    if cfg.data.source == "synthetic":
+        floor = bayes_l1_floor(cfg.data)
+        theory = np.asarray(expected_test_l1(cfg.data, np.asarray(cfg.sweep.sizes, float)))
+    else:
+        floor, theory = float("nan"), np.full(len(cfg.sweep.sizes), np.nan)
+    return Analysis(res, opt, run_metrics(res, opt.lstar, k), floor, theory)

@@ -1,0 +1,103 @@
+"""The exact LAD optimum against the linear program solved by HiGHS, on packed, padded data."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import sparse
+from scipy.optimize import linprog
+
+from l1jax.data import Packed
+from l1jax.optimum import lad_optimum, lad_optimum_arrays
+
+TILE = 64
+NOISES = ("gaussian", "student_t2", "contaminated")
+# d = 5 starts at n = 10, not 7: with n = p + 1 = 7 samples L* is a single residual, and its
+# float32 rounding alone reaches ~1e-5 relative (the accuracy note in l1jax/optimum.py)
+SIZES = {2: (7, 50, 300, 2000), 5: (10, 50, 300, 2000)}
+
+
+def make_dataset(rng: np.random.Generator, n: int, d: int, noise: str) -> tuple[np.ndarray, np.ndarray]:
+    """x ~ U(0,1)^d, y = x.w + 0.5 + noise, all float32."""
+    x = rng.uniform(size=(n, d)).astype(np.float32)
+    e = {"gaussian": lambda: rng.normal(size=n),
+         "student_t2": lambda: rng.standard_t(2, size=n),
+         "contaminated": lambda: np.where(rng.uniform(size=n) < 0.1, 10.0, 1.0) * rng.normal(size=n),
+         }[noise]()
+    return x, (x @ rng.normal(size=d) + 0.5 + e).astype(np.float32)
+
+
+def pack(datasets: list[tuple[np.ndarray, np.ndarray]], tile: int) -> Packed:
+    """Dataset i takes ceil(n_i / tile) tiles; the last one is zero-padded with mask 0."""
+    xs, ys, ms, owner = [], [], [], []
+    for i, (x, y) in enumerate(datasets):
+        n, d = x.shape
+        tiles = -(-n // tile)
+        xp = np.zeros((tiles * tile, d), np.float32)
+        yp = np.zeros(tiles * tile, np.float32)
+        mp = np.zeros(tiles * tile, np.float32)
+        xp[:n], yp[:n], mp[:n] = x, y, 1.0
+        xs.append(xp.reshape(tiles, tile, d))
+        ys.append(yp.reshape(tiles, tile))
+        ms.append(mp.reshape(tiles, tile))
+        owner += [i] * tiles
+    return Packed(jnp.asarray(np.concatenate(xs)), jnp.asarray(np.concatenate(ys)),
+                  jnp.asarray(np.concatenate(ms)), jnp.asarray(np.array(owner, np.int32)))
+
+
+def lp_optimum(x: np.ndarray, y: np.ndarray) -> float:
+    """min mean |Xw + b - y| as the LP min sum(u+ + u-), Xw + b + u+ - u- = y, u >= 0 (float64)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    n, d = x.shape
+    eye = sparse.identity(n, format="csr")
+    a_eq = sparse.hstack([sparse.csr_matrix(np.hstack([x, np.ones((n, 1))])), eye, -eye])
+    c = np.concatenate([np.zeros(d + 1), np.ones(2 * n)])
+    bounds = [(None, None)] * (d + 1) + [(0, None)] * (2 * n)
+    res = linprog(c, A_eq=a_eq, b_eq=y, bounds=bounds, method="highs")
+    assert res.status == 0
+    return res.fun / n
+
+
+def loss64(x: np.ndarray, y: np.ndarray, theta: np.ndarray) -> float:
+    """Mean |x.w + b - y| evaluated in float64."""
+    theta = np.asarray(theta, np.float64)
+    return float(np.mean(np.abs(x.astype(np.float64) @ theta[:-1] + theta[-1] - y)))
+
+
+@pytest.fixture(scope="module", params=[2, 5])
+def solved(request):
+    """Mixed sizes and noises of one d, packed together and solved in one call."""
+    d = request.param
+    rng = np.random.default_rng(d)
+    datasets = [make_dataset(rng, n, d, noise) for n in SIZES[d] for noise in NOISES]
+    theta, loss = lad_optimum(pack(datasets, TILE), len(datasets))
+    return datasets, np.asarray(theta), np.asarray(loss)
+
+
+def test_loss_matches_linprog(solved):
+    datasets, _, loss = solved
+    best = np.array([lp_optimum(x, y) for x, y in datasets])
+    rel = np.abs(loss - best) / best
+    assert rel.max() < 1e-6, rel
+
+
+def test_theta_attains_loss(solved):
+    datasets, theta, loss = solved
+    for i, (x, y) in enumerate(datasets):
+        n, d = x.shape
+        # L* is the exact vertex's loss; float32 theta leaves its p interpolated residuals at
+        # rounding level (~eps * (|x.w| + |b| + |y|)) instead of 0
+        scale = np.abs(x) @ np.abs(theta[i, :-1]) + abs(theta[i, -1]) + np.abs(y)
+        tol = 1e-6 * loss[i] + (d + 1) * 4 * np.finfo(np.float32).eps * scale.max() / n
+        assert abs(loss64(x, y, theta[i]) - loss[i]) <= tol
+
+
+def test_padding_and_packing_change_nothing(solved):
+    datasets, theta, loss = solved
+    i = 5  # n = 50 (one padded tile), contaminated
+    x, y = datasets[i]
+    theta_alone, loss_alone = lad_optimum(pack([(x, y)], TILE), 1)
+    np.testing.assert_allclose(np.asarray(loss_alone)[0], loss[i], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(theta_alone)[0], theta[i], rtol=1e-5, atol=1e-6)
+    theta_plain, loss_plain = lad_optimum_arrays(x, y)  # one tile, no padding
+    np.testing.assert_allclose(float(loss_plain), loss[i], rtol=1e-6)
+    assert theta_plain.shape == (x.shape[1] + 1,)
