@@ -45,8 +45,7 @@ def exact_optima(cfg: Config) -> Optima:
 
     def solve(inp):
         keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
-        data = build_data(cfg, group, inp, keys)
-        theta, lstar = lad_optimum(data._replace(x=jnp.moveaxis(data.x, 0, -1)), group.n_datasets)
+        theta, lstar = lad_optimum(build_data(cfg, group, inp, keys), group.n_datasets)
         if has_test:
             tx, ty = build_test(cfg, inp, keys)
             test = mean_l1(tx, ty, theta[:, None, :])[:, 0]

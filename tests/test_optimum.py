@@ -16,13 +16,14 @@ NOISES = ("gaussian", "student_t2", "contaminated")
 SIZES = {2: (7, 50, 300, 2000), 5: (10, 50, 300, 2000)}
 
 
-def make_dataset(rng: np.random.Generator, n: int, d: int, noise: str) -> tuple[np.ndarray, np.ndarray]:
+def make_dataset(rng: np.random.Generator, n: int, d: int,
+                 noise: str) -> tuple[np.ndarray, np.ndarray]:
     """x ~ U(0,1)^d, y = x.w + 0.5 + noise, all float32."""
     x = rng.uniform(size=(n, d)).astype(np.float32)
     e = {"gaussian": lambda: rng.normal(size=n),
          "student_t2": lambda: rng.standard_t(2, size=n),
-         "contaminated": lambda: np.where(rng.uniform(size=n) < 0.1, 10.0, 1.0) * rng.normal(size=n),
-         }[noise]()
+         "contaminated": lambda: np.where(rng.uniform(size=n) < 0.1, 10.0, 1.0)
+         * rng.normal(size=n)}[noise]()
     return x, (x @ rng.normal(size=d) + 0.5 + e).astype(np.float32)
 
 
@@ -40,7 +41,7 @@ def pack(datasets: list[tuple[np.ndarray, np.ndarray]], tile: int) -> Packed:
         ys.append(yp.reshape(tiles, tile))
         ms.append(mp.reshape(tiles, tile))
         owner += [i] * tiles
-    return Packed(jnp.asarray(np.concatenate(xs)), jnp.asarray(np.concatenate(ys)),
+    return Packed(jnp.asarray(np.moveaxis(np.concatenate(xs), -1, 0)), jnp.asarray(np.concatenate(ys)),
                   jnp.asarray(np.concatenate(ms)), jnp.asarray(np.array(owner, np.int32)))
 
 
@@ -91,13 +92,12 @@ def test_theta_attains_loss(solved):
         assert abs(loss64(x, y, theta[i]) - loss[i]) <= tol
 
 
+@pytest.mark.parametrize("solved", [2], indirect=True)
 def test_padding_and_packing_change_nothing(solved):
     datasets, theta, loss = solved
-    i = 5  # n = 50 (one padded tile), contaminated
+    i = 5  # n = 50: one tile with 14 padding slots, packed among other datasets
     x, y = datasets[i]
-    theta_alone, loss_alone = lad_optimum(pack([(x, y)], TILE), 1)
-    np.testing.assert_allclose(np.asarray(loss_alone)[0], loss[i], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(theta_alone)[0], theta[i], rtol=1e-5, atol=1e-6)
-    theta_plain, loss_plain = lad_optimum_arrays(x, y)  # one tile, no padding
-    np.testing.assert_allclose(float(loss_plain), loss[i], rtol=1e-6)
-    assert theta_plain.shape == (x.shape[1] + 1,)
+    theta_alone, loss_alone = lad_optimum_arrays(x, y)  # alone in one tile, no padding
+    np.testing.assert_allclose(float(loss_alone), loss[i], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(theta_alone), theta[i], rtol=1e-5, atol=1e-6)
+    assert theta_alone.shape == (x.shape[1] + 1,)
