@@ -64,6 +64,24 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import jax
+
+    from l1jax.bench import benchmark, write
+
+    if args.workload in ("bench-gpu", "bench-lr") and jax.default_backend() == "cpu" and not args.force:
+        raise ConfigError(f"--workload {args.workload} is sized for an accelerator (about 1e11 "
+                          "sample-epochs): run it on a GPU, or pass --force")
+    record = benchmark(args.workload, args.peer_budget)
+    json_path = Path(args.json or f"docs/bench/{args.workload}-{record['device'].split(':')[0]}.json")
+    write(record, json_path, Path(args.docs))
+    m = record["l1jax"]
+    print(f"{args.workload} on {record['device']}: l1jax warm {m['warm_rate']:.3g}/s, cold "
+          f"{m['cold_rate']:.3g}/s; NumPy loop {record['numpy_loop']['rate']:.3g}/s; roofline "
+          f"{record['roofline_rate']:.3g}/s; wrote {json_path} and {args.docs}")
+    return 0
+
+
 def _positive(v: str) -> int:
     n = int(v)
     if n < 1:
@@ -78,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("config")
     r.add_argument("--out", required=True, help="results directory")
     r.add_argument("--overwrite", action="store_true", help="replace results of another config")
+    r.add_argument("--no-cache", action="store_true", help="do not keep compiled programs on disk")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("export", help="write a results directory as a tidy CSV")
     e.add_argument("dir")
@@ -93,12 +112,24 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--figures", help="where the PNGs go (default: OUT/figures)")
     st.add_argument("--seeds", type=_positive, default=100, help="replicates for `seed`")
     st.add_argument("--overwrite", action="store_true")
+    st.add_argument("--no-cache", action="store_true", help="do not keep compiled programs on disk")
     st.set_defaults(func=cmd_study)
+    b = sub.add_parser("bench", help="benchmark a named workload against its peers")
+    b.add_argument("--workload", required=True, choices=["bench-cpu", "bench-gpu", "bench-lr", "bench-sgd"])
+    b.add_argument("--json", help="record file (default docs/bench/WORKLOAD-PLATFORM.json)")
+    b.add_argument("--docs", default="docs/benchmarks.md", help="markdown table rebuilt from docs/bench/")
+    b.add_argument("--peer-budget", type=float, default=20.0, help="seconds per slow peer before extrapolating")
+    b.add_argument("--force", action="store_true", help="run an accelerator workload on the CPU anyway")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if not getattr(args, "no_cache", True):
+        from l1jax.cache import enable_compilation_cache
+
+        enable_compilation_cache()
     try:
         return args.func(args)
     except ConfigError as e:
