@@ -1,0 +1,242 @@
+"""Benchmarks: l1jax against its peers on the same runs, and against the memory roofline.
+
+A full-batch epoch of a linear L1 run must read each sample's features and target once
+(4 (d + 1) bytes in float32), so *useful sample-epochs per second* is the figure and the
+roofline is the measured streaming bandwidth divided by those bytes.  Each workload reports
+l1jax cold (compilation included, no persistent cache) and warm (compiled), the article-style
+NumPy loop (true subgradient) and one-jit-per-exact-size JAX, measured on a subset of seeds
+where slow and extrapolated linearly in seeds (each seed is the same work), and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l1jax.config import Config, DataConfig, SweepConfig, TrainConfig
+from l1jax.plan import padding_efficiency, plan
+from l1jax.sweep import compile_program, group_inputs, n_features
+from l1jax.train import make_train
+
+CPU_SIZES = tuple(int(v) for v in np.geomspace(32, 32768, 16).round())
+GPU_SIZES = (100, 1000, 10000, 100000)
+
+
+@dataclass(frozen=True)
+class Workload:
+    sizes: tuple[int, ...]
+    seeds: int
+    epochs: int
+    learning_rates: tuple[float, ...] = (0.01,)
+    batch: int | str = "full"
+
+
+WORKLOADS = {
+    "bench-cpu": Workload(CPU_SIZES, 64, 300),
+    "bench-gpu": Workload(GPU_SIZES, 1000, 1000),
+    "bench-lr": Workload(GPU_SIZES, 1000, 1000, tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())),
+    "bench-sgd": Workload(CPU_SIZES, 64, 20, batch=32),
+}
+
+
+def workload_config(w: Workload) -> Config:
+    """Training only: no test set, metrics at the first and last epoch."""
+    return Config(DataConfig(test_size=0),
+                  TrainConfig(epochs=w.epochs, learning_rate=w.learning_rates, batch_size=(w.batch,),
+                              record_every=w.epochs),
+                  SweepConfig(sizes=w.sizes, seeds=w.seeds))
+
+
+def useful_sample_epochs(w: Workload) -> float:
+    return float(sum(w.sizes)) * w.seeds * w.epochs * len(w.learning_rates)
+
+
+def streaming_bandwidth(n_bytes: int = 1 << 29) -> float:
+    """Bytes/s of a jitted sum over a float32 array (best of 5): the memory roofline."""
+    x = jnp.ones(n_bytes // 4, jnp.float32)
+    f = jax.jit(jnp.sum)
+    f(x).block_until_ready()
+    best = min(_timed(lambda: f(x).block_until_ready()) for _ in range(5))
+    return n_bytes / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def l1jax_timings(cfg: Config) -> dict[str, Any]:
+    """Compile every planned program, run it twice: cold = compile + first run, warm = second."""
+    groups = plan(cfg)
+    compile_s = first = second = 0.0
+    for g in groups:
+        inputs = group_inputs(cfg, g, None)
+        exe, cs = compile_program(make_train(cfg, g, n_features(cfg, None)), inputs)
+        compile_s += cs
+        first += _timed(lambda: jax.block_until_ready(exe(inputs)))
+        second += _timed(lambda: jax.block_until_ready(exe(inputs)))
+    return {"compile_s": compile_s, "cold_s": compile_s + first, "warm_s": second,
+            "programs": len(groups), "padding_efficiency": padding_efficiency(groups)}
+
+
+def _numpy_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.random((n, 2), dtype=np.float32)
+    return x, (x @ np.float32([2.0, 3.0]) + rng.standard_normal(n, dtype=np.float32))
+
+
+def numpy_loop(w: Workload, budget_s: float) -> dict[str, Any]:
+    """The article-style loop with the true subgradient, seed by seed until ``budget_s``."""
+    rng = np.random.default_rng(0)
+    data = [_numpy_data(rng, n) for n in w.sizes]
+    batch = None if w.batch == "full" else int(w.batch)
+    seeds, spent = 0, 0.0
+    while seeds < w.seeds and spent < budget_s:
+        t = time.perf_counter()
+        for x, y in data:
+            for lr in w.learning_rates:
+                wts, b = rng.standard_normal(2).astype(np.float32), np.float32(rng.standard_normal())
+                for _ in range(w.epochs):
+                    if batch is None:  # full batch: the article's loop, true subgradient
+                        g = np.sign(x @ wts + b - y)
+                        wts = wts - lr * (x.T @ g) / len(y)
+                        b = b - lr * g.mean()
+                        continue
+                    order = rng.permutation(len(y))
+                    for s in range(0, len(y), batch):
+                        i = order[s:s + batch]
+                        g = np.sign(x[i] @ wts + b - y[i])
+                        wts = wts - lr * (x[i].T @ g) / len(i)
+                        b = b - lr * g.mean()
+        spent += time.perf_counter() - t
+        seeds += 1
+    return {"seconds": spent * w.seeds / seeds, "measured_seeds": seeds}
+
+
+def jit_per_size(w: Workload, budget_s: float) -> dict[str, Any]:
+    """One jitted lax.scan program per exact size (full batch), run seed by seed."""
+    if w.batch != "full":
+        return {"seconds": None, "note": "full batch only"}
+
+    def train(x, y, theta, lr):
+        def epoch(th, _):
+            g = jnp.sign(x @ th[:2] + th[2] - y)
+            return th - lr * jnp.concatenate([x.T @ g, g.sum()[None]]) / y.shape[0], None
+        return jax.lax.scan(epoch, theta, None, length=w.epochs)[0]
+
+    rng = np.random.default_rng(0)
+    exes, compile_s = [], 0.0
+    for n in w.sizes:
+        x, y = _numpy_data(rng, n)
+        exe, cs = compile_program(train, x, y, jnp.zeros(3), jnp.float32(0.01))
+        exes.append((exe, jnp.asarray(x), jnp.asarray(y)))
+        compile_s += cs
+    seeds, spent = 0, 0.0
+    while seeds < w.seeds and spent < budget_s:
+        t = time.perf_counter()
+        for exe, x, y in exes:
+            for lr in w.learning_rates:
+                exe(x, y, jnp.asarray(rng.standard_normal(3), jnp.float32), jnp.float32(lr)).block_until_ready()
+        spent += time.perf_counter() - t
+        seeds += 1
+    return {"seconds": spent * w.seeds / seeds, "compile_s": compile_s, "measured_seeds": seeds,
+            "programs": len(w.sizes)}
+
+
+def host_description() -> str:
+    """CPU model and core count of this machine (the CPU peers run here on every device)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def peak_memory_bytes() -> int:
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if dev.platform != "cpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
+    """Measure one workload in this process; returns the JSON record."""
+    w = WORKLOADS[name]
+    cfg = workload_config(w)
+    work = useful_sample_epochs(w)
+    bw = streaming_bandwidth()
+    roof = bw / (4 * (cfg.data.n_features + 1))
+    mine = l1jax_timings(cfg)
+    npl = numpy_loop(w, peer_budget_s)
+    per = jit_per_size(w, peer_budget_s)
+    rate = lambda s: None if not s else work / s
+    warm = rate(mine["warm_s"])
+    dev = jax.devices()[0]
+    return {
+        "workload": name, "spec": w.__dict__, "useful_sample_epochs": work,
+        "device": f"{dev.platform}: {dev.device_kind}", "host": host_description(),
+        "jax": jax.__version__,
+        "l1jax": {**mine, "cold_rate": rate(mine["cold_s"]), "warm_rate": warm},
+        "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
+        "jit_per_size": {**per, "rate": rate(per.get("seconds"))},
+        "bandwidth_bytes_per_s": bw, "roofline_rate": roof, "roofline_fraction": warm / roof,
+        "peak_memory_bytes": peak_memory_bytes(),
+    }
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    return "–" if v is None else f"{v:.3g}{unit}"
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    """docs/benchmarks.md from every recorded run; workloads never run on a GPU say so."""
+    lines = ["# Benchmarks", "",
+             "Generated by `python scripts/bench.py --workload NAME --json docs/bench/NAME-DEVICE.json`"
+             " from the JSON records in `docs/bench/`. Rates are useful sample-epochs per second; "
+             "ratios are l1jax warm over the peer. Peers measured on a subset of seeds are "
+             "extrapolated linearly in seeds (`measured` column).", "",
+             "| workload | device (host) | l1jax warm | l1jax cold | compile s (programs) | padding eff. | "
+             "NumPy loop (measured seeds) | warm/NumPy | cold/NumPy | jit per size | warm/jit | roofline | "
+             "warm/roofline | peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    seen = set()
+    for r in records:
+        m, n, j = r["l1jax"], r["numpy_loop"], r["jit_per_size"]
+        ratio = lambda a, b: None if not a or not b else a / b
+        seen.add((r["workload"], r["device"].split(":")[0]))
+        lines.append(
+            f"| {r['workload']} | {r['device']} ({r['host']}) | {_fmt(m['warm_rate'])} | {_fmt(m['cold_rate'])} | "
+            f"{m['compile_s']:.1f} ({m['programs']}) | {m['padding_efficiency']:.1%} | "
+            f"{_fmt(n['rate'])} ({n['measured_seeds']}/{r['spec']['seeds']}) | "
+            f"{_fmt(ratio(m['warm_rate'], n['rate']), 'x')} | {_fmt(ratio(m['cold_rate'], n['rate']), 'x')} | "
+            f"{_fmt(j['rate'])} | {_fmt(ratio(m['warm_rate'], j['rate']), 'x')} | "
+            f"{_fmt(r['roofline_rate'])} | {r['roofline_fraction']:.1%} | "
+            f"{r['peak_memory_bytes'] / 2**20:.0f} MiB |")
+    for name in WORKLOADS:
+        if (name, "gpu") not in seen:
+            lines.append(f"| {name} | gpu | not measured | | | | | | | | | | | |")
+    lines += ["", "Targets (issue 4): CPU warm ≥ 7x and cold ≥ 3x the NumPy loop on bench-cpu; GPU ≥ 70% "
+              "of the roofline on bench-gpu; bench-lr ≥ 2x the single-run roofline; padding ≥ 90%.", ""]
+    return "\n".join(lines)
+
+
+def write(record: dict[str, Any], json_path: Path, docs: Path) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    records = [json.loads(p.read_text()) for p in sorted(json_path.parent.glob("*.json"))]
+    docs.write_text(markdown(records))
