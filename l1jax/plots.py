@@ -217,7 +217,8 @@ def fig_heatmaps(a: Analysis, path: Path, k: int) -> Path:
             ax.set_xlabel("dataset size n (samples)")
             ax.set_ylabel("learning rate")
             ax.set_title(f"{name}: sgd, {batch_label(bs)}, {len(co['seed'])} seeds", fontsize=8)
-            fig.colorbar(im, ax=ax)
+            ax.grid(False)
+            fig.colorbar(im, ax=ax).set_label(name.split(" (")[0].replace("mean ", ""))
     return _save(fig, path)
 
 
