@@ -34,9 +34,12 @@ def _log_y(ax) -> None:
     """Log y axis with plain-number tick labels."""
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    # minor ticks labelled at 2x and 5x a power of ten only, so labels never crowd
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    # minor ticks: all labelled on a short axis, only 2x and 5x a power of ten on a long one
+    def minor(v, _):
+        lo, hi = ax.get_ylim()
+        short = np.log10(hi / lo) < 1.2
+        return f"{v:g}" if short or f"{v:.0e}"[0] in "25" else ""
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
 
 
 def _save(fig: plt.Figure, path: Path, title: str | None = None) -> Path:
