@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 from l1jax import stats  # noqa: E402
 from l1jax.analysis import Analysis  # noqa: E402
 from l1jax.reproduce import SIZES, Reproduction  # noqa: E402
+from l1jax.theory import expected_test_l1  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 plt.rcParams.update({"axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "figure.dpi": 110,
@@ -68,6 +69,16 @@ def reference_lr(a: Analysis, o: int, b: int) -> int:
     q = a.metrics.final_test if np.isfinite(a.metrics.final_test).any() else a.metrics.final_train
     with np.errstate(invalid="ignore"):
         return int(np.nanargmin(np.nanmean(q[o, b, :, -1], axis=-1)))
+
+
+def _reference_runs(a: Analysis, arrays: tuple[np.ndarray, ...]):
+    """Per batch mode at its reference learning rate (first optimizer): its colour, a label and
+    each array's [size, seed] slice."""
+    co = a.results.coords
+    for b, bs in enumerate(co["batch_size"]):
+        l = reference_lr(a, 0, b)
+        label = f"{co['optimizer'][0]}, {batch_label(bs)}, lr {co['learning_rate'][l]:g}"
+        yield OKABE_ITO[b], label, [v[0, b, l] for v in arrays]
 
 
 def _setting(a: Analysis, o: int, b: int, l: int) -> str:
@@ -128,12 +139,11 @@ def fig_rate(a: Analysis, path: Path, k: int) -> Path:
     co = a.results.coords
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for b, bs in enumerate(co["batch_size"]):
-        l = reference_lr(a, 0, b)
-        for ax, v in zip(axes, (a.metrics.rate_epoch, a.metrics.rate_step)):
-            s = stats.summarize(v[0, b, l], axis=-1)
+    for color, label, values in _reference_runs(a, (a.metrics.rate_epoch, a.metrics.rate_step)):
+        for ax, v in zip(axes, values):
+            s = stats.summarize(v, axis=-1)
             ax.errorbar(n, s.mean, yerr=[s.mean - s.ci_low, s.ci_high - s.mean], marker="o",
-                        capsize=3, color=OKABE_ITO[b], label=f"{batch_label(bs)}, lr {co['learning_rate'][l]:g}")
+                        capsize=3, color=color, label=label)
     for ax, unit in zip(axes, ("epoch", "optimizer step")):
         _log_sizes(ax, co["size"])
         _log_y(ax)
@@ -149,18 +159,15 @@ def fig_final(a: Analysis, path: Path) -> Path:
     co = a.results.coords
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for b, bs in enumerate(co["batch_size"]):
-        l = reference_lr(a, 0, b)
-        for ax, v in zip(axes, (a.metrics.final_train, a.metrics.final_test)):
-            if np.isfinite(v[0, b, l]).any():
-                _band(ax, n, v[0, b, l], OKABE_ITO[b], f"sgd, {batch_label(bs)}, lr {co['learning_rate'][l]:g}",
-                      axis=-1, style="o-")
+    for color, label, values in _reference_runs(a, (a.metrics.final_train, a.metrics.final_test)):
+        for ax, v in zip(axes, values):
+            if np.isfinite(v).any():
+                _band(ax, n, v, color, label, axis=-1, style="o-")
     _band(axes[0], n, a.optima.lstar, "k", "exact L1 fit (L*)", axis=-1, style="s:")
     if np.isfinite(a.optima.test_l1).any():
         _band(axes[1], n, a.optima.test_l1, "k", "exact L1 fit", axis=-1, style="s:")
     if np.isfinite(a.theory).any():
         grid = np.geomspace(n[0], n[-1], 100)
-        from l1jax.theory import expected_test_l1
         axes[1].plot(grid, expected_test_l1(a.results.config.data, grid), color=OKABE_ITO[3], lw=2,
                      label="theory: floor + p / (4 f(0) n)")
     for ax, name in zip(axes, ("final train L1", "final test L1")):
@@ -179,15 +186,13 @@ def fig_spread(a: Analysis, path: Path) -> Path:
     co = a.results.coords
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for b, bs in enumerate(co["batch_size"]):
-        l = reference_lr(a, 0, b)
-        for ax, v in zip(axes, (a.metrics.final_train, a.metrics.final_test)):
-            if not np.isfinite(v[0, b, l]).any():
+    for color, label, values in _reference_runs(a, (a.metrics.final_train, a.metrics.final_test)):
+        for ax, v in zip(axes, values):
+            if not np.isfinite(v).any():
                 continue
-            sd, lo, hi = stats.sd_interval(v[0, b, l], axis=-1)
-            ax.errorbar(n, sd, yerr=[sd - lo, hi - sd], marker="o", capsize=3, color=OKABE_ITO[b],
-                        label=f"sgd, {batch_label(bs)}, lr {co['learning_rate'][l]:g}")
-            ax.plot(n, sd[0] * np.sqrt(n[0] / n), ":", color=OKABE_ITO[b], lw=1,
+            sd, lo, hi = stats.sd_interval(v, axis=-1)
+            ax.errorbar(n, sd, yerr=[sd - lo, hi - sd], marker="o", capsize=3, color=color, label=label)
+            ax.plot(n, sd[0] * np.sqrt(n[0] / n), ":", color=color, lw=1,
                     label="∝ n^(-1/2) through the smallest size")
     for ax, name in zip(axes, ("final train L1", "final test L1")):
         _log_sizes(ax, co["size"])
