@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from importlib.metadata import version
 from typing import Any, Callable
@@ -10,6 +11,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from l1jax import __version__
 from l1jax.config import Config
@@ -64,8 +66,33 @@ def run_group(cfg: Config, group: Group, table: Table | None) -> tuple[TrainOutp
     return TrainOutputs(*(np.asarray(v) for v in out)), info
 
 
-def run(cfg: Config) -> Results:
-    """Run a whole sweep: one compiled program per planned group."""
+class Progress:
+    """Runs done, with runs/s and ETA: a tqdm bar on a terminal, one log line per program
+    otherwise (files and CI logs stay readable), nothing when quiet."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.mode = "off" if quiet else ("bar" if sys.stderr.isatty() else "log")
+        self.bar = tqdm(total=total, unit="run", desc="sweep") if self.mode == "bar" else None
+
+    def update(self, runs: int, what: str) -> None:
+        self.done += runs
+        if self.bar is not None:
+            self.bar.set_postfix_str(what)
+            self.bar.update(runs)
+        elif self.mode == "log":
+            dt = time.perf_counter() - self.start
+            rate = self.done / dt
+            print(f"sweep: {self.done}/{self.total} runs ({what}), {rate:.1f} runs/s, "
+                  f"ETA {(self.total - self.done) / rate:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(cfg: Config, quiet: bool = True) -> Results:
+    """Run a whole sweep: one compiled program per planned group (``quiet=False`` shows progress)."""
     table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     groups = plan(cfg)
     t = cfg.train
@@ -78,9 +105,11 @@ def run(cfg: Config) -> Results:
     arrays["diverged_epoch"] = np.full(shape, -1, np.int32)
     infos = []
     start = time.perf_counter()
+    progress = Progress(sum(g.n_datasets for g in groups) * len(t.learning_rate), quiet)
     for g in groups:
         out, info = run_group(cfg, g, table)
         infos.append(info)
+        progress.update(info["runs"], f"{g.optimizer}, batch {info['batch_size']}, sizes {list(g.sizes)}")
         o = t.optimizer.index(g.optimizer)
         b = t.batch_size.index(g.batch if g.batch is not None else "full")
         s = [cfg.sweep.sizes.index(n) for n in g.sizes]
@@ -90,6 +119,7 @@ def run(cfg: Config) -> Results:
             arrays[name][o, b][:, s] = v.reshape(v.shape[0], *split, -1).transpose(3, 1, 2, 0)
         arrays["theta"][o, b][:, s] = out.theta.reshape(*split, -1, p).transpose(2, 0, 1, 3)
         arrays["diverged_epoch"][o, b][:, s] = out.diverged_epoch.reshape(*split, -1).transpose(2, 0, 1)
+    progress.close()
     dev = jax.devices()[0]
     meta = {
         "versions": {"l1jax": __version__, **{m: version(m) for m in

@@ -57,3 +57,14 @@ def test_cli_run_then_export_and_refuses_other_config(tmp_path, capsys):
     (out / "results.npz").write_bytes(before[:100])
     assert main(["export", str(out), "--csv", str(tmp_path / "u.csv")]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_cli_progress_is_log_lines_off_a_terminal_and_silent_when_quiet(tmp_path, capsys):
+    conf = tmp_path / "c.toml"
+    conf.write_text("[train]\nepochs = 2\nbatch_size = ['full', 4]\n[sweep]\nsizes = [6, 30]\n"
+                    "seeds = 2\n[data]\ntest_size = 0\n")
+    assert main(["run", str(conf), "--out", str(tmp_path / "a")]) == 0
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("sweep: ")]
+    assert len(lines) == 3 and lines[-1].startswith("sweep: 8/8 runs") and "runs/s" in lines[-1]
+    assert main(["run", str(conf), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "sweep: " not in capsys.readouterr().err
