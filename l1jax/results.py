@@ -82,10 +82,13 @@ class Results:
                 raise ConfigError(f"{p} does not exist: expected a directory written by `l1jax run`")
         try:
             manifest = json.loads(man_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
+        try:
             with np.load(npz_path) as z:
                 arrays = {k: z[k] for k in ARRAY_DIMS}
         except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
-            raise ConfigError(f"{out} holds a truncated or corrupt results file: {e}") from None
+            raise ConfigError(f"{npz_path} is truncated or corrupt: {e}") from None
         config = config_from_dict(manifest.pop("config"), base_dir=out, check_files=False)
         meta = {k: v for k, v in manifest.items() if k not in ("coords", "dims")}
         return cls(config, arrays, meta)

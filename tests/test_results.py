@@ -56,7 +56,7 @@ def test_cli_run_then_export_and_refuses_other_config(tmp_path, capsys):
     assert (out / "results.npz").read_bytes() == before
     (out / "results.npz").write_bytes(before[:100])
     assert main(["export", str(out), "--csv", str(tmp_path / "u.csv")]) == 2
-    assert "truncated or corrupt" in capsys.readouterr().err
+    assert f"{out / 'results.npz'} is truncated or corrupt" in capsys.readouterr().err
 
 
 def test_cli_progress_is_log_lines_off_a_terminal_and_silent_when_quiet(tmp_path, capsys):
