@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     out = Path(args.out)
     _check_out(out, cfg.to_dict(), args.overwrite)
-    results = run(cfg, quiet=args.quiet)
+    results = run(cfg, quiet=args.quiet, memory_budget=args.memory_budget)
     results.save(out)
     print(summary(results))
     print(f"wrote {out / 'results.npz'} and {out / 'manifest.json'}")
@@ -82,6 +82,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _bytes(v: str) -> int:
+    """A memory size: bytes, or a number with K, M, G or T (powers of 1024; a trailing B is optional)."""
+    text = v.strip().upper().removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    try:
+        n = float(text[: len(text) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        n = -1.0
+    if not n >= 1:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a memory size (e.g. 8G, 512M, 1000000)")
+    return int(n)
+
+
 def _positive(v: str) -> int:
     n = int(v)
     if n < 1:
@@ -98,6 +114,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace results of another config")
     r.add_argument("--no-cache", action="store_true", help="do not keep compiled programs on disk")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--memory-budget", type=_bytes, help="bytes a chunk of replicates may use "
+                   "(e.g. 8G; default: 60%% of accelerator memory, or half the available RAM)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("export", help="write a results directory as a tidy CSV")
     e.add_argument("dir")

@@ -135,3 +135,25 @@ def plan(cfg: Config) -> list[Group]:
 def padding_efficiency(groups: list[Group]) -> float:
     """Useful over padded sample-slots per epoch, over the whole sweep."""
     return sum(g.useful_slots for g in groups) / sum(g.padded_slots for g in groups)
+
+
+def bytes_per_seed(cfg: Config, group: Group, n_features: int) -> int:
+    """Estimated device memory one replicate of a group needs: its packed data (x, y, mask),
+    the temporaries of one learning rate's pass over it, its test sets, and per-run records
+    and optimizer state.  Conservative: sizes planned with it never run out of memory."""
+    slots = sum(group.tiles_per_dataset) * group.tile
+    lrs, p = len(cfg.train.learning_rate), n_features + 1
+    data = slots * 4 * (n_features + 2)
+    temporaries = slots * 4 * 4
+    test = len(group.sizes) * (cfg.data.test_size if cfg.data.source == "synthetic" else 0) * 4 * (p + 2)
+    runs = len(group.sizes) * lrs * 4 * (3 * len(cfg.recorded_epochs) + 4 * p + 8)
+    return data + temporaries + test + runs
+
+
+def seed_chunks(seeds: int, per_seed: int, budget: int) -> list[tuple[int, int]]:
+    """Split replicates 0..seeds-1 into equal chunks (the last may be smaller) that fit ``budget``
+    bytes; equal chunks share compiled programs."""
+    fit = max(1, budget // max(per_seed, 1))
+    count = math.ceil(seeds / fit)
+    size = math.ceil(seeds / count)
+    return [(s, min(s + size, seeds)) for s in range(0, seeds, size)]

@@ -32,7 +32,8 @@ def summary(r: Results) -> str:
                         f"{int((~ok).sum()):>4}/{len(ok)}")
     m = r.meta
     runs = sum(p["runs"] for p in m["programs"])
-    lines.append(f"{runs} runs in {len(m['programs'])} compiled programs on {m['backend']} "
+    lines.append(f"{runs} runs in {m['compiled_programs']} compiled programs "
+                 f"({len(m['seed_chunks'])} chunks of seeds) on {m['backend']} "
                  f"({m['device']}): compile {sum(p['compile_s'] for p in m['programs']):.1f} s, "
                  f"run {sum(p['run_s'] for p in m['programs']):.1f} s, "
                  f"padding efficiency {m['padding_efficiency']:.1%}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
@@ -16,19 +17,19 @@ from tqdm import tqdm
 from l1jax import __version__
 from l1jax.config import Config
 from l1jax.data import Table, load_csv
-from l1jax.plan import Group, padding_efficiency, plan
+from l1jax.plan import Group, bytes_per_seed, padding_efficiency, plan, seed_chunks
 from l1jax.results import Results
 from l1jax.train import TrainInputs, TrainOutputs, make_train
 
 
-def group_inputs(cfg: Config, group: Group, table: Table | None) -> TrainInputs:
-    """The traced inputs of a group's program."""
+def group_inputs(cfg: Config, group: Group, table: Table | None, first_seed: int = 0) -> TrainInputs:
+    """The traced inputs of a group's program; its replicates start at ``first_seed``."""
     a = group.arrays()
     csv_part = {}
     if table is not None:
         csv_part = dict(pool_x=jnp.asarray(table.x_train), pool_y=jnp.asarray(table.y_train),
                         test_x=jnp.asarray(table.x_test), test_y=jnp.asarray(table.y_test))
-    return TrainInputs(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(a.size), jnp.asarray(a.rep),
+    return TrainInputs(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(a.size), jnp.asarray(a.rep + first_seed),
                        jnp.asarray(a.owner), jnp.asarray(a.rank),
                        jnp.asarray(cfg.train.learning_rate, jnp.float32), **csv_part)
 
@@ -51,19 +52,40 @@ def compile_program(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return lowered.compile(compiler_options=opts), time.perf_counter() - t0
 
 
-def run_group(cfg: Config, group: Group, table: Table | None) -> tuple[TrainOutputs, dict[str, Any]]:
-    """Compile and run one group; returns its outputs (host numpy) and timings."""
-    inputs = group_inputs(cfg, group, table)
-    compiled, compile_s = compile_program(make_train(cfg, group, n_features(cfg, table)), inputs)
+def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 0,
+              programs: dict[Group, Any] | None = None) -> tuple[TrainOutputs, dict[str, Any]]:
+    """Run one group (replicates from ``first_seed``), compiling it unless ``programs`` already
+    holds its executable; returns its outputs (host numpy) and timings."""
+    inputs = group_inputs(cfg, group, table, first_seed)
+    programs = {} if programs is None else programs
+    compile_s = 0.0
+    if group not in programs:
+        programs[group], compile_s = compile_program(make_train(cfg, group, n_features(cfg, table)), inputs)
     t1 = time.perf_counter()
-    out = jax.block_until_ready(compiled(inputs))
+    out = jax.block_until_ready(programs[group](inputs))
     t2 = time.perf_counter()
     info = {"optimizer": group.optimizer, "batch_size": group.batch or "full",
-            "sizes": list(group.sizes), "tile": group.tile, "steps_per_epoch": group.steps,
+            "sizes": list(group.sizes), "seeds": [first_seed, first_seed + group.seeds],
+            "tile": group.tile, "steps_per_epoch": group.steps,
             "runs": group.n_datasets * len(cfg.train.learning_rate),
             "padding_efficiency": group.useful_slots / group.padded_slots,
             "compile_s": compile_s, "run_s": t2 - t1}
     return TrainOutputs(*(np.asarray(v) for v in out)), info
+
+
+def default_memory_budget() -> int:
+    """Bytes a sweep may hold at once: 60% of the accelerator's memory, or half the RAM that
+    is available on the CPU."""
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(0.6 * stats["bytes_limit"])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 4 << 30
 
 
 class Progress:
@@ -91,8 +113,26 @@ class Progress:
             self.bar.close()
 
 
-def run(cfg: Config, quiet: bool = True) -> Results:
-    """Run a whole sweep: one compiled program per planned group (``quiet=False`` shows progress)."""
+def _place(arrays: dict[str, np.ndarray], out: TrainOutputs, cfg: Config, g: Group, s0: int) -> None:
+    """Write a group's outputs ([rec, D, H] with D = sizes x seeds) into the sweep's arrays."""
+    t = cfg.train
+    o = t.optimizer.index(g.optimizer)
+    b = t.batch_size.index(g.batch if g.batch is not None else "full")
+    s = [cfg.sweep.sizes.index(n) for n in g.sizes]
+    seeds = slice(s0, s0 + g.seeds)
+    split = (len(g.sizes), g.seeds)
+    p = out.theta.shape[-1]
+    for name in ("train_l1", "test_l1", "param_error"):  # -> [H, sizes, seeds, rec]
+        v = getattr(out, name)
+        arrays[name][o, b][:, s, seeds] = v.reshape(v.shape[0], *split, -1).transpose(3, 1, 2, 0)
+    arrays["theta"][o, b][:, s, seeds] = out.theta.reshape(*split, -1, p).transpose(2, 0, 1, 3)
+    arrays["diverged_epoch"][o, b][:, s, seeds] = out.diverged_epoch.reshape(*split, -1).transpose(2, 0, 1)
+
+
+def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None) -> Results:
+    """Run a whole sweep: one compiled program per planned group, executed over chunks of
+    replicates that fit ``memory_budget`` bytes (default: ``default_memory_budget()``);
+    ``quiet=False`` shows progress.  A run's numbers do not depend on the chunking."""
     table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     groups = plan(cfg)
     t = cfg.train
@@ -103,22 +143,20 @@ def run(cfg: Config, quiet: bool = True) -> Results:
               for k in ("train_l1", "test_l1", "param_error")}
     arrays["theta"] = np.full(shape + (p,), np.nan, np.float32)
     arrays["diverged_epoch"] = np.full(shape, -1, np.int32)
-    infos = []
+    budget = memory_budget or default_memory_budget()
+    chunks = seed_chunks(cfg.sweep.seeds, max(bytes_per_seed(cfg, g, p - 1) for g in groups), budget)
+    infos: list[dict[str, Any]] = []
+    programs: dict[Group, Any] = {}
     start = time.perf_counter()
     progress = Progress(sum(g.n_datasets for g in groups) * len(t.learning_rate), quiet)
-    for g in groups:
-        out, info = run_group(cfg, g, table)
-        infos.append(info)
-        progress.update(info["runs"], f"{g.optimizer}, batch {info['batch_size']}, sizes {list(g.sizes)}")
-        o = t.optimizer.index(g.optimizer)
-        b = t.batch_size.index(g.batch if g.batch is not None else "full")
-        s = [cfg.sweep.sizes.index(n) for n in g.sizes]
-        split = (len(g.sizes), g.seeds)
-        for name in ("train_l1", "test_l1", "param_error"):  # [rec, D, H] -> [H, sizes, seeds, rec]
-            v = getattr(out, name)
-            arrays[name][o, b][:, s] = v.reshape(v.shape[0], *split, -1).transpose(3, 1, 2, 0)
-        arrays["theta"][o, b][:, s] = out.theta.reshape(*split, -1, p).transpose(2, 0, 1, 3)
-        arrays["diverged_epoch"][o, b][:, s] = out.diverged_epoch.reshape(*split, -1).transpose(2, 0, 1)
+    for s0, s1 in chunks:
+        for full in groups:
+            g = dataclasses.replace(full, seeds=s1 - s0)
+            out, info = run_group(cfg, g, table, s0, programs)
+            infos.append(info)
+            progress.update(info["runs"], f"{g.optimizer}, batch {info['batch_size']}, "
+                                          f"sizes {list(g.sizes)}, seeds {s0}-{s1 - 1}")
+            _place(arrays, out, cfg, g, s0)
     progress.close()
     dev = jax.devices()[0]
     meta = {
@@ -128,6 +166,7 @@ def run(cfg: Config, quiet: bool = True) -> Results:
         "backend": jax.default_backend(), "device": dev.device_kind,
         "device_count": jax.device_count(), "host": platform.node(),
         "padding_efficiency": padding_efficiency(groups),
+        "memory_budget_bytes": budget, "seed_chunks": chunks, "compiled_programs": len(programs),
         "programs": infos, "wall_s": time.perf_counter() - start,
     }
     return Results(cfg, arrays, meta)
