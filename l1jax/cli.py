@@ -9,6 +9,7 @@ from pathlib import Path
 
 from l1jax.config import ConfigError, load_config
 
+
 def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
     """Refuse to replace results of a different config unless asked to."""
     man = out / "manifest.json"

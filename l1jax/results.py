@@ -127,6 +127,7 @@ class Results:
     def export_csv(self, path: str | Path) -> None:
         """Write the tidy CSV (empty cell for an undefined value), atomically."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
