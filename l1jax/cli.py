@@ -24,13 +24,15 @@ def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from l1jax.sweep import run
+    from l1jax.store import ChunkStore
     from l1jax.summary import summary
+    from l1jax.sweep import run
 
     cfg = load_config(args.config)
     out = Path(args.out)
     _check_out(out, cfg.to_dict(), args.overwrite)
-    results = run(cfg, quiet=args.quiet, memory_budget=args.memory_budget)
+    store = ChunkStore(out, cfg, overwrite=args.overwrite)
+    results = run(cfg, quiet=args.quiet, memory_budget=args.memory_budget, store=store)
     results.save(out)
     print(summary(results))
     print(f"wrote {out / 'results.npz'} and {out / 'manifest.json'}")

@@ -19,6 +19,7 @@ from l1jax.config import Config
 from l1jax.data import Table, load_csv
 from l1jax.plan import Group, bytes_per_seed, padding_efficiency, plan, seed_chunks
 from l1jax.results import Results
+from l1jax.store import ChunkStore
 from l1jax.train import TrainInputs, TrainOutputs, make_train
 
 
@@ -129,10 +130,12 @@ def _place(arrays: dict[str, np.ndarray], out: TrainOutputs, cfg: Config, g: Gro
     arrays["diverged_epoch"][o, b][:, s, seeds] = out.diverged_epoch.reshape(*split, -1).transpose(2, 0, 1)
 
 
-def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None) -> Results:
+def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
+        store: ChunkStore | None = None) -> Results:
     """Run a whole sweep: one compiled program per planned group, executed over chunks of
     replicates that fit ``memory_budget`` bytes (default: ``default_memory_budget()``);
-    ``quiet=False`` shows progress.  A run's numbers do not depend on the chunking."""
+    ``quiet=False`` shows progress.  A run's numbers do not depend on the chunking.  With a
+    ``store``, each finished chunk goes to disk and chunks already there are reused."""
     table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     groups = plan(cfg)
     t = cfg.train
@@ -145,11 +148,22 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None) -> Re
     arrays["diverged_epoch"] = np.full(shape, -1, np.int32)
     budget = memory_budget or default_memory_budget()
     chunks = seed_chunks(cfg.sweep.seeds, max(bytes_per_seed(cfg, g, p - 1) for g in groups), budget)
+    if store is not None:
+        chunks = store.plan(chunks)
+    runs_per_seed = sum(g.n_datasets for g in groups) * len(t.learning_rate) // cfg.sweep.seeds
+    resumed = 0
     infos: list[dict[str, Any]] = []
     programs: dict[Group, Any] = {}
     start = time.perf_counter()
     progress = Progress(sum(g.n_datasets for g in groups) * len(t.learning_rate), quiet)
     for s0, s1 in chunks:
+        saved = store.load(s0, s1) if store is not None else None
+        if saved is not None:
+            for k, v in saved.items():
+                arrays[k][:, :, :, :, s0:s1] = v
+            resumed += 1
+            progress.update(runs_per_seed * (s1 - s0), f"seeds {s0}-{s1 - 1} from disk")
+            continue
         for full in groups:
             g = dataclasses.replace(full, seeds=s1 - s0)
             out, info = run_group(cfg, g, table, s0, programs)
@@ -157,6 +171,8 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None) -> Re
             progress.update(info["runs"], f"{g.optimizer}, batch {info['batch_size']}, "
                                           f"sizes {list(g.sizes)}, seeds {s0}-{s1 - 1}")
             _place(arrays, out, cfg, g, s0)
+        if store is not None:
+            store.save(s0, s1, {k: v[:, :, :, :, s0:s1] for k, v in arrays.items()})
     progress.close()
     dev = jax.devices()[0]
     meta = {
@@ -166,7 +182,8 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None) -> Re
         "backend": jax.default_backend(), "device": dev.device_kind,
         "device_count": jax.device_count(), "host": platform.node(),
         "padding_efficiency": padding_efficiency(groups),
-        "memory_budget_bytes": budget, "seed_chunks": chunks, "compiled_programs": len(programs),
+        "memory_budget_bytes": budget, "seed_chunks": chunks, "resumed_chunks": resumed,
+        "compiled_programs": len(programs),
         "programs": infos, "wall_s": time.perf_counter() - start,
     }
     return Results(cfg, arrays, meta)
