@@ -40,3 +40,22 @@ def test_cli_memory_budget(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", str(conf), "--out", str(tmp_path / "o"), "--memory-budget", "lots"])
     assert e.value.code == 2 and "is not a memory size" in capsys.readouterr().err
+
+
+def test_million_run_script_small(tmp_path, capsys):
+    """scripts/million.py at 3 seeds (120 runs) in two chunks; the README shows it at 25000."""
+    import importlib.util
+    from pathlib import Path
+
+    from l1jax.results import Results
+
+    path = Path(__file__).parents[1] / "scripts" / "million.py"
+    spec = importlib.util.spec_from_file_location("million", path)
+    million = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(million)
+    assert million.main(["--out", str(tmp_path / "m"), "--seeds", "3", "--epochs", "4",
+                         "--memory-budget", "20000"]) == 0
+    res = Results.load(tmp_path / "m")
+    assert res.train_l1[..., -1].size == 3 * 4 * 10
+    assert len(res.meta["seed_chunks"]) >= 2 and "120 runs" in capsys.readouterr().out
+    assert np.isfinite(res.train_l1[~res.diverged]).all()
