@@ -60,7 +60,7 @@ def report(r: Reproduction) -> str:
         row("(c) l1jax, true L1 subgradient, replicate 0", r.l1_final[0]),
         f"{'    mean±sd over ' + str(n) + ' replicates: (b)':<44}" + "".join(f"{x:>16}" for x in ms(r.seed_final)),
         f"{'                                (c)':<44}" + "".join(f"{x:>16}" for x in ms(r.l1_final)),
-        f"(a) prints loss_history[-1], the loss before the 100th update; (b), (c) the loss after it.",
+        "(a) prints loss_history[-1], the loss before the 100th update; (b), (c) the loss after it.",
         f"Bayes L1 floor (E|noise|, N(0,1)): {r.floor:.4f}; mean start: "
         + ", ".join(f"{x:.3f}" for x in r.initial.mean(0)),
         f"Difference: the article's update ascends the squared error, so its loss grows "
