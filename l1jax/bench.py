@@ -11,8 +11,6 @@ where slow and extrapolated linearly in seeds (each seed is the same work), and 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import time
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ import numpy as np
 
 from l1jax.config import Config, DataConfig, SweepConfig, TrainConfig
 from l1jax.plan import padding_efficiency, plan
-from l1jax.sweep import compile_program, group_inputs, n_features
+from l1jax.sweep import compile_program, group_inputs, host_description, n_features
 from l1jax.train import make_train
 
 CPU_SIZES = tuple(int(v) for v in np.geomspace(32, 32768, 16).round())
@@ -151,19 +149,6 @@ def jit_per_size(w: Workload, budget_s: float) -> dict[str, Any]:
         seeds += 1
     return {"seconds": spent * w.seeds / seeds, "compile_s": compile_s, "measured_seeds": seeds,
             "programs": len(w.sizes)}
-
-
-def host_description() -> str:
-    """CPU model and core count of this machine (the CPU peers run here on every device)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def peak_memory_bytes() -> int:

@@ -108,14 +108,13 @@ class Table(NamedTuple):
     y_train: np.ndarray  # [n_train]
     x_test: np.ndarray  # [n_test, d]
     y_test: np.ndarray  # [n_test]
-    features: tuple[str, ...]
 
     @property
     def n_train(self) -> int:
         return len(self.y_train)
 
 
-def read_csv(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def read_csv(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     """Parse the csv into features and target, refusing missing, non-numeric or NaN cells."""
     path = Path(cfg.path)
     if not path.is_file():
@@ -145,14 +144,13 @@ def read_csv(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
                                   "expected a finite number")
             values[i - 2, c] = v
     t = header.index(cfg.target)
-    feats = tuple(h for k, h in enumerate(header) if k != t)
-    return np.delete(values, t, axis=1), values[:, t], feats
+    return np.delete(values, t, axis=1), values[:, t]
 
 
 def load_csv(cfg: DataConfig, base_seed: int = 0) -> Table:
     """Read and split the csv: the last round(test_fraction * rows) of a base-seed shuffle are
     test; with ``standardize``, z-score every column by the training pool's mean and sd."""
-    x, y, feats = read_csv(cfg)
+    x, y = read_csv(cfg)
     n = len(y)
     n_test = int(round(cfg.test_fraction * n))
     if n - n_test < 1:
@@ -166,7 +164,7 @@ def load_csv(cfg: DataConfig, base_seed: int = 0) -> Table:
         both = (both - mu) / np.where(sd > 0, sd, 1.0)
         x, y = both[:, :-1], both[:, -1]
     f32 = np.float32
-    return Table(x[tr].astype(f32), y[tr].astype(f32), x[te].astype(f32), y[te].astype(f32), feats)
+    return Table(x[tr].astype(f32), y[tr].astype(f32), x[te].astype(f32), y[te].astype(f32))
 
 
 def subsample_order(key: jax.Array, n_pool: int) -> jax.Array:

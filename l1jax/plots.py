@@ -43,6 +43,18 @@ def _log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
 
 
+def _size_panels(axes, sizes, ylabels, titles, log_y: bool = False, legend_size: int = 7) -> None:
+    """Finish panels whose x axis is the dataset size: log scale at the swept sizes, labels, legend."""
+    for ax, ylabel, title in zip(axes, ylabels, titles):
+        _log_sizes(ax, sizes)
+        if log_y:
+            _log_y(ax)
+        ax.set_xlabel("dataset size n (samples)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=legend_size)
+
+
 def _save(fig: plt.Figure, path: Path, title: str | None = None) -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
@@ -144,13 +156,9 @@ def fig_rate(a: Analysis, path: Path, k: int) -> Path:
             s = stats.summarize(v, axis=-1)
             ax.errorbar(n, s.mean, yerr=[s.mean - s.ci_low, s.ci_high - s.mean], marker="o",
                         capsize=3, color=color, label=label)
-    for ax, unit in zip(axes, ("epoch", "optimizer step")):
-        _log_sizes(ax, co["size"])
-        _log_y(ax)
-        ax.set_xlabel("dataset size n (samples)")
-        ax.set_ylabel(f"initial decrease of train L1 per {unit}")
-        ax.set_title(f"(L(0) - L({k})) / {k}, per {unit}")
-        ax.legend(fontsize=8)
+    units = ("epoch", "optimizer step")
+    _size_panels(axes, co["size"], [f"initial decrease of train L1 per {u}" for u in units],
+                 [f"(L(0) - L({k})) / {k}, per {u}" for u in units], log_y=True, legend_size=8)
     return _save(fig, path, f"Initial rate of L1 decrease against size: sgd, {len(co['seed'])} seeds, "
                             "mean ± 95% CI")
 
@@ -170,14 +178,11 @@ def fig_final(a: Analysis, path: Path) -> Path:
         grid = np.geomspace(n[0], n[-1], 100)
         axes[1].plot(grid, expected_test_l1(a.results.config.data, grid), color=OKABE_ITO[3], lw=2,
                      label="theory: floor + p / (4 f(0) n)")
-    for ax, name in zip(axes, ("final train L1", "final test L1")):
+    names = ("final train L1", "final test L1")
+    for ax in axes:
         if np.isfinite(a.floor):
             ax.axhline(a.floor, color="k", ls=":", lw=1, label=f"Bayes floor {a.floor:.3f}")
-        _log_sizes(ax, co["size"])
-        ax.set_xlabel("dataset size n (samples)")
-        ax.set_ylabel(f"{name} (mean absolute error)")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
+    _size_panels(axes, co["size"], [f"{m} (mean absolute error)" for m in names], names)
     return _save(fig, path, f"Final L1 after {co['epoch'][-1]} epochs against size: "
                             f"{len(co['seed'])} seeds, mean ± 95% CI")
 
@@ -194,13 +199,8 @@ def fig_spread(a: Analysis, path: Path) -> Path:
             ax.errorbar(n, sd, yerr=[sd - lo, hi - sd], marker="o", capsize=3, color=color, label=label)
             ax.plot(n, sd[0] * np.sqrt(n[0] / n), ":", color=color, lw=1,
                     label="∝ n^(-1/2) through the smallest size")
-    for ax, name in zip(axes, ("final train L1", "final test L1")):
-        _log_sizes(ax, co["size"])
-        _log_y(ax)
-        ax.set_xlabel("dataset size n (samples)")
-        ax.set_ylabel(f"sd over seeds of {name}")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
+    names = ("final train L1", "final test L1")
+    _size_panels(axes, co["size"], [f"sd over seeds of {m}" for m in names], names, log_y=True)
     return _save(fig, path, f"Seed-to-seed spread of the final loss: {len(co['seed'])} seeds, "
                             "95% bootstrap CI")
 

@@ -19,7 +19,7 @@ from l1jax import plots
 from l1jax.analysis import Analysis, analyze
 from l1jax.config import Config, load_config
 from l1jax.reproduce import Reproduction, report as seed_report, reproduce
-from l1jax.sweep import run
+from l1jax.sweep import host_description, run
 
 STUDIES = Path(__file__).with_name("studies")
 DEFAULT_MAIN = STUDIES / "main.toml"
@@ -57,7 +57,7 @@ def _numbers(claim: C.Claim, a: Analysis | None) -> str:
 def _machine() -> str:
     d = jax.devices()[0]
     return (f"{jax.default_backend()} backend, device {d.device_kind} x{jax.device_count()}, "
-            f"host {platform.machine()} with {jax.local_device_count()} JAX device(s), "
+            f"host {host_description()}, "
             f"python {platform.python_version()}, jax {jax.__version__}")
 
 

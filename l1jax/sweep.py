@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -39,9 +41,8 @@ def n_features(cfg: Config, table: Table | None) -> int:
     return cfg.data.n_features if table is None else table.x_train.shape[1]
 
 
-# On the CPU, LLVM -O1 compiles these small elementwise programs faster than XLA's default
-# level without slowing them (trials on the 2-core development machine); compile time
-# dominates small CPU sweeps.
+# On the CPU, compile at LLVM -O1 to cut compile time, which dominates small CPU sweeps
+# (scripts/bench.py measures compile and run times at this level).
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
@@ -72,6 +73,19 @@ def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 
             "padding_efficiency": group.useful_slots / group.padded_slots,
             "compile_s": compile_s, "run_s": t2 - t1}
     return TrainOutputs(*(np.asarray(v) for v in out)), info
+
+
+def host_description() -> str:
+    """CPU model and core count of this machine, for provenance."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def default_memory_budget() -> int:
@@ -180,7 +194,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
                                               ("jax", "jaxlib", "optax", "numpy")}},
         "python": platform.python_version(),
         "backend": jax.default_backend(), "device": dev.device_kind,
-        "device_count": jax.device_count(), "host": platform.node(),
+        "device_count": jax.device_count(), "host": host_description(),
         "padding_efficiency": padding_efficiency(groups),
         "memory_budget_bytes": budget, "seed_chunks": chunks, "resumed_chunks": resumed,
         "compiled_programs": len(programs),
