@@ -46,13 +46,25 @@ def streams(base_seed: jax.Array, rep: jax.Array, size: jax.Array, nested: bool)
 class Packed(NamedTuple):
     """Datasets packed into tiles of T slots; a tile holds samples of one dataset (its owner).
 
-    Padding slots have x = 0, y = 0 and mask = 0, so they add exactly nothing to any sum.
+    A tile's first ``count`` slots hold real samples; padding slots have x = 0 and y = 0.
+    Training masks by comparing a slot's index with ``count`` inside its fused pass, so no
+    mask array is read from memory.
     """
 
     x: jax.Array  # [d, tiles, T], feature-major
     y: jax.Array  # [tiles, T]
-    mask: jax.Array  # [tiles, T] float32, 1 for a real sample
+    count: jax.Array  # [tiles] int32 real samples in the tile
     owner: jax.Array  # [tiles] int32 dataset index
+
+    @property
+    def mask(self) -> jax.Array:
+        """[tiles, T] float32, 1 for a real sample."""
+        return inside(self.count, self.y.shape[-1]).astype(jnp.float32)
+
+
+def inside(count: jax.Array, tile: int) -> jax.Array:
+    """[R, T] bool: slot j of row i holds a real sample (j < count[i])."""
+    return jnp.arange(tile, dtype=count.dtype)[None, :] < count[:, None]
 
 
 def slot_index(rank: jax.Array, tile: int) -> jax.Array:

@@ -291,7 +291,6 @@ def lad_optimum_arrays(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array
     """Exact LAD fit theta [p] and minimal mean |r| of one unpadded dataset x [N, d], y [N]."""
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.float32)
-    data = Packed(x.T[:, None], y[None], jnp.ones((1, y.shape[0]), jnp.float32),
-                  jnp.zeros(1, jnp.int32))
+    data = Packed(x.T[:, None], y[None], jnp.full(1, y.shape[0], jnp.int32), jnp.zeros(1, jnp.int32))
     theta, loss = lad_optimum(data, 1)
     return theta[0], loss[0]

@@ -150,6 +150,22 @@ def bytes_per_seed(cfg: Config, group: Group, n_features: int) -> int:
     return data + temporaries + test + runs
 
 
+# Bytes of packed data (x and y) a block of replicates may hold on the CPU: a block trains all
+# its epochs before the next block starts, so its data and the temporaries of its passes should
+# stay in cache (chosen by timing bench-cpu with blocks of 1 to 64 replicates).
+CPU_BLOCK_BYTES = 3 << 20
+
+
+def block_seeds(group: Group, n_features: int, backend: str) -> int:
+    """Replicates per block: on the CPU the largest divisor of ``group.seeds`` whose packed data
+    fits ``CPU_BLOCK_BYTES`` (at least 1); on accelerators all of them (one block, full width)."""
+    if backend != "cpu":
+        return group.seeds
+    per_seed = sum(group.tiles_per_dataset) * group.tile * 4 * (n_features + 1)
+    fits = [k for k in range(1, group.seeds + 1) if group.seeds % k == 0 and k * per_seed <= CPU_BLOCK_BYTES]
+    return max(fits, default=1)
+
+
 def seed_chunks(seeds: int, per_seed: int, budget: int) -> list[tuple[int, int]]:
     """Split replicates 0..seeds-1 into equal chunks (the last may be smaller) that fit ``budget``
     bytes; equal chunks share compiled programs."""

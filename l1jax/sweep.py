@@ -19,7 +19,7 @@ from tqdm import tqdm
 from l1jax import __version__
 from l1jax.config import Config
 from l1jax.data import Table, load_csv
-from l1jax.plan import Group, bytes_per_seed, padding_efficiency, plan, seed_chunks
+from l1jax.plan import Group, block_seeds, bytes_per_seed, padding_efficiency, plan, seed_chunks
 from l1jax.results import Results
 from l1jax.store import ChunkStore
 from l1jax.train import TrainInputs, TrainOutputs, make_train
@@ -33,7 +33,6 @@ def group_inputs(cfg: Config, group: Group, table: Table | None, first_seed: int
         csv_part = dict(pool_x=jnp.asarray(table.x_train), pool_y=jnp.asarray(table.y_train),
                         test_x=jnp.asarray(table.x_test), test_y=jnp.asarray(table.y_test))
     return TrainInputs(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(a.size), jnp.asarray(a.rep + first_seed),
-                       jnp.asarray(a.owner), jnp.asarray(a.rank),
                        jnp.asarray(cfg.train.learning_rate, jnp.float32), **csv_part)
 
 
@@ -69,6 +68,7 @@ def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 
     info = {"optimizer": group.optimizer, "batch_size": group.batch or "full",
             "sizes": list(group.sizes), "seeds": [first_seed, first_seed + group.seeds],
             "tile": group.tile, "steps_per_epoch": group.steps,
+            "block_seeds": block_seeds(group, n_features(cfg, table), jax.default_backend()),
             "runs": group.n_datasets * len(cfg.train.learning_rate),
             "padding_efficiency": group.useful_slots / group.padded_slots,
             "compile_s": compile_s, "run_s": t2 - t1}

@@ -5,6 +5,7 @@ vmapped over datasets and learning rates.  Wrap it in one ``jax.jit``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
@@ -14,6 +15,7 @@ import numpy as np
 from l1jax import data as D
 from l1jax.config import Config
 from l1jax.plan import Group
+from l1jax.plan import block_seeds as plan_block_seeds
 from l1jax.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
 
@@ -23,8 +25,6 @@ class TrainInputs(NamedTuple):
     base_seed: jax.Array  # uint32 scalar
     size: jax.Array  # [D] int32
     rep: jax.Array  # [D] int32
-    owner: jax.Array  # [tiles] int32
-    rank: jax.Array  # [tiles] int32
     lr: jax.Array  # [H] float32
     pool_x: jax.Array | None = None  # csv: training rows [n_pool, d]
     pool_y: jax.Array | None = None
@@ -50,17 +50,20 @@ class Carry(NamedTuple):
 
 def build_data(cfg: Config, group: Group, inp: TrainInputs, keys: D.Streams) -> D.Packed:
     """The group's training sets in the packed tile layout (padding slots zeroed)."""
-    j = D.slot_index(inp.rank, group.tile)
-    valid = j < inp.size[inp.owner][:, None]
+    a = group.arrays()
+    owner, rank = jnp.asarray(a.owner), jnp.asarray(a.rank)
+    j = D.slot_index(rank, group.tile)
+    count = jnp.clip(inp.size[owner] - rank * group.tile, 0, group.tile)
+    valid = D.inside(count, group.tile)
     if cfg.data.source == "synthetic":
-        x, y = D.synthetic_rows(keys.train[inp.owner], j, cfg.data)
+        x, y = D.synthetic_rows(keys.train[owner], j, cfg.data)
     else:
         n_pool = inp.pool_y.shape[0]
         order = jax.vmap(D.subsample_order, (0, None))(keys.train, n_pool)
-        idx = order[inp.owner[:, None], jnp.minimum(j, n_pool - 1)]
+        idx = order[owner[:, None], jnp.minimum(j, n_pool - 1)]
         x, y = inp.pool_x[idx], inp.pool_y[idx]
     return D.Packed(jnp.moveaxis(jnp.where(valid[..., None], x, 0.0), -1, 0),
-                    jnp.where(valid, y, 0.0), valid.astype(jnp.float32), inp.owner)
+                    jnp.where(valid, y, 0.0), count, owner)
 
 
 def build_test(cfg: Config, inp: TrainInputs, keys: D.Streams) -> tuple[jax.Array, jax.Array]:
@@ -91,8 +94,42 @@ def _all_finite(theta: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(theta), axis=-1)
 
 
-def make_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInputs], TrainOutputs]:
-    """The pure training function of one group (see module docstring)."""
+def make_train(cfg: Config, group: Group, n_features: int,
+               block_seeds: int | None = None) -> Callable[[TrainInputs], TrainOutputs]:
+    """The pure training function of one group (see module docstring).
+
+    Its replicates train in blocks of ``block_seeds`` (default: ``plan.block_seeds`` for this
+    backend), one block after another, so that on the CPU a block's data stays in cache for
+    all its epochs; each run's arithmetic does not depend on the blocking.
+    """
+    k = block_seeds or plan_block_seeds(group, n_features, jax.default_backend())
+    if group.seeds % k:
+        raise ValueError(f"block_seeds {k} must divide the group's {group.seeds} replicates")
+    train_block = _make_block_train(cfg, dataclasses.replace(group, seeds=k), n_features)
+    if k == group.seeds:
+        return train_block
+    n_blocks, n_sizes = group.seeds // k, len(group.sizes)
+
+    def split(v: jax.Array) -> jax.Array:  # [D] (size-major) -> [blocks, sizes * k]
+        return v.reshape(n_sizes, n_blocks, k).swapaxes(0, 1).reshape(n_blocks, n_sizes * k)
+
+    def merge(v: jax.Array, axis: int) -> jax.Array:  # inverse of split on the dataset axis
+        v = jnp.moveaxis(v, 0, axis)
+        head, tail = v.shape[:axis], v.shape[axis + 2:]
+        v = v.reshape(*head, n_blocks, n_sizes, k, *tail).swapaxes(axis, axis + 1)
+        return v.reshape(*head, group.n_datasets, *tail)
+
+    def train(inp: TrainInputs) -> TrainOutputs:
+        out = jax.lax.map(lambda sr: train_block(inp._replace(size=sr[0], rep=sr[1])),
+                          (split(inp.size), split(inp.rep)))
+        return TrainOutputs(merge(out.train_l1, 1), merge(out.test_l1, 1), merge(out.param_error, 1),
+                            merge(out.theta, 0), merge(out.diverged_epoch, 0))
+
+    return train
+
+
+def _make_block_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInputs], TrainOutputs]:
+    """Training of all runs of ``group`` at once (datasets vmapped, epochs scanned)."""
     tc = cfg.train
     epochs, every = tc.epochs, tc.record_every
     rec = np.asarray(cfg.recorded_epochs)
@@ -147,9 +184,9 @@ def make_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInp
                 idx = jax.vmap(D.visit_order)(rk, inp.size, jnp.where(valid, p[None, :], 0))
                 bx = jnp.take_along_axis(xs, idx[None], axis=-1)
                 by = jnp.take_along_axis(ys, idx, axis=-1)
-                bm = valid.astype(jnp.float32)
-                _, g = tile_sums(bx, by, bm, theta, tc.gradient)
-                n_b = jnp.sum(bm, axis=-1)
+                count_b = jnp.clip(inp.size - s * tile, 0, tile)
+                _, g = tile_sums(bx, by, count_b, theta, tc.gradient)
+                n_b = count_b.astype(jnp.float32)
                 new_theta, new_state = update(
                     gradient_from_sums(g, jnp.maximum(n_b, 1.0)[:, None, None], tc.gradient),
                     state, theta)
@@ -208,11 +245,10 @@ def one_dataset(cfg: Config, rep: int, size: int, inputs: TrainInputs | None = N
     """The exact data, test set, start and shuffle key that replicate ``rep`` at ``size`` gets
     inside any sweep (``inputs`` carries a csv table's arrays)."""
     group = Group("sgd", None, (size,), 1, size, (1,))
-    z = jnp.zeros(1, jnp.int32)
     csv_part = {} if inputs is None else {k: getattr(inputs, k) for k in
                                           ("pool_x", "pool_y", "test_x", "test_y")}
     inp = TrainInputs(jnp.uint32(cfg.sweep.base_seed), jnp.asarray([size], jnp.int32),
-                      jnp.asarray([rep], jnp.int32), z, z, jnp.ones(1, jnp.float32), **csv_part)
+                      jnp.asarray([rep], jnp.int32), jnp.ones(1, jnp.float32), **csv_part)
     keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
     data = build_data(cfg, group, inp, keys)
     has_test = cfg.data.source == "csv" or cfg.data.test_size > 0

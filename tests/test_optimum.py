@@ -28,21 +28,20 @@ def make_dataset(rng: np.random.Generator, n: int, d: int,
 
 
 def pack(datasets: list[tuple[np.ndarray, np.ndarray]], tile: int) -> Packed:
-    """Dataset i takes ceil(n_i / tile) tiles; the last one is zero-padded with mask 0."""
-    xs, ys, ms, owner = [], [], [], []
+    """Dataset i takes ceil(n_i / tile) tiles; the last one is zero-padded."""
+    xs, ys, counts, owner = [], [], [], []
     for i, (x, y) in enumerate(datasets):
         n, d = x.shape
         tiles = -(-n // tile)
         xp = np.zeros((tiles * tile, d), np.float32)
         yp = np.zeros(tiles * tile, np.float32)
-        mp = np.zeros(tiles * tile, np.float32)
-        xp[:n], yp[:n], mp[:n] = x, y, 1.0
+        xp[:n], yp[:n] = x, y
         xs.append(xp.reshape(tiles, tile, d))
         ys.append(yp.reshape(tiles, tile))
-        ms.append(mp.reshape(tiles, tile))
+        counts += [min(tile, n - t * tile) for t in range(tiles)]
         owner += [i] * tiles
     return Packed(jnp.asarray(np.moveaxis(np.concatenate(xs), -1, 0)), jnp.asarray(np.concatenate(ys)),
-                  jnp.asarray(np.concatenate(ms)), jnp.asarray(np.array(owner, np.int32)))
+                  jnp.asarray(np.array(counts, np.int32)), jnp.asarray(np.array(owner, np.int32)))
 
 
 def lp_optimum(x: np.ndarray, y: np.ndarray) -> float:

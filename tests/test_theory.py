@@ -116,7 +116,7 @@ def test_expected_test_l1_monte_carlo(name, tolerance):
     rng = np.random.default_rng(7)
     x = rng.uniform(size=(datasets, n, 2)).astype(np.float32)
     y = (x @ np.array([2.0, 3.0]) + draw_noise(rng, cfg, (datasets, n))).astype(np.float32)
-    data = Packed(jnp.asarray(np.moveaxis(x, -1, 0)), jnp.asarray(y), jnp.ones((datasets, n), jnp.float32),
+    data = Packed(jnp.asarray(np.moveaxis(x, -1, 0)), jnp.asarray(y), jnp.full(datasets, n, jnp.int32),
                   jnp.arange(datasets, dtype=jnp.int32))  # one unpadded tile per dataset
     theta, _ = lad_optimum(data, datasets)
     theta = np.asarray(theta, np.float64)
