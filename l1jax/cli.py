@@ -24,16 +24,33 @@ def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.distributed:
+        from l1jax.distributed import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
+    import jax
+
+    from l1jax.distributed import barrier
     from l1jax.store import ChunkStore
     from l1jax.summary import summary
     from l1jax.sweep import run
 
-    cfg = load_config(args.config)
     out = Path(args.out)
-    _check_out(out, cfg.to_dict(), args.overwrite)
-    store = ChunkStore(out, cfg, overwrite=args.overwrite)
-    results = run(cfg, quiet=args.quiet, memory_budget=args.memory_budget, store=store)
+    first = jax.process_index() == 0
+    if first:  # process 0 checks and clears the output before the others open it
+        _check_out(out, cfg.to_dict(), args.overwrite)
+        store = ChunkStore(out, cfg, overwrite=args.overwrite)
+    barrier("l1jax: output directory ready")
+    if not first:
+        store = ChunkStore(out, cfg, writes_index=False)
+    results = run(cfg, quiet=args.quiet or not first, memory_budget=args.memory_budget, store=store)
+    if not first:
+        store.discard_scratch()
+        print(f"process {jax.process_index()}: done; process 0 writes {out}")
+        return 0
     results.save(out)
+    store.discard_scratch()
     print(summary(results))
     print(f"wrote {out / 'results.npz'} and {out / 'manifest.json'}")
     return 0
@@ -108,6 +125,13 @@ def _positive(v: str) -> int:
     return n
 
 
+def _index(v: str) -> int:
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a process number (0, 1, ...)")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="l1jax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,6 +143,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--memory-budget", type=_bytes, help="bytes a chunk of replicates may use "
                    "(e.g. 8G; default: 60%% of accelerator memory, or half the available RAM)")
+    d = r.add_argument_group("many hosts (jax.distributed; omitted values come from the "
+                             "environment, e.g. Slurm)")
+    d.add_argument("--distributed", action="store_true", help="join the other processes of this run")
+    d.add_argument("--coordinator", help="HOST:PORT of process 0")
+    d.add_argument("--num-processes", type=_positive, help="how many processes take part")
+    d.add_argument("--process-id", type=_index, help="this process's number, 0 to N-1")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("export", help="write a results directory as a tidy CSV")
     e.add_argument("dir")
@@ -148,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "run" and not args.distributed and (
+            args.coordinator or args.num_processes or args.process_id is not None):
+        parser().error("--coordinator, --num-processes and --process-id need --distributed")
     if not getattr(args, "no_cache", True):
         from l1jax.cache import enable_compilation_cache
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -73,8 +75,9 @@ class Results:
         os.replace(tmp, out / "manifest.json")
 
     @classmethod
-    def load(cls, out: str | Path) -> "Results":
-        """Read a results directory written by :meth:`save`."""
+    def load(cls, out: str | Path, mmap: bool = False) -> "Results":
+        """Read a results directory written by :meth:`save`; ``mmap=True`` maps the arrays
+        read-only from disk instead of reading them (results larger than RAM)."""
         out = Path(out)
         man_path, npz_path = out / "manifest.json", out / "results.npz"
         for p in (man_path, npz_path):
@@ -85,8 +88,12 @@ class Results:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
         try:
-            with np.load(npz_path) as z:
-                arrays = {k: z[k] for k in ARRAY_DIMS}
+            if mmap:
+                mapped = _npz_memmap(npz_path)
+                arrays = {k: mapped[k] for k in ARRAY_DIMS}
+            else:
+                with np.load(npz_path) as z:
+                    arrays = {k: z[k] for k in ARRAY_DIMS}
         except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
             raise ConfigError(f"{npz_path} is truncated or corrupt: {e}") from None
         config = config_from_dict(manifest.pop("config"), base_dir=out, check_files=False)
@@ -136,6 +143,26 @@ class Results:
                 cols = [_cells(block[k]) for k in CSV_COLUMNS]
                 w.writerows(zip(*cols))
         os.replace(tmp, path)
+
+
+def _npz_memmap(path: Path) -> dict[str, np.ndarray]:
+    """Read-only memory maps of the arrays of an uncompressed .npz (as ``np.savez`` writes it):
+    each member is a .npy file stored contiguously after its zip header."""
+    out = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{info.filename} is compressed")
+            f.seek(info.header_offset)
+            name_len, extra_len = struct.unpack("<HH", f.read(30)[26:30])
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read(f)
+            out[info.filename.removesuffix(".npy")] = np.memmap(
+                path, dtype, "r", f.tell(), shape, "F" if fortran else "C")
+    return out
 
 
 def _scalar(v: Any) -> Any:

@@ -1,10 +1,11 @@
 """Finished chunks of a sweep on disk, so a killed `l1jax run` continues where it stopped.
 
-``OUT/chunks/`` holds one ``seeds-S0-S1.npz`` per finished chunk of replicates, each written to a
-temporary file and renamed, and ``index.json`` (also replaced atomically) with the config, the
-chunk plan and each finished chunk's SHA-256.  A rerun with the same config reuses the stored
-plan and every chunk whose checksum matches, so its results are bit-identical to an
-uninterrupted run.
+``OUT/chunks/`` holds ``index.json`` (the config and the chunk plan) and, per finished chunk of
+replicates, ``seeds-S0-S1.npz`` and its SHA-256 in ``seeds-S0-S1.sha256``, each written to a
+temporary file and renamed (the checksum last, so it only ever names a complete chunk).  A rerun
+with the same config reuses the stored plan and every chunk whose checksum matches, so its
+results are bit-identical to an uninterrupted run.  No file is written by two processes, so the
+processes of a multi-host run can share one directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from l1jax.config import Config, ConfigError
@@ -30,13 +32,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class ChunkStore:
     """The chunks of one sweep's output directory."""
 
-    def __init__(self, out: str | Path, cfg: Config, overwrite: bool = False):
+    def __init__(self, out: str | Path, cfg: Config, overwrite: bool = False, writes_index: bool = True):
+        """``writes_index=False`` (processes other than 0 of a multi-host run) leaves the index
+        and ``overwrite`` to process 0."""
         self.dir = Path(out) / "chunks"
         self.index_path = self.dir / "index.json"
         self.config = cfg.to_dict()
-        if overwrite and self.dir.exists():
+        self.writes_index = writes_index
+        if overwrite and writes_index and self.dir.exists():
             shutil.rmtree(self.dir)
-        self.index: dict[str, Any] = {"config": self.config, "chunks": None, "done": {}}
+        self.index: dict[str, Any] = {"config": self.config, "chunks": None}
         if self.index_path.is_file():
             try:
                 index = json.loads(self.index_path.read_text())
@@ -51,27 +56,43 @@ class ChunkStore:
         """The stored chunk plan if there is one (a resumed run keeps its boundaries), else ``chunks``."""
         if self.index["chunks"] is None:
             self.index["chunks"] = [list(c) for c in chunks]
-            self._write_index()
+            if self.writes_index:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                _atomic_write(self.index_path, (json.dumps(self.index, indent=1) + "\n").encode())
         return [tuple(c) for c in self.index["chunks"]]
 
     def _file(self, s0: int, s1: int) -> Path:
         return self.dir / f"seeds-{s0}-{s1}.npz"
 
+    def scratch(self, name: str, shape: tuple[int, ...], dtype: Any, fill: float) -> np.ndarray:
+        """A memory-mapped array filled with ``fill``, for assembling results larger than RAM
+        (one file per process, so the processes of a multi-host run do not collide)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"assembly-p{jax.process_index()}-{name}.npy"
+        a = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        a[...] = fill
+        return a
+
+    def discard_scratch(self) -> None:
+        """Delete this process's assembly files once the results are saved."""
+        for p in self.dir.glob(f"assembly-p{jax.process_index()}-*.npy"):
+            p.unlink()
+
     def load(self, s0: int, s1: int) -> dict[str, np.ndarray] | None:
         """A finished chunk's arrays, or None if it is not (validly) on disk."""
-        digest = self.index["done"].get(f"{s0}-{s1}")
         path = self._file(s0, s1)
-        if digest is None or not path.is_file():
+        check = path.with_suffix(".sha256")
+        if not check.is_file() or not path.is_file():
             return None
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest:
+        if hashlib.sha256(data).hexdigest() != check.read_text().strip():
             raise ConfigError(f"{path} is truncated or corrupt (its checksum does not match "
-                              f"{self.index_path}): delete it to recompute that chunk")
+                              f"{check.name}): delete it to recompute that chunk")
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
 
     def save(self, s0: int, s1: int, arrays: dict[str, np.ndarray]) -> None:
-        """Write a finished chunk, then record it in the index (both atomically)."""
+        """Write a finished chunk, then its checksum (both atomically)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self._file(s0, s1)
         tmp = path.with_name(path.name + ".tmp")
@@ -79,9 +100,4 @@ class ChunkStore:
             np.savez(f, **arrays)
         data = tmp.read_bytes()
         os.replace(tmp, path)
-        self.index["done"][f"{s0}-{s1}"] = hashlib.sha256(data).hexdigest()
-        self._write_index()
-
-    def _write_index(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.index_path, (json.dumps(self.index, indent=1) + "\n").encode())
+        _atomic_write(path.with_suffix(".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())

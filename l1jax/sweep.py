@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import sys
@@ -14,9 +15,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
 from tqdm import tqdm
 
-from l1jax import __version__
+from l1jax import __version__, distributed
 from l1jax.config import Config
 from l1jax.data import Table, load_csv
 from l1jax.plan import Group, block_seeds, bytes_per_seed, padding_efficiency, plan, seed_chunks
@@ -53,26 +55,61 @@ def compile_program(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return lowered.compile(compiler_options=opts), time.perf_counter() - t0
 
 
+def _sharded(fn: Callable[[TrainInputs], TrainOutputs], inputs: TrainInputs,
+             devices: list[Any]) -> Callable[[TrainInputs], TrainOutputs]:
+    """``fn`` over ``devices``, each running it on its own contiguous share of the datasets
+    (``jax.shard_map`` over a 1-D mesh; the data, learning rates and csv tables are replicated)."""
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    runs, rep = P("runs"), P()
+    in_specs = TrainInputs(*(runs if f in ("size", "rep") else (None if v is None else rep)
+                             for f, v in zip(TrainInputs._fields, inputs)))
+    out_specs = TrainOutputs(P(None, "runs"), P(None, "runs"), P(None, "runs"), runs, runs)
+    # check_vma=False: each device runs the unchanged single-device program on its own share
+    return jax.shard_map(fn, mesh=mesh, in_specs=(in_specs,), out_specs=out_specs, check_vma=False)
+
+
 def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 0,
-              programs: dict[Group, Any] | None = None) -> tuple[TrainOutputs, dict[str, Any]]:
+              programs: dict[Group, Any] | None = None,
+              devices: list[Any] | None = None) -> tuple[TrainOutputs, dict[str, Any]]:
     """Run one group (replicates from ``first_seed``), compiling it unless ``programs`` already
-    holds its executable; returns its outputs (host numpy) and timings."""
-    inputs = group_inputs(cfg, group, table, first_seed)
+    holds its executable; returns its outputs (host numpy) and timings.
+
+    The replicates are split evenly over ``devices`` (default: all local devices; no more devices
+    than replicates), the last device's share padded with extra replicates that are computed and
+    dropped; a run's numbers do not depend on the device count."""
+    devices = list(devices or jax.local_devices())[:group.seeds]
+    n_dev = len(devices)
+    local = dataclasses.replace(group, seeds=-(-group.seeds // n_dev))
+    parts = [group_inputs(cfg, local, table, first_seed + j * local.seeds) for j in range(n_dev)]
+    inputs = parts[0]._replace(size=jnp.concatenate([q.size for q in parts]),
+                               rep=jnp.concatenate([q.rep for q in parts]))
     programs = {} if programs is None else programs
     compile_s = 0.0
     if group not in programs:
-        programs[group], compile_s = compile_program(make_train(cfg, group, n_features(cfg, table)), inputs)
+        fn = make_train(cfg, local, n_features(cfg, table))
+        if n_dev > 1:
+            fn = _sharded(fn, inputs, devices)
+        programs[group], compile_s = compile_program(fn, inputs)
     t1 = time.perf_counter()
     out = jax.block_until_ready(programs[group](inputs))
     t2 = time.perf_counter()
     info = {"optimizer": group.optimizer, "batch_size": group.batch or "full",
             "sizes": list(group.sizes), "seeds": [first_seed, first_seed + group.seeds],
-            "tile": group.tile, "steps_per_epoch": group.steps,
-            "block_seeds": block_seeds(group, n_features(cfg, table), jax.default_backend()),
+            "tile": group.tile, "steps_per_epoch": group.steps, "devices": n_dev,
+            "block_seeds": block_seeds(local, n_features(cfg, table), jax.default_backend()),
             "runs": group.n_datasets * len(cfg.train.learning_rate),
             "padding_efficiency": group.useful_slots / group.padded_slots,
             "compile_s": compile_s, "run_s": t2 - t1}
-    return TrainOutputs(*(np.asarray(v) for v in out)), info
+    return TrainOutputs(*(_device_major_to_group(np.asarray(v), axis, n_dev, local, group.seeds)
+                          for v, axis in zip(out, (1, 1, 1, 0, 0)))), info
+
+
+def _device_major_to_group(v: np.ndarray, axis: int, n_dev: int, local: Group, seeds: int) -> np.ndarray:
+    """[.., devices x sizes x local seeds, ..] -> [.., sizes x seeds, ..] (padding replicates dropped)."""
+    head, tail = v.shape[:axis], v.shape[axis + 1:]
+    v = v.reshape(*head, n_dev, len(local.sizes), local.seeds, *tail)
+    v = np.moveaxis(v, axis, axis + 1).reshape(*head, len(local.sizes), n_dev * local.seeds, *tail)
+    return v[(slice(None),) * (axis + 1) + (slice(0, seeds),)].reshape(*head, -1, *tail)
 
 
 def host_description() -> str:
@@ -88,19 +125,24 @@ def host_description() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
+def available_ram() -> int:
+    """Bytes of RAM available to this process now (8 GiB if the system does not say)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
 def default_memory_budget() -> int:
     """Bytes a sweep may hold at once: 60% of the accelerator's memory, or half the RAM that
     is available on the CPU."""
     stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(0.6 * stats["bytes_limit"])
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    return 4 << 30
+    return available_ram() // 2
 
 
 class Progress:
@@ -145,32 +187,50 @@ def _place(arrays: dict[str, np.ndarray], out: TrainOutputs, cfg: Config, g: Gro
 
 
 def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
-        store: ChunkStore | None = None) -> Results:
+        store: ChunkStore | None = None, devices: list[Any] | None = None,
+        on_disk: bool | None = None) -> Results:
     """Run a whole sweep: one compiled program per planned group, executed over chunks of
     replicates that fit ``memory_budget`` bytes (default: ``default_memory_budget()``);
-    ``quiet=False`` shows progress.  A run's numbers do not depend on the chunking.  With a
-    ``store``, each finished chunk goes to disk and chunks already there are reused."""
+    ``quiet=False`` shows progress.  Each chunk's replicates are split over ``devices`` (default:
+    all local devices; the budget is per device, except on the CPU where devices share the RAM).
+    A run's numbers depend on neither the chunking nor the devices.  With a ``store``, each
+    finished chunk goes to disk and chunks already there are reused, and results larger than a
+    quarter of the available RAM (or any, with ``on_disk=True``) are assembled in memory-mapped
+    files beside the chunks instead of in RAM."""
+    devices = list(devices or jax.local_devices())
     table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     groups = plan(cfg)
     t = cfg.train
     shape = (len(t.optimizer), len(t.batch_size), len(t.learning_rate), len(cfg.sweep.sizes),
              cfg.sweep.seeds)
     n_rec, p = len(cfg.recorded_epochs), n_features(cfg, table) + 1
-    arrays = {k: np.full(shape + (n_rec,), np.nan, np.float32)
-              for k in ("train_l1", "test_l1", "param_error")}
-    arrays["theta"] = np.full(shape + (p,), np.nan, np.float32)
-    arrays["diverged_epoch"] = np.full(shape, -1, np.int32)
+    specs = {k: (shape + (n_rec,), np.float32, np.nan) for k in ("train_l1", "test_l1", "param_error")}
+    specs["theta"] = (shape + (p,), np.float32, np.nan)
+    specs["diverged_epoch"] = (shape, np.int32, -1)
+    total = sum(math.prod(shp) * np.dtype(dt).itemsize for shp, dt, _ in specs.values())
+    if on_disk is None:
+        on_disk = store is not None and total > available_ram() // 4
+    if on_disk and store is None:
+        raise ValueError("results can be assembled on disk only with a store")
+    arrays = {k: store.scratch(k, *spec) if on_disk else np.full(spec[0], spec[2], spec[1])
+              for k, spec in specs.items()}
     budget = memory_budget or default_memory_budget()
-    chunks = seed_chunks(cfg.sweep.seeds, max(bytes_per_seed(cfg, g, p - 1) for g in groups), budget)
+    per_device = 1 if jax.default_backend() == "cpu" else len(devices)
+    chunks = seed_chunks(cfg.sweep.seeds, max(bytes_per_seed(cfg, g, p - 1) for g in groups),
+                         budget * per_device)
     if store is not None:
         chunks = store.plan(chunks)
+    n_proc = jax.process_count()
+    if n_proc > 1:
+        chunks = distributed.share_plan(chunks)
+    mine = [i for i in range(len(chunks)) if distributed.owns(i)]
     runs_per_seed = sum(g.n_datasets for g in groups) * len(t.learning_rate) // cfg.sweep.seeds
     resumed = 0
     infos: list[dict[str, Any]] = []
     programs: dict[Group, Any] = {}
     start = time.perf_counter()
-    progress = Progress(sum(g.n_datasets for g in groups) * len(t.learning_rate), quiet)
-    for s0, s1 in chunks:
+    progress = Progress(runs_per_seed * sum(chunks[i][1] - chunks[i][0] for i in mine), quiet)
+    for s0, s1 in (chunks[i] for i in mine):
         saved = store.load(s0, s1) if store is not None else None
         if saved is not None:
             for k, v in saved.items():
@@ -180,13 +240,18 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
             continue
         for full in groups:
             g = dataclasses.replace(full, seeds=s1 - s0)
-            out, info = run_group(cfg, g, table, s0, programs)
+            out, info = run_group(cfg, g, table, s0, programs, devices)
             infos.append(info)
             progress.update(info["runs"], f"{g.optimizer}, batch {info['batch_size']}, "
                                           f"sizes {list(g.sizes)}, seeds {s0}-{s1 - 1}")
             _place(arrays, out, cfg, g, s0)
         if store is not None:
             store.save(s0, s1, {k: v[:, :, :, :, s0:s1] for k, v in arrays.items()})
+    if n_proc > 1:  # every process gets every chunk from the process that ran it
+        for i, (s0, s1) in enumerate(chunks):
+            got = distributed.share_chunk({k: v[:, :, :, :, s0:s1] for k, v in arrays.items()}, i)
+            for k, v in got.items():
+                arrays[k][:, :, :, :, s0:s1] = v
     progress.close()
     dev = jax.devices()[0]
     meta = {
@@ -194,9 +259,9 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
                                               ("jax", "jaxlib", "optax", "numpy")}},
         "python": platform.python_version(),
         "backend": jax.default_backend(), "device": dev.device_kind,
-        "device_count": jax.device_count(), "host": host_description(),
+        "device_count": len(devices), "processes": n_proc, "host": host_description(),
         "padding_efficiency": padding_efficiency(groups),
-        "memory_budget_bytes": budget, "seed_chunks": chunks, "resumed_chunks": resumed,
+        "memory_budget_bytes": budget, "assembled_on_disk": bool(on_disk), "seed_chunks": chunks, "resumed_chunks": resumed,
         "compiled_programs": len(programs),
         "programs": infos, "wall_s": time.perf_counter() - start,
     }

@@ -28,7 +28,7 @@ def test_blocked_program_equals_one_block(batch):
     for g in plan(cfg):
         inputs = group_inputs(cfg, g, None, first_seed=3)
         one = jax.jit(make_train(cfg, g, 2, block_seeds=6))(inputs)
-        for k in (1, 3):
+        for k in (2,):  # three blocks
             blocked = jax.jit(make_train(cfg, g, 2, block_seeds=k))(inputs)
             for name, a, b in zip(one._fields, one, blocked):
                 np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=f"{name}, block {k}")

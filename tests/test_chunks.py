@@ -59,3 +59,38 @@ def test_million_run_script_small(tmp_path, capsys):
     assert res.train_l1[..., -1].size == 3 * 4 * 10
     assert len(res.meta["seed_chunks"]) >= 2 and "120 runs" in capsys.readouterr().out
     assert np.isfinite(res.train_l1[~res.diverged]).all()
+
+
+def test_sharded_over_four_devices_equals_one_device():
+    import jax
+
+    assert len(jax.local_devices()) == 4  # conftest forces 4 CPU devices
+    cfg = small_config(train={"epochs": 5, "learning_rate": [0.05, 0.2], "batch_size": ["full", 8]},
+                       sweep={"sizes": [9, 40], "seeds": 6})  # 6 seeds: 2 per device, 2 dropped
+    four = run(cfg)
+    one = run(cfg, devices=jax.local_devices()[:1])
+    assert four.meta["device_count"] == 4 and one.meta["device_count"] == 1
+    assert {i["devices"] for i in four.meta["programs"]} == {4}
+    for k, v in one.arrays.items():
+        np.testing.assert_array_equal(four.arrays[k], v, err_msg=k)
+    assert not np.isnan(four.train_l1).any()
+
+
+def test_results_assembled_on_disk_and_memory_mapped(tmp_path):
+    from l1jax.results import Results
+    from l1jax.store import ChunkStore
+
+    cfg = small_config(train={"epochs": 4, "learning_rate": [0.1]}, sweep={"sizes": [9, 40], "seeds": 3})
+    in_ram = run(cfg)
+    store = ChunkStore(tmp_path, cfg)
+    on_disk = run(cfg, store=store, on_disk=True, memory_budget=1)
+    assert on_disk.meta["assembled_on_disk"] and not in_ram.meta["assembled_on_disk"]
+    assert all(isinstance(v, np.memmap) for v in on_disk.arrays.values())
+    on_disk.save(tmp_path)
+    store.discard_scratch()
+    assert not list((tmp_path / "chunks").glob("assembly-*"))
+    mapped = Results.load(tmp_path, mmap=True)
+    for k, v in in_ram.arrays.items():
+        assert isinstance(mapped.arrays[k], np.memmap)
+        np.testing.assert_array_equal(mapped.arrays[k], v, err_msg=k)
+        np.testing.assert_array_equal(on_disk.arrays[k], v, err_msg=k)

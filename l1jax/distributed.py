@@ -1,0 +1,49 @@
+"""Many hosts: one `l1jax run` process per host joined by ``jax.distributed``.  Process 0's chunk
+plan is shared, each process runs every P-th chunk, and the finished chunks are broadcast so
+that every process holds the merged results (process 0 writes them)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from l1jax.config import ConfigError
+
+
+def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """``jax.distributed.initialize`` from flags, or from the environment where they are None
+    (Slurm, Open MPI and cloud TPU are detected by JAX); CPU collectives go over gloo."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--distributed could not join the other processes: {first} (pass "
+                          "--coordinator, --num-processes and --process-id, or run under Slurm)") from None
+
+
+def owns(chunk: int) -> bool:
+    """Whether this process runs chunk number ``chunk`` (round robin over processes)."""
+    return chunk % jax.process_count() == jax.process_index()
+
+
+def share_plan(chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Process 0's chunk plan on every process (a resumed run keeps process 0's stored plan)."""
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(len(chunks))))
+    mine = np.asarray(chunks, np.int32).reshape(-1, 2)
+    plan = multihost_utils.broadcast_one_to_all(mine if len(mine) == n else np.zeros((n, 2), np.int32))
+    return [(int(a), int(b)) for a, b in np.asarray(plan)]
+
+
+def share_chunk(arrays: dict[str, np.ndarray], chunk: int) -> dict[str, np.ndarray]:
+    """The arrays of chunk number ``chunk`` as computed by the process that owns it; every
+    process passes arrays of the same shapes."""
+    out = multihost_utils.broadcast_one_to_all(arrays, is_source=owns(chunk))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def barrier(name: str) -> None:
+    """Wait until every process gets here (no-op for one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
