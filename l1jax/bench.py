@@ -82,7 +82,7 @@ def l1jax_timings(cfg: Config) -> dict[str, Any]:
     blocks = [block_seeds(g, n_features(cfg, None), jax.default_backend()) for g in groups]
     for g in groups:
         inputs = group_inputs(cfg, g, None)
-        exe, cs = compile_program(make_train(cfg, g, n_features(cfg, None)), inputs)
+        exe, cs = compile_program(make_train(cfg, g, n_features(cfg, None)), inputs, full_batch=g.full_batch)
         compile_s += cs
         first += _timed(lambda: jax.block_until_ready(exe(inputs)))
         second += min(_timed(lambda: jax.block_until_ready(exe(inputs))) for _ in range(3))

@@ -49,10 +49,15 @@ def tile_sums(x: jax.Array, y: jax.Array, count: jax.Array | None, theta: jax.Ar
         s = sign(r) if gradient == "l1" else r
         if keep is not None:
             a, s = jnp.where(keep, a, 0.0), jnp.where(keep, s, 0.0)
-        terms = [a] + [s * x[k] for k in range(x.shape[0])] + [s]
-        sums.append(jnp.sum(jnp.stack(terms), axis=-1))  # [p + 1, R]
+        terms = (a, *(s * x[k] for k in range(x.shape[0])), s)
+        zero = (jnp.zeros((), a.dtype),) * len(terms)
+        sums.append(jnp.stack(jax.lax.reduce(terms, zero, _add_all, (a.ndim - 1,))))  # [p + 1, R]
     out = jnp.stack(sums, axis=-1)  # [p + 1, R, H]
     return out[0], jnp.moveaxis(out[1:], 0, -1)
+
+
+def _add_all(p: tuple[jax.Array, ...], q: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    return tuple(u + v for u, v in zip(p, q))
 
 
 def gradient_from_sums(grad_sum: jax.Array, count: jax.Array, gradient: str) -> jax.Array:

@@ -43,15 +43,22 @@ def n_features(cfg: Config, table: Table | None) -> int:
 
 
 # On the CPU, compile at LLVM -O1 to cut compile time, which dominates small CPU sweeps
-# (scripts/bench.py measures compile and run times at this level).
+# (scripts/bench.py measures compile and run times at this level).  Full-batch programs also turn
+# off XLA's new CPU fusion emitters: the legacy emitters compile the variadic reduction of a pass
+# (step.tile_sums) into faster code (bench-cpu, warm); minibatch programs (gathers, short
+# batches) ran slower that way on bench-sgd, so they keep the default.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+CPU_FULL_BATCH_OPTIONS = {**CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
 
-def compile_program(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """jit, lower and compile ``fn`` for ``args``; returns the executable and the seconds spent."""
+def compile_program(fn: Callable[..., Any], *args: Any, full_batch: bool = False) -> tuple[Any, float]:
+    """jit, lower and compile ``fn`` for ``args`` (on the CPU with the options above, the
+    full-batch ones if ``full_batch``); returns the executable and the seconds spent."""
     t0 = time.perf_counter()
     lowered = jax.jit(fn).lower(*args)
-    opts = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    opts = None
+    if jax.default_backend() == "cpu":
+        opts = CPU_FULL_BATCH_OPTIONS if full_batch else CPU_COMPILER_OPTIONS
     return lowered.compile(compiler_options=opts), time.perf_counter() - t0
 
 
@@ -89,7 +96,7 @@ def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 
         fn = make_train(cfg, local, n_features(cfg, table))
         if n_dev > 1:
             fn = _sharded(fn, inputs, devices)
-        programs[group], compile_s = compile_program(fn, inputs)
+        programs[group], compile_s = compile_program(fn, inputs, full_batch=group.full_batch)
     t1 = time.perf_counter()
     out = jax.block_until_ready(programs[group](inputs))
     t2 = time.perf_counter()
