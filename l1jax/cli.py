@@ -31,22 +31,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         initialize(args.coordinator, args.num_processes, args.process_id)
     import jax
 
-    from l1jax.distributed import barrier
+    from l1jax.distributed import agree
     from l1jax.store import ChunkStore
     from l1jax.summary import summary
     from l1jax.sweep import run
 
     out = Path(args.out)
     first = jax.process_index() == 0
-    if first:  # process 0 checks and clears the output before the others open it
-        _check_out(out, cfg.to_dict(), args.overwrite)
-        store = ChunkStore(out, cfg, overwrite=args.overwrite)
-    barrier("l1jax: output directory ready")
-    if not first:
-        store = ChunkStore(out, cfg, writes_index=False)
+    store, error = None, None
+    try:  # process 0 checks and clears the output before the others open it
+        if first:
+            _check_out(out, cfg.to_dict(), args.overwrite)
+            store = ChunkStore(out, cfg, overwrite=args.overwrite)
+    except ConfigError as e:
+        error = e
+    agree(error, "checking the output directory")
+    try:
+        if not first:
+            store = ChunkStore(out, cfg, writes_index=False)
+    except ConfigError as e:
+        error = e
+    agree(error, "opening the output directory")
     results = run(cfg, quiet=args.quiet or not first, memory_budget=args.memory_budget, store=store)
     if not first:
-        store.discard_scratch()
         print(f"process {jax.process_index()}: done; process 0 writes {out}")
         return 0
     results.save(out)

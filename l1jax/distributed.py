@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax._src import distributed as jax_distributed  # the coordination-service client
 from jax.experimental import multihost_utils
 
 from l1jax.config import ConfigError
@@ -37,13 +38,40 @@ def share_plan(chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def share_chunk(arrays: dict[str, np.ndarray], chunk: int) -> dict[str, np.ndarray]:
-    """The arrays of chunk number ``chunk`` as computed by the process that owns it; every
-    process passes arrays of the same shapes."""
-    out = multihost_utils.broadcast_one_to_all(arrays, is_source=owns(chunk))
-    return {k: np.asarray(v) for k, v in out.items()}
+    """The arrays of chunk number ``chunk`` as computed by the process that owns it, on every
+    process (each passes arrays of the same shapes).  Floats travel as their bit patterns, so
+    -0.0 and NaN payloads arrive unchanged."""
+    bits = {k: v.view(np.uint32) if v.dtype == np.float32 else v for k, v in arrays.items()}
+    out = multihost_utils.broadcast_one_to_all(bits, is_source=owns(chunk))
+    return {k: np.asarray(v).view(arrays[k].dtype) for k, v in out.items()}
+
+
+_barriers = 0
+BARRIER_TIMEOUT_MS = 7 * 24 * 3600 * 1000  # processes may wait on each other's chunks for days
 
 
 def barrier(name: str) -> None:
-    """Wait until every process gets here (no-op for one process)."""
+    """Wait until every process gets here (no-op for one process).  Uses the coordination
+    service rather than a device collective, whose timeout (30 min on the CPU) a long chunk
+    would exceed."""
+    global _barriers
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+        _barriers += 1
+        jax_distributed.global_state.client.wait_at_barrier(f"l1jax-{_barriers}-{name}",
+                                                            BARRIER_TIMEOUT_MS)
+
+
+def agree(error: BaseException | None, stage: str) -> None:
+    """Raise on every process if any process failed ``stage``: the failing one raises its own
+    error, the others say which process failed.  Without this, the others would wait forever
+    in the next collective."""
+    if jax.process_count() == 1:
+        if error is not None:
+            raise error
+        return
+    barrier(stage)
+    failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+    if error is not None:
+        raise error
+    if failed.any():
+        raise ConfigError(f"process {int(np.argmax(failed))} failed while {stage}: see its output")

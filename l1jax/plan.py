@@ -166,10 +166,10 @@ def block_seeds(group: Group, n_features: int, backend: str) -> int:
     return max(fits, default=1)
 
 
-def seed_chunks(seeds: int, per_seed: int, budget: int) -> list[tuple[int, int]]:
-    """Split replicates 0..seeds-1 into equal chunks (the last may be smaller) that fit ``budget``
-    bytes; equal chunks share compiled programs."""
-    fit = max(1, budget // max(per_seed, 1))
+def seed_chunks(seeds: int, per_seed: int, budget: int, devices: int = 1) -> list[tuple[int, int]]:
+    """Split replicates 0..seeds-1 into equal chunks (the last may be smaller) whose share on
+    each of ``devices`` fits ``budget`` bytes; equal chunks share compiled programs."""
+    fit = devices * max(1, budget // max(per_seed, 1))
     count = math.ceil(seeds / fit)
     size = math.ceil(seeds / count)
     return [(s, min(s + size, seeds)) for s in range(0, seeds, size)]

@@ -75,9 +75,12 @@ def packed_sums(data: Packed, theta: jax.Array, n_datasets: int,
 
 
 def mean_l1(x: jax.Array, y: jax.Array, theta: jax.Array) -> jax.Array:
-    """Mean |r| over an unpadded set: x [d, D or 1, M], y [D or 1, M], theta [D, H, p] -> [D, H]."""
-    return jnp.stack([jnp.mean(jnp.abs(residuals(x, y, theta[:, h])), axis=-1)
-                      for h in range(theta.shape[1])], axis=1)
+    """Mean |r| over an unpadded set: x [d, D or 1, M], y [D or 1, M], theta [D, H, p] -> [D, H].
+    Summed by ``tile_sums``, whose reduction XLA compiles the same way whatever D is, so a
+    dataset's number does not depend on how many datasets a device holds."""
+    y = jnp.broadcast_to(y, (theta.shape[0], y.shape[-1]))
+    x = jnp.broadcast_to(x, (x.shape[0], *y.shape))
+    return tile_sums(x, y, None, theta, "l1")[0] / y.shape[-1]
 
 
 # optax's bias corrections raise a float to an int32 step count, which strict dtype promotion

@@ -2,10 +2,11 @@
 
 ``OUT/chunks/`` holds ``index.json`` (the config and the chunk plan) and, per finished chunk of
 replicates, ``seeds-S0-S1.npz`` and its SHA-256 in ``seeds-S0-S1.sha256``, each written to a
-temporary file and renamed (the checksum last, so it only ever names a complete chunk).  A rerun
-with the same config reuses the stored plan and every chunk whose checksum matches, so its
-results are bit-identical to an uninterrupted run.  No file is written by two processes, so the
-processes of a multi-host run can share one directory.
+temporary file and renamed (the old checksum removed first and the new one written last, so a
+checksum only ever names a complete chunk).  A rerun with the same config reuses the stored plan
+and every chunk whose checksum matches, so its results are bit-identical to an uninterrupted
+run; a chunk whose checksum does not match is an error that names the file.  No file is written
+by two processes, so the processes of a multi-host run share one directory.
 """
 
 from __future__ import annotations
@@ -29,12 +30,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 class ChunkStore:
     """The chunks of one sweep's output directory."""
 
     def __init__(self, out: str | Path, cfg: Config, overwrite: bool = False, writes_index: bool = True):
         """``writes_index=False`` (processes other than 0 of a multi-host run) leaves the index
-        and ``overwrite`` to process 0."""
+        and ``overwrite`` to process 0, and requires the index it wrote: the directory must be
+        shared."""
         self.dir = Path(out) / "chunks"
         self.index_path = self.dir / "index.json"
         self.config = cfg.to_dict()
@@ -51,14 +58,18 @@ class ChunkStore:
                 raise ConfigError(f"{Path(out)} holds chunks of a different config: choose another "
                                   "--out or pass --overwrite")
             self.index = index
+        elif writes_index:
+            self._write_index()
+        else:
+            raise ConfigError(f"{self.index_path} is not there: with --distributed, --out must be a "
+                              "directory that every process shares with process 0")
 
     def plan(self, chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The stored chunk plan if there is one (a resumed run keeps its boundaries), else ``chunks``."""
         if self.index["chunks"] is None:
             self.index["chunks"] = [list(c) for c in chunks]
             if self.writes_index:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                _atomic_write(self.index_path, (json.dumps(self.index, indent=1) + "\n").encode())
+                self._write_index()
         return [tuple(c) for c in self.index["chunks"]]
 
     def _file(self, s0: int, s1: int) -> Path:
@@ -84,8 +95,7 @@ class ChunkStore:
         check = path.with_suffix(".sha256")
         if not check.is_file() or not path.is_file():
             return None
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != check.read_text().strip():
+        if _sha256(path) != check.read_text().strip():
             raise ConfigError(f"{path} is truncated or corrupt (its checksum does not match "
                               f"{check.name}): delete it to recompute that chunk")
         with np.load(path) as z:
@@ -98,6 +108,11 @@ class ChunkStore:
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        data = tmp.read_bytes()
+        digest = _sha256(tmp)
+        path.with_suffix(".sha256").unlink(missing_ok=True)
         os.replace(tmp, path)
-        _atomic_write(path.with_suffix(".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
+        _atomic_write(path.with_suffix(".sha256"), (digest + "\n").encode())
+
+    def _write_index(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.index_path, (json.dumps(self.index, indent=1) + "\n").encode())

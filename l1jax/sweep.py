@@ -76,29 +76,33 @@ def _sharded(fn: Callable[[TrainInputs], TrainOutputs], inputs: TrainInputs,
 
 
 def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 0,
-              programs: dict[Group, Any] | None = None,
+              programs: dict[Any, Any] | None = None,
               devices: list[Any] | None = None) -> tuple[TrainOutputs, dict[str, Any]]:
     """Run one group (replicates from ``first_seed``), compiling it unless ``programs`` already
     holds its executable; returns its outputs (host numpy) and timings.
 
-    The replicates are split evenly over ``devices`` (default: all local devices; no more devices
-    than replicates), the last device's share padded with extra replicates that are computed and
-    dropped; a run's numbers do not depend on the device count."""
-    devices = list(devices or jax.local_devices())[:group.seeds]
+    The replicates are split evenly over ``devices`` (default: all local devices, but none left
+    with padding only); the last device's share may be padded with extra replicates that are
+    computed and dropped.  A run's numbers do not depend on the device count."""
+    devices = list(devices or jax.local_devices())
+    local = dataclasses.replace(group, seeds=-(-group.seeds // len(devices)))
+    devices = devices[:-(-group.seeds // local.seeds)]  # no device left with padding only
     n_dev = len(devices)
-    local = dataclasses.replace(group, seeds=-(-group.seeds // n_dev))
     parts = [group_inputs(cfg, local, table, first_seed + j * local.seeds) for j in range(n_dev)]
     inputs = parts[0]._replace(size=jnp.concatenate([q.size for q in parts]),
                                rep=jnp.concatenate([q.rep for q in parts]))
+    if n_dev == 1:
+        inputs = jax.device_put(inputs, devices[0])
     programs = {} if programs is None else programs
+    key = (group, tuple(d.id for d in devices))
     compile_s = 0.0
-    if group not in programs:
+    if key not in programs:
         fn = make_train(cfg, local, n_features(cfg, table))
         if n_dev > 1:
             fn = _sharded(fn, inputs, devices)
-        programs[group], compile_s = compile_program(fn, inputs, full_batch=group.full_batch)
+        programs[key], compile_s = compile_program(fn, inputs, full_batch=group.full_batch)
     t1 = time.perf_counter()
-    out = jax.block_until_ready(programs[group](inputs))
+    out = jax.block_until_ready(programs[key](inputs))
     t2 = time.perf_counter()
     info = {"optimizer": group.optimizer, "batch_size": group.batch or "full",
             "sizes": list(group.sizes), "seeds": [first_seed, first_seed + group.seeds],
@@ -177,6 +181,10 @@ class Progress:
             self.bar.close()
 
 
+def _filled(shape: tuple[int, ...], dtype: Any, fill: float) -> np.ndarray:
+    return np.full(shape, fill, dtype)
+
+
 def _place(arrays: dict[str, np.ndarray], out: TrainOutputs, cfg: Config, g: Group, s0: int) -> None:
     """Write a group's outputs ([rec, D, H] with D = sizes x seeds) into the sweep's arrays."""
     t = cfg.train
@@ -195,7 +203,7 @@ def _place(arrays: dict[str, np.ndarray], out: TrainOutputs, cfg: Config, g: Gro
 
 def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
         store: ChunkStore | None = None, devices: list[Any] | None = None,
-        on_disk: bool | None = None) -> Results:
+        on_disk: bool | None = None) -> Results | None:
     """Run a whole sweep: one compiled program per planned group, executed over chunks of
     replicates that fit ``memory_budget`` bytes (default: ``default_memory_budget()``);
     ``quiet=False`` shows progress.  Each chunk's replicates are split over ``devices`` (default:
@@ -203,7 +211,8 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     A run's numbers depend on neither the chunking nor the devices.  With a ``store``, each
     finished chunk goes to disk and chunks already there are reused, and results larger than a
     quarter of the available RAM (or any, with ``on_disk=True``) are assembled in memory-mapped
-    files beside the chunks instead of in RAM."""
+    files beside the chunks instead of in RAM.  Under ``jax.distributed`` each process runs its
+    share of the chunks and process 0 returns the merged results; the others return None."""
     devices = list(devices or jax.local_devices())
     table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     groups = plan(cfg)
@@ -214,17 +223,19 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     specs = {k: (shape + (n_rec,), np.float32, np.nan) for k in ("train_l1", "test_l1", "param_error")}
     specs["theta"] = (shape + (p,), np.float32, np.nan)
     specs["diverged_epoch"] = (shape, np.int32, -1)
+    chunk_specs = lambda n: {k: (shp[:4] + (n,) + shp[5:], dt, fill) for k, (shp, dt, fill) in specs.items()}
+    writer = jax.process_index() == 0  # only process 0 assembles the results
     total = sum(math.prod(shp) * np.dtype(dt).itemsize for shp, dt, _ in specs.values())
     if on_disk is None:
         on_disk = store is not None and total > available_ram() // 4
     if on_disk and store is None:
         raise ValueError("results can be assembled on disk only with a store")
-    arrays = {k: store.scratch(k, *spec) if on_disk else np.full(spec[0], spec[2], spec[1])
-              for k, spec in specs.items()}
+    arrays = {k: store.scratch(k, *spec) if on_disk else _filled(*spec)
+              for k, spec in specs.items()} if writer else {}
     budget = memory_budget or default_memory_budget()
     per_device = 1 if jax.default_backend() == "cpu" else len(devices)
     chunks = seed_chunks(cfg.sweep.seeds, max(bytes_per_seed(cfg, g, p - 1) for g in groups),
-                         budget * per_device)
+                         budget, per_device)
     if store is not None:
         chunks = store.plan(chunks)
     n_proc = jax.process_count()
@@ -234,33 +245,49 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     runs_per_seed = sum(g.n_datasets for g in groups) * len(t.learning_rate) // cfg.sweep.seeds
     resumed = 0
     infos: list[dict[str, Any]] = []
-    programs: dict[Group, Any] = {}
+    programs: dict[Any, Any] = {}
+    kept: dict[int, dict[str, np.ndarray]] = {}  # other processes' chunks, until shared
     start = time.perf_counter()
     progress = Progress(runs_per_seed * sum(chunks[i][1] - chunks[i][0] for i in mine), quiet)
-    for s0, s1 in (chunks[i] for i in mine):
-        saved = store.load(s0, s1) if store is not None else None
-        if saved is not None:
-            for k, v in saved.items():
-                arrays[k][:, :, :, :, s0:s1] = v
-            resumed += 1
-            progress.update(runs_per_seed * (s1 - s0), f"seeds {s0}-{s1 - 1} from disk")
-            continue
-        for full in groups:
-            g = dataclasses.replace(full, seeds=s1 - s0)
-            out, info = run_group(cfg, g, table, s0, programs, devices)
-            infos.append(info)
-            progress.update(info["runs"], f"{g.optimizer}, batch {info['batch_size']}, "
-                                          f"sizes {list(g.sizes)}, seeds {s0}-{s1 - 1}")
-            _place(arrays, out, cfg, g, s0)
-        if store is not None:
-            store.save(s0, s1, {k: v[:, :, :, :, s0:s1] for k, v in arrays.items()})
-    if n_proc > 1:  # every process gets every chunk from the process that ran it
-        for i, (s0, s1) in enumerate(chunks):
-            got = distributed.share_chunk({k: v[:, :, :, :, s0:s1] for k, v in arrays.items()}, i)
-            for k, v in got.items():
-                arrays[k][:, :, :, :, s0:s1] = v
-    progress.close()
-    dev = jax.devices()[0]
+    error = None
+    try:
+        for i in mine:
+            s0, s1 = chunks[i]
+            part = store.load(s0, s1) if store is not None else None
+            if part is not None:
+                resumed += 1
+                progress.update(runs_per_seed * (s1 - s0), f"seeds {s0}-{s1 - 1} from disk")
+            else:
+                part = {k: _filled(*spec) for k, spec in chunk_specs(s1 - s0).items()}
+                for full in groups:
+                    g = dataclasses.replace(full, seeds=s1 - s0)
+                    out, info = run_group(cfg, g, table, s0, programs, devices)
+                    infos.append(info)
+                    progress.update(info["runs"], f"{g.optimizer}, batch {info['batch_size']}, "
+                                                  f"sizes {list(g.sizes)}, seeds {s0}-{s1 - 1}")
+                    _place(part, out, cfg, g, 0)
+                if store is not None:
+                    store.save(s0, s1, part)
+            if writer:
+                for k, v in part.items():
+                    arrays[k][:, :, :, :, s0:s1] = v
+            else:
+                kept[i] = part
+    except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
+        error = e
+    finally:
+        progress.close()
+    distributed.agree(error, "running its chunks")
+    for i, (s0, s1) in enumerate(chunks):  # process 0 gets each chunk from the process that ran it
+        if n_proc > 1 and i % n_proc != 0:
+            zeros = {k: np.zeros(*spec[:2]) for k, spec in chunk_specs(s1 - s0).items()}
+            got = distributed.share_chunk(kept.pop(i, zeros), i)
+            if writer:
+                for k, v in got.items():
+                    arrays[k][:, :, :, :, s0:s1] = v
+    if not writer:
+        return None
+    dev = jax.local_devices()[0]
     meta = {
         "versions": {"l1jax": __version__, **{m: version(m) for m in
                                               ("jax", "jaxlib", "optax", "numpy")}},

@@ -14,6 +14,10 @@ def test_seed_chunks_cover_every_seed_once_within_budget():
         assert covered == list(range(seeds))
         assert all(b - a <= max(1, budget // per) for a, b in chunks)
         assert len({b - a for a, b in chunks[:-1]}) <= 1  # equal chunks share programs
+    for seeds, per, budget, devices in [(10, 100, 250, 4), (9, 100, 100, 4), (3, 100, 10**6, 8)]:
+        chunks = seed_chunks(seeds, per, budget, devices)
+        assert [s for a, b in chunks for s in range(a, b)] == list(range(seeds))
+        assert all(-(-(b - a) // devices) <= max(1, budget // per) for a, b in chunks)  # per device
 
 
 def test_chunked_sweep_equals_one_call():
@@ -66,7 +70,7 @@ def test_sharded_over_four_devices_equals_one_device():
 
     assert len(jax.local_devices()) == 4  # conftest forces 4 CPU devices
     cfg = small_config(train={"epochs": 5, "learning_rate": [0.05, 0.2], "batch_size": ["full", 8]},
-                       sweep={"sizes": [9, 40], "seeds": 6})  # 6 seeds: 2 per device, 2 dropped
+                       sweep={"sizes": [9, 40], "seeds": 7})  # 2 per device, 1 padding replicate
     four = run(cfg)
     one = run(cfg, devices=jax.local_devices()[:1])
     assert four.meta["device_count"] == 4 and one.meta["device_count"] == 1

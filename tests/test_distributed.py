@@ -23,18 +23,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
-    conf = tmp_path / "c.toml"
-    conf.write_text(CONFIG)
-    out = tmp_path / "out"
+def _two_processes(conf, outs) -> tuple[list[subprocess.Popen], list[tuple[str, str]]]:
     port = _free_port()
     procs = [subprocess.Popen(
         [sys.executable, "-m", "l1jax", "run", str(conf), "--out", str(out), "--no-cache",
          "--memory-budget", "1", "--distributed", "--coordinator", f"127.0.0.1:{port}",
          "--num-processes", "2", "--process-id", str(i)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        for i in range(2)]
-    logs = [p.communicate(timeout=600) for p in procs]
+        for i, out in enumerate(outs)]
+    return procs, [p.communicate(timeout=600) for p in procs]
+
+
+def test_two_processes_match_one(tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text(CONFIG)
+    out = tmp_path / "out"
+    procs, logs = _two_processes(conf, [out, out])
     for p, (o, e) in zip(procs, logs):
         assert p.returncode == 0, e[-3000:]
     assert "process 1: done; process 0 writes" in logs[1][0]
@@ -45,6 +49,18 @@ def test_two_processes_match_one(tmp_path):
     want = run(load_config(conf))
     for k, v in want.arrays.items():
         np.testing.assert_array_equal(got.arrays[k], v, err_msg=k)
+
+
+def test_an_error_on_one_process_stops_both(tmp_path):
+    """Process 1 is pointed at a directory process 0 does not write: it says so, process 0
+    names it, and neither waits forever."""
+    conf = tmp_path / "c.toml"
+    conf.write_text(CONFIG)
+    procs, logs = _two_processes(conf, [tmp_path / "a", tmp_path / "b"])
+    assert [p.returncode for p in procs] == [2, 2]
+    assert "--out must be a directory that every process shares" in logs[1][1]
+    assert "process 1 failed while opening the output directory" in logs[0][1]
+    assert not (tmp_path / "a" / "results.npz").exists()
 
 
 def test_process_flags_need_distributed(tmp_path, capsys):
