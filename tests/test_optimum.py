@@ -100,3 +100,15 @@ def test_padding_and_packing_change_nothing(solved):
     np.testing.assert_allclose(float(loss_alone), loss[i], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(theta_alone), theta[i], rtol=1e-5, atol=1e-6)
     assert theta_alone.shape == (x.shape[1] + 1,)
+
+
+def test_exact_optima_in_chunks_equal_one_call():
+    from l1jax.analysis import exact_optima
+    from tests.helpers import small_config
+
+    cfg = small_config(sweep={"sizes": [20, 70], "seeds": 3})
+    whole, chunked = exact_optima(cfg), exact_optima(cfg, memory_budget=1)  # one replicate a chunk
+    assert whole.lstar.shape == chunked.lstar.shape == (2, 3)
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    assert np.isfinite(whole.test_l1).all()
