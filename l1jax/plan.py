@@ -8,15 +8,19 @@ each group is one XLA program whose datasets are packed into tiles of T slots.
   epoch is one pass over all tiles, so the program does not depend on the number of sizes
   and only the last tile of each dataset carries padding.  T is the largest power of two
   that keeps at least ``MIN_EFFICIENCY`` of the slots useful.
-* Minibatch B: a tile is one batch (T = min(B, largest size)); every dataset of a group is
-  padded to the group's largest step count S, and an epoch is a scan over S steps.  Sizes
-  are bucketed, largest first, so each bucket keeps at least ``MIN_EFFICIENCY`` useful.
+* Minibatch B: one group for every size too, its data stored like the full-batch layout.  A
+  dataset takes S = ceil(n / B) steps an epoch; datasets are laid end to end in W *lanes*
+  (longest first, each to the least loaded lane), and an epoch is a scan over the rows of that
+  schedule, each row one step of every lane's current dataset.  So small datasets fill the
+  steps that large ones leave idle, and the program does not depend on the number of sizes.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -24,7 +28,6 @@ import numpy as np
 from l1jax.config import Config
 
 MIN_EFFICIENCY = 0.95  # full batch: useful fraction of padded slots when choosing the tile
-MIN_BUCKET_EFFICIENCY = 0.9  # minibatch: useful fraction when bucketing sizes
 MAX_TILE = 1024
 
 
@@ -53,9 +56,46 @@ class Group:
         return self.batch is None
 
     @property
+    def width(self) -> int:
+        """Slots of one minibatch step: the batch, or the largest size if that is smaller."""
+        return min(self.batch, max(self.sizes))
+
+    @property
     def steps(self) -> int:
-        """Scan steps per epoch (minibatch: the group's largest step count)."""
-        return 1 if self.full_batch else self.tiles_per_dataset[0]
+        """Scan steps per epoch (minibatch: rows of the lane schedule)."""
+        return 1 if self.full_batch else self.schedule[0].shape[0]
+
+    @cached_property
+    def schedule(self) -> tuple[np.ndarray, np.ndarray]:
+        """Minibatch lane schedule: dataset [rows, lanes] (``n_datasets`` where a lane is idle)
+        and its step within the epoch [rows, lanes]; each dataset's steps 0..S-1 in
+        consecutive rows of one lane."""
+        size = self.arrays().size
+        steps = -(-size // self.width)
+        total, longest = int(steps.sum()), int(steps.max())
+        best = None
+        for lanes in range(max(1, -(-total // longest)), 0, -1):  # fewest rows, then fullest
+            loads = [(0, w) for w in range(lanes)]
+            queue: list[list[int]] = [[] for _ in range(lanes)]
+            for d in np.argsort(-steps, kind="stable"):
+                load, w = heapq.heappop(loads)
+                queue[w].append(int(d))
+                heapq.heappush(loads, (load + int(steps[d]), w))
+            rows = max(load for load, _ in loads)
+            if best is None or total / (rows * lanes) > best[0] + 1e-9:
+                best = (total / (rows * lanes), rows, queue)
+            if best[0] >= MIN_EFFICIENCY or lanes <= -(-total // longest) - 8:
+                break
+        _, rows, queue = best
+        dataset = np.full((rows, len(queue)), self.n_datasets, np.int32)
+        step = np.zeros((rows, len(queue)), np.int32)
+        for w, ds in enumerate(queue):
+            r = 0
+            for d in ds:
+                dataset[r:r + steps[d], w] = d
+                step[r:r + steps[d], w] = np.arange(steps[d])
+                r += steps[d]
+        return dataset, step
 
     @property
     def n_datasets(self) -> int:
@@ -71,7 +111,11 @@ class Group:
 
     @property
     def padded_slots(self) -> int:
-        return self.n_tiles * self.tile
+        """Slots an epoch computes on: tiles, or minibatch rows x lanes x batch slots."""
+        if self.full_batch:
+            return self.n_tiles * self.tile
+        rows, lanes = self.schedule[0].shape
+        return rows * lanes * self.width
 
     def arrays(self) -> GroupArrays:
         """Dataset i = size_index * seeds + replicate; tiles follow their datasets in order."""
@@ -88,35 +132,24 @@ def _efficiency(sizes: tuple[int, ...], tiles: list[int], tile: int) -> float:
     return sum(sizes) / (sum(tiles) * tile)
 
 
+def _tile(sizes: tuple[int, ...]) -> int:
+    """The largest power-of-two tile that keeps ``MIN_EFFICIENCY`` of the slots useful."""
+    for t in (2 ** k for k in range(int(math.log2(MAX_TILE)), -1, -1)):
+        if _efficiency(sizes, [math.ceil(n / t) for n in sizes], t) >= MIN_EFFICIENCY:
+            return t
+    return 1
+
+
 def full_batch_group(optimizer: str, sizes: tuple[int, ...], seeds: int) -> Group:
     """One group for every size, with the largest tile that keeps padding small."""
-    tile = 1
-    for t in (2 ** k for k in range(int(math.log2(MAX_TILE)), -1, -1)):
-        tiles = [math.ceil(n / t) for n in sizes]
-        if _efficiency(sizes, tiles, t) >= MIN_EFFICIENCY:
-            tile = t
-            break
+    tile = _tile(sizes)
     return Group(optimizer, None, sizes, seeds, tile, tuple(math.ceil(n / tile) for n in sizes))
 
 
-def minibatch_groups(optimizer: str, batch: int, sizes: tuple[int, ...], seeds: int) -> list[Group]:
-    """Bucket sizes (largest first) so each bucket's padded steps stay mostly useful."""
-    groups: list[Group] = []
-    rest = sorted(sizes, reverse=True)
-    while rest:
-        bucket = [rest.pop(0)]
-        while rest:
-            trial = bucket + [rest[0]]
-            tile = min(batch, trial[0])
-            steps = math.ceil(trial[0] / tile)
-            if sum(trial) / (len(trial) * steps * tile) < MIN_BUCKET_EFFICIENCY:
-                break
-            bucket.append(rest.pop(0))
-        tile = min(batch, bucket[0])
-        steps = math.ceil(bucket[0] / tile)
-        bsizes = tuple(sorted(bucket))
-        groups.append(Group(optimizer, batch, bsizes, seeds, tile, (steps,) * len(bsizes)))
-    return groups[::-1]
+def minibatch_group(optimizer: str, batch: int, sizes: tuple[int, ...], seeds: int) -> Group:
+    """One group for every size: data stored as for full batch, steps in a lane schedule."""
+    tile = _tile(sizes)
+    return Group(optimizer, batch, sizes, seeds, tile, tuple(math.ceil(n / tile) for n in sizes))
 
 
 def plan(cfg: Config) -> list[Group]:
@@ -128,7 +161,7 @@ def plan(cfg: Config) -> list[Group]:
             if b == "full":
                 groups.append(full_batch_group(opt, sizes, seeds))
             else:
-                groups.extend(minibatch_groups(opt, int(b), sizes, seeds))
+                groups.append(minibatch_group(opt, int(b), sizes, seeds))
     return groups
 
 

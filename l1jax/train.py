@@ -86,6 +86,11 @@ def initial_theta(init: str, keys: D.Streams, n_lr: int, p: int) -> jax.Array:
     return jnp.broadcast_to(theta[:, None, :], (n, n_lr, p))
 
 
+def _first_tiles(group: Group) -> np.ndarray:
+    """Index of each dataset's first tile in the packed layout [D]."""
+    return np.searchsorted(group.arrays().owner, np.arange(group.n_datasets)).astype(np.int32)
+
+
 def _first_bad(diverged: jax.Array, bad: jax.Array, epoch: jax.Array) -> jax.Array:
     return jnp.where(bad, jnp.minimum(diverged, epoch), diverged)
 
@@ -136,7 +141,7 @@ def _make_block_train(cfg: Config, group: Group, n_features: int) -> Callable[[T
     lengths = np.diff(rec)  # epochs per record block: `every`, except maybe the last
     n_full = int(np.sum(lengths == every))
     tail = int(lengths[-1]) if lengths[-1] != every else 0
-    n_data, tile, steps = group.n_datasets, group.tile, group.steps
+    n_data, tile = group.n_datasets, group.tile
     has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
     star = (jnp.asarray(cfg.data.true_weights + (cfg.data.true_bias,), jnp.float32)
             if cfg.data.source == "synthetic" else None)
@@ -149,8 +154,13 @@ def _make_block_train(cfg: Config, group: Group, n_features: int) -> Callable[[T
         n_lr = inp.lr.shape[0]
         theta0 = initial_theta(tc.init, keys, n_lr, n_features + 1)
         total = jnp.full((n_data,), epochs, jnp.float32) if group.full_batch else (
-            epochs * jnp.ceil(count / tile))
+            epochs * jnp.ceil(count / group.width))
         update = lambda g, s, th: update_all(group.optimizer, tc.schedule, g, s, th, inp.lr, total)
+        if not group.full_batch:  # slots of the data in a row; a dataset's first slot; the lanes
+            xs, ys = data.x.reshape(data.x.shape[0], -1), data.y.reshape(-1)
+            first_slot = jnp.asarray(_first_tiles(group) * tile)
+            width = group.width
+            schedule = tuple(jnp.asarray(v) for v in group.schedule)
 
         def train_l1(theta):
             return packed_sums(data, theta, n_data, tc.gradient)[0] / count[:, None]
@@ -171,31 +181,38 @@ def _make_block_train(cfg: Config, group: Group, n_features: int) -> Callable[[T
             return Carry(theta, state, div), loss
 
         def epoch_minibatch(c: Carry, e):
-            width = steps * tile
             rk = jax.vmap(D.round_keys, (0, None))(keys.shuffle, e)  # [D, rounds]
-            flat = lambda v: v.reshape(*v.shape[:-2], n_data, width)  # a dataset's slots in a row
-            xs, ys = flat(data.x), flat(data.y)
+            pad = lambda v: jnp.concatenate([v, v[:1]])  # row n_data: where idle lanes write
+            rk_, size_, total_, first_ = pad(rk), pad(inp.size), pad(total), pad(first_slot)
 
-            def step(sc, s):
-                theta, state = sc
-                p = s * tile + jnp.arange(tile, dtype=jnp.int32)
-                valid = p[None, :] < inp.size[:, None]  # [D, T]; the last batch is ragged
+            def step(tables, row):
+                d, s = row  # [lanes]: each lane's dataset (n_data if idle) and its step
+                theta_t, state_t = tables
+                theta = theta_t[d]
+                state = jax.tree.map(lambda v: v[d], state_t)
+                n = size_[d]
+                p = s[:, None] * width + jnp.arange(width, dtype=jnp.int32)  # [lanes, B]
+                valid = p < n[:, None]  # the last batch is ragged
                 # padding positions ask for position 0 (a cycle walk from p >= n need not end)
-                idx = jax.vmap(D.visit_order)(rk, inp.size, jnp.where(valid, p[None, :], 0))
-                bx = jnp.take_along_axis(xs, idx[None], axis=-1)
-                by = jnp.take_along_axis(ys, idx, axis=-1)
-                count_b = jnp.clip(inp.size - s * tile, 0, tile)
-                _, g = tile_sums(bx, by, count_b, theta, tc.gradient)
+                idx = jax.vmap(D.visit_order)(rk_[d], n, jnp.where(valid, p, 0))
+                slot = first_[d][:, None] + idx
+                count_b = jnp.where(d < n_data, jnp.clip(n - s * width, 0, width), 0)
+                _, g = tile_sums(xs[:, slot], ys[slot], count_b, theta, tc.gradient)
                 n_b = count_b.astype(jnp.float32)
-                new_theta, new_state = update(
+                new_theta, new_state = update_all(
+                    group.optimizer, tc.schedule,
                     gradient_from_sums(g, jnp.maximum(n_b, 1.0)[:, None, None], tc.gradient),
-                    state, theta)
+                    state, theta, inp.lr, total_[d])
                 active = n_b > 0
                 keep = lambda new, old: jnp.where(
                     active.reshape(-1, *([1] * (new.ndim - 1))), new, old)
-                return (keep(new_theta, theta), jax.tree.map(keep, new_state, state)), None
+                put = lambda t, new, old: t.at[d].set(keep(new, old))
+                return (put(theta_t, new_theta, theta),
+                        jax.tree.map(put, state_t, new_state, state)), None
 
-            (theta, state), _ = jax.lax.scan(step, (c.theta, c.state), jnp.arange(steps, dtype=jnp.int32))
+            tables = (pad(c.theta), jax.tree.map(pad, c.state))
+            (theta, state), _ = jax.lax.scan(step, tables, schedule)
+            theta, state = theta[:n_data], jax.tree.map(lambda v: v[:n_data], state)
             div = _first_bad(c.diverged, ~_all_finite(theta), e + 1)
             return Carry(theta, state, div), None
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from l1jax.plan import full_batch_group, minibatch_groups, padding_efficiency, plan
+from l1jax.plan import full_batch_group, minibatch_group, plan
 from tests.helpers import small_config
 
 LOG_GRIDS = [tuple(np.unique(np.geomspace(lo, hi, k).astype(int)).tolist())
@@ -23,19 +23,26 @@ def test_full_batch_is_one_program_with_small_padding(sizes):
 
 @pytest.mark.parametrize("sizes", LOG_GRIDS)
 @pytest.mark.parametrize("batch", [1, 32, 100])
-def test_minibatch_buckets_keep_padding_small(sizes, batch):
-    groups = minibatch_groups("sgd", batch, sizes, 8)
-    assert sorted(n for g in groups for n in g.sizes) == sorted(sizes)
-    for g in groups:
-        # each bucket: useful steps over padded steps >= 90% (a lone size can't do better
-        # than its own ragged last batch)
-        assert len(g.sizes) == 1 or g.useful_slots / g.padded_slots >= 0.9
-    assert padding_efficiency(groups) >= 0.9 or batch > min(sizes)
+def test_minibatch_is_one_program_whose_lanes_run_every_step_once(sizes, batch):
+    g = minibatch_group("sgd", batch, sizes, 8)
+    dataset, step = g.schedule
+    a = g.arrays()
+    want = -(-a.size // g.width)  # steps per epoch of each dataset
+    for d in range(g.n_datasets):
+        rows, lanes = np.nonzero(dataset == d)
+        assert len(set(lanes)) == 1  # one lane, consecutive rows, steps 0..S-1 in order
+        assert (np.diff(rows) == 1).all() and (step[rows, lanes] == np.arange(want[d])).all()
+    assert (dataset == g.n_datasets).sum() + want.sum() == dataset.size  # the rest is idle
+    assert g.steps == dataset.shape[0] >= want.max()
+    # slot efficiency: only idle lane ends and each dataset's ragged last batch are wasted
+    ragged = (want * g.width - a.size).sum()
+    assert g.useful_slots / g.padded_slots >= 0.9 * (1 - ragged / (want.sum() * g.width))
 
 
 def test_programs_per_optimizer_and_batch():
     cfg = small_config(train={"optimizer": ["sgd", "adam"], "batch_size": ["full", 16],
                               "learning_rate": [0.1, 0.2, 0.3]})
     groups = plan(cfg)
-    assert sum(g.full_batch for g in groups) == 2  # one full-batch program per optimizer
+    assert len(groups) == 4  # one program per optimizer and batch, whatever the sizes
+    assert sum(g.full_batch for g in groups) == 2
     assert {g.optimizer for g in groups} == {"sgd", "adam"}
