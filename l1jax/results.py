@@ -154,7 +154,10 @@ def _npz_memmap(path: Path) -> dict[str, np.ndarray]:
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"{info.filename} is compressed")
             f.seek(info.header_offset)
-            name_len, extra_len = struct.unpack("<HH", f.read(30)[26:30])
+            head = f.read(30)
+            if head[:4] != b"PK\x03\x04":
+                raise ValueError(f"no local header for {info.filename}")
+            name_len, extra_len = struct.unpack("<HH", head[26:30])
             f.seek(info.header_offset + 30 + name_len + extra_len)
             version = np.lib.format.read_magic(f)
             read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
