@@ -187,9 +187,11 @@ def subsample_order(key: jax.Array, n_pool: int) -> jax.Array:
 # ---------------------------------------------------------------- shuffles
 #
 # An epoch visits a dataset's samples in the order sigma(0), sigma(1), ... where sigma is a keyed
-# pseudo-random bijection of [0, n): a balanced Feistel network on [0, 4^h) (4^h >= n) with
-# cycle walking.  Position p's sample is computed on its own in O(1), with no sort and no
-# shuffled copy of the data; the round keys come from threefry fold_in(shuffle key, epoch).
+# pseudo-random bijection of [0, n): a Feistel network on [0, 2^k) (2^k >= n, halves of
+# floor(k/2) and ceil(k/2) bits that swap widths each round) with cycle walking, which needs
+# fewer than 2 tries per position on average since 2^k < 2n.  Position p's sample is computed
+# on its own in O(1), with no sort and no shuffled copy of the data; the round keys come from
+# threefry fold_in(shuffle key, epoch).
 
 FEISTEL_ROUNDS = 6
 
@@ -210,26 +212,28 @@ def round_keys(key: jax.Array, epoch: jax.Array | int) -> jax.Array:
     return _mix(k[0] ^ _mix(k[1] + r * jnp.uint32(0x9E3779B9)))
 
 
-def _half_bits(n: jax.Array) -> jax.Array:
-    """h with 4^h >= n (at least 1)."""
-    bits = jnp.ceil(jnp.log2(jnp.maximum(n, 2).astype(jnp.float32)))
-    return jnp.maximum((bits.astype(jnp.uint32) + 1) // 2, 1)
+def _split_bits(n: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Widths (a, b) of the two halves, a + b = k the fewest bits with 2^k >= n (k >= 2)."""
+    k = jnp.maximum(jnp.ceil(jnp.log2(jnp.maximum(n, 2).astype(jnp.float32))), 2).astype(jnp.uint32)
+    return k // 2, k - k // 2
 
 
-def _feistel(i: jax.Array, keys: jax.Array, h: jax.Array) -> jax.Array:
-    mask = (jnp.uint32(1) << h) - 1
-    left, right = i >> h, i & mask
+def _feistel(i: jax.Array, keys: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """One pass of the network over i < 2^(a + b): left a bits, right b bits; each round maps
+    (L, R) to (R, L ^ F(R)), so the widths swap, and an even number of rounds restores them."""
+    one = jnp.uint32(1)
+    left, right, wl, wr = i >> b, i & ((one << b) - 1), a, b
     for r in range(FEISTEL_ROUNDS):
-        left, right = right, left ^ (_mix(right ^ keys[r]) & mask)
-    return (left << h) | right
+        left, right, wl, wr = right, left ^ (_mix(right ^ keys[r]) & ((one << wl) - 1)), wr, wl
+    return (left << wr) | right
 
 
 def visit_order(keys: jax.Array, n: jax.Array, p: jax.Array) -> jax.Array:
     """Sample visited at positions p (any shape, each < n) of an epoch with round ``keys``."""
-    h = _half_bits(n)
+    a, b = _split_bits(n)
     nn = n.astype(jnp.uint32)
-    out = jax.lax.while_loop(lambda v: jnp.any(v >= nn), lambda v: jnp.where(v >= nn, _feistel(v, keys, h), v),
-                             _feistel(p.astype(jnp.uint32), keys, h))
+    walk = lambda v: jnp.where(v >= nn, _feistel(v, keys, a, b), v)
+    out = jax.lax.while_loop(lambda v: jnp.any(v >= nn), walk, _feistel(p.astype(jnp.uint32), keys, a, b))
     return out.astype(jnp.int32)
 
 

@@ -1,4 +1,4 @@
-"""The engine's samplers against scipy's distributions."""
+"""The engine's samplers against scipy's distributions, and its epoch shuffles."""
 
 import jax
 import jax.numpy as jnp
@@ -36,3 +36,17 @@ def test_noise_and_features_follow_their_distributions(cfg, cdf):
     assert stats.kstest(x.ravel(), "uniform").pvalue > 1e-3
     assert 0.0 < x.min() and x.max() < 1.0
 
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 33, 100, 1000, 5161])
+def test_epoch_order_is_a_permutation_that_changes_each_epoch(n):
+    from l1jax.data import epoch_permutation
+
+    key = jax.random.key(3)
+    orders = [np.asarray(epoch_permutation(key, e, n)) for e in range(3)]
+    for o in orders:
+        assert sorted(o.tolist()) == list(range(n))
+    if n >= 8:
+        assert not (orders[0] == orders[1]).all() and not (orders[1] == orders[2]).all()
+        # positions are not left in place: about 1 fixed point in expectation
+        assert (orders[0] == np.arange(n)).sum() <= 6
