@@ -17,6 +17,7 @@ each group is one XLA program whose datasets are packed into tiles of T slots.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from dataclasses import dataclass
@@ -73,8 +74,10 @@ class Group:
         size = self.arrays().size
         steps = -(-size // self.width)
         total, longest = int(steps.sum()), int(steps.max())
-        best = None
-        for lanes in range(max(1, -(-total // longest)), 0, -1):  # fewest rows, then fullest
+        best = None  # (useful fraction, rows, lanes' datasets)
+        # start with as many lanes as fit the longest dataset's steps; fewer lanes may balance
+        # better, so try a few and keep the fullest schedule
+        for lanes in range(max(1, -(-total // longest)), 0, -1):
             loads = [(0, w) for w in range(lanes)]
             queue: list[list[int]] = [[] for _ in range(lanes)]
             for d in np.argsort(-steps, kind="stable"):
@@ -148,8 +151,7 @@ def full_batch_group(optimizer: str, sizes: tuple[int, ...], seeds: int) -> Grou
 
 def minibatch_group(optimizer: str, batch: int, sizes: tuple[int, ...], seeds: int) -> Group:
     """One group for every size: data stored as for full batch, steps in a lane schedule."""
-    tile = _tile(sizes)
-    return Group(optimizer, batch, sizes, seeds, tile, tuple(math.ceil(n / tile) for n in sizes))
+    return dataclasses.replace(full_batch_group(optimizer, sizes, seeds), batch=batch)
 
 
 def plan(cfg: Config) -> list[Group]:

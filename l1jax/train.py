@@ -1,6 +1,7 @@
 """``make_train(cfg, group)`` returns one pure ``train(inputs)`` that generates a group's data
-and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over steps),
-vmapped over datasets and learning rates.  Wrap it in one ``jax.jit``.
+and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over the rows of
+the group's lane schedule), vmapped over datasets and learning rates, in blocks of replicates
+on the CPU.  Wrap it in one ``jax.jit``.
 """
 
 from __future__ import annotations
