@@ -246,7 +246,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     resumed = 0
     infos: list[dict[str, Any]] = []
     programs: dict[Any, Any] = {}
-    kept: dict[int, dict[str, np.ndarray]] = {}  # other processes' chunks, until shared
+    kept: dict[int, dict[str, np.ndarray]] = {}  # off process 0: chunks run here, until sent
     start = time.perf_counter()
     progress = Progress(runs_per_seed * sum(chunks[i][1] - chunks[i][0] for i in mine), quiet)
     error = None
