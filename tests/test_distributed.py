@@ -1,5 +1,5 @@
 """`l1jax run --distributed`: two local CPU processes over loopback (gloo) split the chunks;
-process 0 writes results identical to a one-process run."""
+process 0 writes results identical to a one-process run, also when rerun after an interruption."""
 
 import os
 import socket
@@ -45,10 +45,21 @@ def test_two_processes_match_one(tmp_path):
     assert "wrote" in logs[0][0]
     got = Results.load(out)
     assert got.meta["processes"] == 2 and got.meta["seed_chunks"] == [[s, s + 1] for s in range(5)]
-    assert sorted(len(list((out / "chunks").glob("*.sha256"))) for _ in [0]) == [5]
+    assert len(list((out / "chunks").glob("*.sha256"))) == 5
     want = run(load_config(conf))
     for k, v in want.arrays.items():
         np.testing.assert_array_equal(got.arrays[k], v, err_msg=k)
+
+    # as if both were killed before chunks 1 (process 1's) and 4 (process 0's) finished:
+    # the rerun recomputes those and reuses the rest
+    for f in ["results.npz", "manifest.json", "chunks/seeds-1-2.sha256", "chunks/seeds-4-5.sha256"]:
+        (out / f).unlink()
+    procs, logs = _two_processes(conf, [out, out])
+    assert [p.returncode for p in procs] == [0, 0], logs[0][1][-3000:]
+    again = Results.load(out)
+    assert again.meta["resumed_chunks"] == 2  # process 0's chunks 0 and 2
+    for k, v in want.arrays.items():
+        np.testing.assert_array_equal(again.arrays[k], v, err_msg=k)
 
 
 def test_an_error_on_one_process_stops_both(tmp_path):
