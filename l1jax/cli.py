@@ -38,20 +38,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     first = jax.process_index() == 0
-    store, error = None, None
-    try:  # process 0 checks and clears the output before the others open it
-        if first:
+    def open_store() -> ChunkStore:
+        if first:  # process 0 checks and clears the output before the others open it
             _check_out(out, cfg.to_dict(), args.overwrite)
-            store = ChunkStore(out, cfg, overwrite=args.overwrite)
-    except ConfigError as e:
-        error = e
-    agree(error, "checking the output directory")
-    try:
-        if not first:
-            store = ChunkStore(out, cfg, writes_index=False)
-    except ConfigError as e:
-        error = e
-    agree(error, "opening the output directory")
+            return ChunkStore(out, cfg, overwrite=args.overwrite)
+        return ChunkStore(out, cfg, writes_index=False)
+
+    store = None
+    for stage, turn in (("checking the output directory", first), ("opening the output directory", not first)):
+        error = None
+        if turn:
+            try:
+                store = open_store()
+            except ConfigError as e:
+                error = e
+        agree(error, stage)
     results = run(cfg, quiet=args.quiet or not first, memory_budget=args.memory_budget, store=store)
     if not first:
         print(f"process {jax.process_index()}: done; process 0 writes {out}")

@@ -83,14 +83,16 @@ def reference_lr(a: Analysis, o: int, b: int) -> int:
         return int(np.nanargmin(np.nanmean(q[o, b, :, -1], axis=-1)))
 
 
-def _reference_runs(a: Analysis, arrays: tuple[np.ndarray, ...]):
-    """Per batch mode at its reference learning rate (first optimizer): its colour, a label and
-    each array's [size, seed] slice."""
+def _reference_panels(a: Analysis, axes, arrays: tuple[np.ndarray, ...]):
+    """Per batch mode at its reference learning rate (first optimizer), per panel: the axes,
+    the mode's colour, a label and the panel's array sliced to [size, seed] (skipped if all NaN)."""
     co = a.results.coords
     for b, bs in enumerate(co["batch_size"]):
         l = reference_lr(a, 0, b)
         label = f"{co['optimizer'][0]}, {batch_label(bs)}, lr {co['learning_rate'][l]:g}"
-        yield OKABE_ITO[b], label, [v[0, b, l] for v in arrays]
+        for ax, v in zip(axes, arrays):
+            if np.isfinite(v[0, b, l]).any():
+                yield ax, OKABE_ITO[b], label, v[0, b, l]
 
 
 def _setting(a: Analysis, o: int, b: int, l: int) -> str:
@@ -151,11 +153,10 @@ def fig_rate(a: Analysis, path: Path, k: int) -> Path:
     co = a.results.coords
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for color, label, values in _reference_runs(a, (a.metrics.rate_epoch, a.metrics.rate_step)):
-        for ax, v in zip(axes, values):
-            s = stats.summarize(v, axis=-1)
-            ax.errorbar(n, s.mean, yerr=[s.mean - s.ci_low, s.ci_high - s.mean], marker="o",
-                        capsize=3, color=color, label=label)
+    for ax, color, label, v in _reference_panels(a, axes, (a.metrics.rate_epoch, a.metrics.rate_step)):
+        s = stats.summarize(v, axis=-1)
+        ax.errorbar(n, s.mean, yerr=[s.mean - s.ci_low, s.ci_high - s.mean], marker="o",
+                    capsize=3, color=color, label=label)
     units = ("epoch", "optimizer step")
     _size_panels(axes, co["size"], [f"initial decrease of train L1 per {u}" for u in units],
                  [f"(L(0) - L({k})) / {k}, per {u}" for u in units], log_y=True, legend_size=8)
@@ -167,10 +168,8 @@ def fig_final(a: Analysis, path: Path) -> Path:
     co = a.results.coords
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for color, label, values in _reference_runs(a, (a.metrics.final_train, a.metrics.final_test)):
-        for ax, v in zip(axes, values):
-            if np.isfinite(v).any():
-                _band(ax, n, v, color, label, axis=-1, style="o-")
+    for ax, color, label, v in _reference_panels(a, axes, (a.metrics.final_train, a.metrics.final_test)):
+        _band(ax, n, v, color, label, axis=-1, style="o-")
     _band(axes[0], n, a.optima.lstar, "k", "exact L1 fit (L*)", axis=-1, style="s:")
     if np.isfinite(a.optima.test_l1).any():
         _band(axes[1], n, a.optima.test_l1, "k", "exact L1 fit", axis=-1, style="s:")
@@ -191,14 +190,11 @@ def fig_spread(a: Analysis, path: Path) -> Path:
     co = a.results.coords
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for color, label, values in _reference_runs(a, (a.metrics.final_train, a.metrics.final_test)):
-        for ax, v in zip(axes, values):
-            if not np.isfinite(v).any():
-                continue
-            sd, lo, hi = stats.sd_interval(v, axis=-1)
-            ax.errorbar(n, sd, yerr=[sd - lo, hi - sd], marker="o", capsize=3, color=color, label=label)
-            ax.plot(n, sd[0] * np.sqrt(n[0] / n), ":", color=color, lw=1,
-                    label="∝ n^(-1/2) through the smallest size")
+    for ax, color, label, v in _reference_panels(a, axes, (a.metrics.final_train, a.metrics.final_test)):
+        sd, lo, hi = stats.sd_interval(v, axis=-1)
+        ax.errorbar(n, sd, yerr=[sd - lo, hi - sd], marker="o", capsize=3, color=color, label=label)
+        ax.plot(n, sd[0] * np.sqrt(n[0] / n), ":", color=color, lw=1,
+                label="∝ n^(-1/2) through the smallest size")
     names = ("final train L1", "final test L1")
     _size_panels(axes, co["size"], [f"sd over seeds of {m}" for m in names], names, log_y=True)
     return _save(fig, path, f"Seed-to-seed spread of the final loss: {len(co['seed'])} seeds, "

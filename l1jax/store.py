@@ -75,7 +75,7 @@ class ChunkStore:
     def _file(self, s0: int, s1: int) -> Path:
         return self.dir / f"seeds-{s0}-{s1}.npz"
 
-    def scratch(self, name: str, shape: tuple[int, ...], dtype: Any, fill: float) -> np.ndarray:
+    def scratch(self, name: str, shape: tuple[int, ...], fill: float, dtype: Any) -> np.ndarray:
         """A memory-mapped array filled with ``fill``, for assembling results larger than RAM
         (one file per process, so the processes of a multi-host run do not collide)."""
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -181,10 +181,6 @@ class Progress:
             self.bar.close()
 
 
-def _filled(shape: tuple[int, ...], dtype: Any, fill: float) -> np.ndarray:
-    return np.full(shape, fill, dtype)
-
-
 def _place(arrays: dict[str, np.ndarray], out: TrainOutputs, cfg: Config, g: Group, s0: int) -> None:
     """Write a group's outputs ([rec, D, H] with D = sizes x seeds) into the sweep's arrays."""
     t = cfg.train
@@ -220,17 +216,17 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     shape = (len(t.optimizer), len(t.batch_size), len(t.learning_rate), len(cfg.sweep.sizes),
              cfg.sweep.seeds)
     n_rec, p = len(cfg.recorded_epochs), n_features(cfg, table) + 1
-    specs = {k: (shape + (n_rec,), np.float32, np.nan) for k in ("train_l1", "test_l1", "param_error")}
-    specs["theta"] = (shape + (p,), np.float32, np.nan)
-    specs["diverged_epoch"] = (shape, np.int32, -1)
-    chunk_specs = lambda n: {k: (shp[:4] + (n,) + shp[5:], dt, fill) for k, (shp, dt, fill) in specs.items()}
+    specs = {k: (shape + (n_rec,), np.nan, np.float32) for k in ("train_l1", "test_l1", "param_error")}
+    specs["theta"] = (shape + (p,), np.nan, np.float32)  # (shape, fill, dtype) as np.full takes them
+    specs["diverged_epoch"] = (shape, -1, np.int32)
+    chunk_specs = lambda n: {k: (shp[:4] + (n,) + shp[5:], fill, dt) for k, (shp, fill, dt) in specs.items()}
     writer = jax.process_index() == 0  # only process 0 assembles the results
-    total = sum(math.prod(shp) * np.dtype(dt).itemsize for shp, dt, _ in specs.values())
+    total = sum(math.prod(shp) * np.dtype(dt).itemsize for shp, _, dt in specs.values())
     if on_disk is None:
         on_disk = store is not None and total > available_ram() // 4
     if on_disk and store is None:
         raise ValueError("results can be assembled on disk only with a store")
-    arrays = {k: store.scratch(k, *spec) if on_disk else _filled(*spec)
+    arrays = {k: store.scratch(k, *spec) if on_disk else np.full(*spec)
               for k, spec in specs.items()} if writer else {}
     budget = memory_budget or default_memory_budget()
     per_device = 1 if jax.default_backend() == "cpu" else len(devices)
@@ -258,7 +254,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
                 resumed += 1
                 progress.update(runs_per_seed * (s1 - s0), f"seeds {s0}-{s1 - 1} from disk")
             else:
-                part = {k: _filled(*spec) for k, spec in chunk_specs(s1 - s0).items()}
+                part = {k: np.full(*spec) for k, spec in chunk_specs(s1 - s0).items()}
                 for full in groups:
                     g = dataclasses.replace(full, seeds=s1 - s0)
                     out, info = run_group(cfg, g, table, s0, programs, devices)
@@ -280,7 +276,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     distributed.agree(error, "running its chunks")
     for i, (s0, s1) in enumerate(chunks):  # process 0 gets each chunk from the process that ran it
         if n_proc > 1 and i % n_proc != 0:
-            zeros = {k: np.zeros(*spec[:2]) for k, spec in chunk_specs(s1 - s0).items()}
+            zeros = {k: np.zeros(shp, dt) for k, (shp, _, dt) in chunk_specs(s1 - s0).items()}
             got = distributed.share_chunk(kept.pop(i, zeros), i)
             if writer:
                 for k, v in got.items():
