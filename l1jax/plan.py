@@ -201,6 +201,13 @@ def block_seeds(group: Group, n_features: int, backend: str) -> int:
     return max(fits, default=1)
 
 
+def shared_lr_pass(backend: str) -> bool:
+    """Whether an epoch reads the data once for all learning rates (accelerators, where a pass
+    is bound by memory bandwidth) or once per learning rate (the CPU: a block's data is in
+    cache, and one reduction for 16 learning rates measured slower than 16 reductions)."""
+    return backend != "cpu"
+
+
 def seed_chunks(seeds: int, per_seed: int, budget: int, devices: int = 1) -> list[tuple[int, int]]:
     """Split replicates 0..seeds-1 into equal chunks (the last may be smaller) whose share on
     each of ``devices`` fits ``budget`` bytes; equal chunks share compiled programs."""

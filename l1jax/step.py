@@ -32,29 +32,31 @@ def sign(r: jax.Array) -> jax.Array:
 
 
 def tile_sums(x: jax.Array, y: jax.Array, count: jax.Array | None, theta: jax.Array,
-              gradient: str) -> tuple[jax.Array, jax.Array]:
+              gradient: str, shared_pass: bool = False) -> tuple[jax.Array, jax.Array]:
     """Sums over the T axis of |r| [R, H] and of the per-sample gradient terms [R, H, p],
     over each row's first ``count`` slots (all slots if None).
 
     ``gradient="l1"`` sums sign(r) * (x, 1); ``"seed"`` sums r * (x, 1), the article's term.
-    Per learning rate (H, an unrolled loop: a leading H axis on [H, R, T] arrays compiled to
-    code ~5x slower on the CPU) the p + 1 sums are one variadic reduction, a single pass over
-    the data.  One reduction for all H (p + 1) sums ran slower on the CPU (16 learning rates):
-    a block's data is in cache, so reading it once per learning rate costs little.
+    The H learning rates (an unrolled loop: a leading H axis on [H, R, T] arrays compiled to
+    code ~5x slower on the CPU) each make p + 1 sums.  With ``shared_pass`` all H (p + 1) sums
+    are one variadic reduction, a single read of the data for every learning rate (for
+    memory-bound accelerators); without it each learning rate's sums are one reduction, which
+    ran faster on the CPU, where a block's data is in cache (``plan.shared_lr_pass``).
     """
     keep = None if count is None else inside(count, y.shape[-1])
-    sums = []
+    terms = []
     for h in range(theta.shape[1]):
         r = residuals(x, y, theta[:, h])
         a = jnp.abs(r)
         s = sign(r) if gradient == "l1" else r
         if keep is not None:
             a, s = jnp.where(keep, a, 0.0), jnp.where(keep, s, 0.0)
-        terms = (a, *(s * x[k] for k in range(x.shape[0])), s)
-        zero = (jnp.zeros((), a.dtype),) * len(terms)
-        sums.append(jnp.stack(jax.lax.reduce(terms, zero, _add_all, (a.ndim - 1,))))  # [p + 1, R]
-    out = jnp.stack(sums, axis=-1)  # [p + 1, R, H]
-    return out[0], jnp.moveaxis(out[1:], 0, -1)
+        terms.append((a, *(s * x[k] for k in range(x.shape[0])), s))
+    passes = [sum(terms, ())] if shared_pass else terms
+    sums = [v for t in passes for v in jax.lax.reduce(
+        t, (jnp.zeros((), x.dtype),) * len(t), _add_all, (y.ndim - 1,))]
+    out = jnp.stack(sums).reshape(theta.shape[1], len(terms[0]), -1)  # [H, p + 1, R]
+    return out[:, 0].T, jnp.moveaxis(out[:, 1:], (0, 1), (1, 2))
 
 
 def _add_all(p: tuple[jax.Array, ...], q: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
@@ -67,21 +69,21 @@ def gradient_from_sums(grad_sum: jax.Array, count: jax.Array, gradient: str) -> 
     return g if gradient == "l1" else -2.0 * g
 
 
-def packed_sums(data: Packed, theta: jax.Array, n_datasets: int,
-                gradient: str) -> tuple[jax.Array, jax.Array]:
+def packed_sums(data: Packed, theta: jax.Array, n_datasets: int, gradient: str,
+                shared_pass: bool = False) -> tuple[jax.Array, jax.Array]:
     """Per-dataset sums over all tiles: theta [D, H, p] -> |r| sums [D, H], gradient sums [D, H, p]."""
-    a, g = tile_sums(data.x, data.y, data.count, theta[data.owner], gradient)
+    a, g = tile_sums(data.x, data.y, data.count, theta[data.owner], gradient, shared_pass)
     seg = lambda v: jax.ops.segment_sum(v, data.owner, n_datasets, indices_are_sorted=True)
     return seg(a), seg(g)
 
 
-def mean_l1(x: jax.Array, y: jax.Array, theta: jax.Array) -> jax.Array:
+def mean_l1(x: jax.Array, y: jax.Array, theta: jax.Array, shared_pass: bool = False) -> jax.Array:
     """Mean |r| over an unpadded set: x [d, D or 1, M], y [D or 1, M], theta [D, H, p] -> [D, H].
     Summed by ``tile_sums``, whose reduction XLA compiles the same way whatever D is, so a
     dataset's number does not depend on how many datasets a device holds."""
     y = jnp.broadcast_to(y, (theta.shape[0], y.shape[-1]))
     x = jnp.broadcast_to(x, (x.shape[0], *y.shape))
-    return tile_sums(x, y, None, theta, "l1")[0] / y.shape[-1]
+    return tile_sums(x, y, None, theta, "l1", shared_pass)[0] / y.shape[-1]
 
 
 # optax's bias corrections raise a float to an int32 step count, which strict dtype promotion

@@ -17,6 +17,7 @@ from l1jax import data as D
 from l1jax.config import Config
 from l1jax.plan import Group
 from l1jax.plan import block_seeds as plan_block_seeds
+from l1jax.plan import shared_lr_pass
 from l1jax.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
 
@@ -100,18 +101,21 @@ def _all_finite(theta: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(theta), axis=-1)
 
 
-def make_train(cfg: Config, group: Group, n_features: int,
-               block_seeds: int | None = None) -> Callable[[TrainInputs], TrainOutputs]:
+def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | None = None,
+               shared_pass: bool | None = None) -> Callable[[TrainInputs], TrainOutputs]:
     """The pure training function of one group (see module docstring).
 
     Its replicates train in blocks of ``block_seeds`` (default: ``plan.block_seeds`` for this
     backend), one block after another, so that on the CPU a block's data stays in cache for
-    all its epochs; each run's arithmetic does not depend on the blocking.
+    all its epochs.  ``shared_pass`` (default: ``plan.shared_lr_pass`` for this backend) reads
+    the data once per epoch for all learning rates.  Neither changes a run's numbers.
     """
-    k = block_seeds or plan_block_seeds(group, n_features, jax.default_backend())
+    backend = jax.default_backend()
+    k = block_seeds or plan_block_seeds(group, n_features, backend)
     if group.seeds % k:
         raise ValueError(f"block_seeds {k} must divide the group's {group.seeds} replicates")
-    train_block = _make_block_train(cfg, dataclasses.replace(group, seeds=k), n_features)
+    shared = shared_lr_pass(backend) if shared_pass is None else shared_pass
+    train_block = _make_block_train(cfg, dataclasses.replace(group, seeds=k), n_features, shared)
     if k == group.seeds:
         return train_block
     n_blocks, n_sizes = group.seeds // k, len(group.sizes)
@@ -134,7 +138,8 @@ def make_train(cfg: Config, group: Group, n_features: int,
     return train
 
 
-def _make_block_train(cfg: Config, group: Group, n_features: int) -> Callable[[TrainInputs], TrainOutputs]:
+def _make_block_train(cfg: Config, group: Group, n_features: int,
+                      shared: bool) -> Callable[[TrainInputs], TrainOutputs]:
     """Training of all runs of ``group`` at once (datasets vmapped, epochs scanned)."""
     tc = cfg.train
     epochs, every = tc.epochs, tc.record_every
@@ -164,16 +169,16 @@ def _make_block_train(cfg: Config, group: Group, n_features: int) -> Callable[[T
             schedule = tuple(jnp.asarray(v) for v in group.schedule)
 
         def train_l1(theta):
-            return packed_sums(data, theta, n_data, tc.gradient)[0] / count[:, None]
+            return packed_sums(data, theta, n_data, tc.gradient, shared)[0] / count[:, None]
 
         def others(theta):
             nan = jnp.full(theta.shape[:2], jnp.nan)
-            test = mean_l1(test_x, test_y, theta) if has_test else nan
+            test = mean_l1(test_x, test_y, theta, shared) if has_test else nan
             err = jnp.linalg.norm(theta - star, axis=-1) if star is not None else nan
             return test, err
 
         def epoch_full(c: Carry, e):
-            a, g = packed_sums(data, c.theta, n_data, tc.gradient)
+            a, g = packed_sums(data, c.theta, n_data, tc.gradient, shared)
             loss = a / count[:, None]
             theta, state = update(gradient_from_sums(g, count[:, None, None], tc.gradient),
                                   c.state, c.theta)
@@ -198,7 +203,7 @@ def _make_block_train(cfg: Config, group: Group, n_features: int) -> Callable[[T
                 idx = jax.vmap(D.visit_order)(rk_[d], n, jnp.where(valid, p, 0))
                 slot = first_[d][:, None] + idx
                 count_b = jnp.where(d < n_data, jnp.clip(n - s * width, 0, width), 0)
-                _, g = tile_sums(xs[:, slot], ys[slot], count_b, theta, tc.gradient)
+                _, g = tile_sums(xs[:, slot], ys[slot], count_b, theta, tc.gradient, shared)
                 n_b = count_b.astype(jnp.float32)
                 new_theta, new_state = update_all(
                     group.optimizer, tc.schedule,
