@@ -95,10 +95,11 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
-    from l1jax.bench import benchmark, write
+    from l1jax.bench import WORKLOADS, benchmark, useful_sample_epochs, write
 
     if args.workload in ("bench-gpu", "bench-lr") and jax.default_backend() == "cpu" and not args.force:
-        raise ConfigError(f"--workload {args.workload} is sized for an accelerator (about 1e11 "
+        work = useful_sample_epochs(WORKLOADS[args.workload])
+        raise ConfigError(f"--workload {args.workload} is sized for an accelerator ({work:.1e} "
                           "sample-epochs): run it on a GPU, or pass --force")
     record = benchmark(args.workload, args.peer_budget)
     json_path = Path(args.json or f"docs/bench/{args.workload}-{record['device'].split(':')[0]}.json")

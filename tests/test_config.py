@@ -117,3 +117,13 @@ def test_cli_bad_arguments_exit_2(capsys):
         main(["run"])
     assert e.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_cli_accelerator_workload_on_the_cpu_is_refused_before_measuring(tmp_path, capsys):
+    record, docs = tmp_path / "r.json", tmp_path / "b.md"
+    code = main(["bench", "--workload", "bench-lr", "--json", str(record), "--docs", str(docs)])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "l1jax: error: --workload bench-lr is sized for an accelerator (1.8e+12 sample-epochs): "
+        "run it on a GPU, or pass --force"]
+    assert not record.exists() and not docs.exists()
