@@ -3,7 +3,8 @@
 # installed): every workload on the same card, each under a time limit, the records written to
 # docs/bench/WORKLOAD-gpu.json and docs/benchmarks.md, and copied to $OUT when it is set.
 # At most 530 s of limits in all (one device call may run 600 s): the NumPy and jit-per-size
-# peers take about --peer-budget seconds each, and l1jax runs each workload five times.
+# peers take about --peer-budget seconds each, l1jax runs each workload four times, and
+# bench-lr times both passes over the data on a tenth of its seeds.
 # The progress bar's tqdm is the one dependency such an image may lack: put its wheel in .whl/
 # (`pip download --no-deps -d .whl tqdm`) and carry .whl; it is installed to /tmp/site.
 set -euo pipefail
