@@ -169,7 +169,7 @@ def claim_slower_steadier_large(a: Analysis) -> Claim:
                  "Larger datasets give a slower, yet more consistent, decrease of L1 loss per epoch.",
                  *settle(both),
                  "slower: rate(small) - rate(large) > 0 as above; steadier: log(sd over seeds of the "
-                 f"rate, small / large) > log(1+{MATERIAL:g}) with its CI above 0; supported only if both",
+                 f"rate, small / large) > {MATERIAL:g} with its CI above 0; supported only if both",
                  "fig3_rate.png", ev)
 
 
@@ -192,7 +192,8 @@ def claim_variable_small(a: Analysis) -> Claim:
     return Claim("variable_small", "Smaller datasets give more variable final losses.",
                  *settle(ev),
                  "log(sd over seeds of the final loss, small / large) > 0 with its bootstrap CI above 0 "
-                 f"and the ratio > {1 + MATERIAL:g}: supported; below or equal: contradicted",
+                 f"and the log ratio > {MATERIAL:g}: supported; below, or the CI within +-{MATERIAL:g}: "
+                 "contradicted",
                  "fig5_spread.png", ev)
 
 
@@ -228,8 +229,9 @@ def claim_lr_interacts(a: Analysis) -> Claim:
                  "high for a large one (instability), one suited to a large dataset too slow for a small one.",
                  *settle(ev),
                  "per batch mode: best lr (lowest mean final test L1) at the largest size below the best "
-                 "lr at the smallest, and the small-size best lr materially worse at the largest size "
-                 "(CI above 0): supported; the same or a larger best lr at the largest size: contradicted",
+                 "lr at the smallest, and the small-size best lr worse at the largest size (CI above 0 and "
+                 f"> {MATERIAL:.0%} of the large-size loss): supported; the same or a larger best lr at "
+                 f"the largest size, or a difference with its CI within +-{MATERIAL:.0%}: contradicted",
                  "fig6_heatmaps.png", ev)
 
 

@@ -110,6 +110,10 @@ def test_lr_interacts():
     same_best = np.array([[1.0, 1.0], [0.5, 0.5], [0.8, 0.8]])
     final = same_best[None, None, :, :, None] + 0.01 * rng.standard_normal((1, 1, 3, 2, SEEDS))
     assert C.claim_lr_interacts(fake(lrs=lrs, final_test=final)).verdict == C.CONTRADICTED
+    # the claimed direction, but small's best costs the large size only 1% of its loss
+    small_gap = np.array([[1.0, 0.5], [0.8, 0.502], [0.5, 0.505]])
+    final = small_gap[None, None, :, :, None] + 0.001 * rng.standard_normal((1, 1, 3, 2, SEEDS))
+    assert C.claim_lr_interacts(fake(lrs=lrs, final_test=final)).verdict == C.CONTRADICTED
 
 
 def test_article_code():
