@@ -96,13 +96,14 @@ def noise(u: jax.Array, key: jax.Array, cfg: DataConfig) -> jax.Array:
 
 
 def synthetic_sample(key: jax.Array, j: jax.Array, cfg: DataConfig) -> tuple[jax.Array, jax.Array]:
-    """Sample j of a dataset: x ~ U(0,1)^d, y = x.w* + b* + noise, all from one key fold_in(key, j)
-    (one hash for the bits keeps compilation cheap)."""
+    """Sample j of a dataset: x ~ U(0,1)^d, y = x.w* + b* + noise, from one key k = fold_in(key, j)
+    (one hash for the bits keeps compilation cheap); Student t noise draws from fold_in(k, 1),
+    never from k itself."""
     k = jax.random.fold_in(key, j)
     u = unit_floats(jax.random.bits(k, (cfg.n_features + 2,), jnp.uint32))
     x = u[:cfg.n_features]
     w = jnp.asarray(cfg.true_weights, jnp.float32)
-    return x, x @ w + cfg.true_bias + noise(u[cfg.n_features:], k, cfg)
+    return x, x @ w + cfg.true_bias + noise(u[cfg.n_features:], jax.random.fold_in(k, 1), cfg)
 
 
 def synthetic_rows(keys: jax.Array, j: jax.Array, cfg: DataConfig) -> tuple[jax.Array, jax.Array]:
