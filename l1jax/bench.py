@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from l1jax.config import Config, DataConfig, SweepConfig, TrainConfig
-from l1jax.plan import block_seeds, padding_efficiency, plan, shared_lr_pass
-from l1jax.sweep import compile_program, group_inputs, host_description, n_features
+from l1jax.plan import padding_efficiency, plan, shared_lr_pass
+from l1jax.sweep import compile_program, group_inputs, host_description, n_features, run_group
 from l1jax.train import make_train
 
 CPU_SIZES = tuple(int(v) for v in np.geomspace(32, 32768, 16).round())
@@ -76,20 +76,22 @@ def _timed(fn) -> float:
 
 
 def l1jax_timings(cfg: Config) -> dict[str, Any]:
-    """Compile every planned program and run it: cold = compile + first run, warm = the best of
-    three further runs (this shared 2-core machine varies by tens of percent run to run)."""
-    groups = plan(cfg)
-    compile_s = first = second = 0.0
-    blocks = [block_seeds(g, n_features(cfg, None), jax.default_backend()) for g in groups]
+    """Compile and run every planned program by ``sweep.run_group``, the path ``l1jax run``
+    takes: cold = compile + first run, warm = the best of three further runs (this shared
+    2-core machine varies by tens of percent run to run)."""
+    groups, programs = plan(cfg), {}
+    compile_s = first = warm = 0.0
+    infos = []
     for g in groups:
-        inputs = group_inputs(cfg, g, None)
-        exe, cs = compile_program(make_train(cfg, g, n_features(cfg, None)), inputs, full_batch=g.full_batch)
-        compile_s += cs
-        first += _timed(lambda: jax.block_until_ready(exe(inputs)))
-        second += min(_timed(lambda: jax.block_until_ready(exe(inputs))) for _ in range(3))
-    return {"compile_s": compile_s, "cold_s": compile_s + first, "warm_s": second,
-            "programs": len(groups), "padding_efficiency": padding_efficiency(groups),
-            "block_seeds": sorted(set(blocks))}
+        _, info = run_group(cfg, g, None, programs=programs)
+        compile_s, first = compile_s + info["compile_s"], first + info["run_s"]
+        warm += min(run_group(cfg, g, None, programs=programs)[1]["run_s"] for _ in range(3))
+        infos.append(info)
+    efficiency = padding_efficiency(groups, n_features(cfg, None), jax.default_backend(),
+                                    len(jax.local_devices()))
+    return {"compile_s": compile_s, "cold_s": compile_s + first, "warm_s": warm,
+            "programs": len(programs), "padding_efficiency": efficiency,
+            "block_seeds": sorted({i["block_seeds"] for i in infos})}
 
 
 def pass_layouts(w: Workload) -> dict[str, Any] | None:

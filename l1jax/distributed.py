@@ -1,6 +1,6 @@
 """Many hosts: one `l1jax run` process per host joined by ``jax.distributed``.  Process 0's chunk
-plan is shared, each process runs every P-th chunk, and the finished chunks are broadcast so
-that every process holds the merged results (process 0 writes them)."""
+plan is shared, each process runs every P-th chunk, and process 0 receives the chunks it did not
+run (a broadcast from their owner) and writes the merged results."""
 
 from __future__ import annotations
 
@@ -24,9 +24,14 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
                           "--coordinator, --num-processes and --process-id, or run under Slurm)") from None
 
 
+def owner(chunk: int) -> int:
+    """The process that runs chunk number ``chunk`` (round robin over processes)."""
+    return chunk % jax.process_count()
+
+
 def owns(chunk: int) -> bool:
-    """Whether this process runs chunk number ``chunk`` (round robin over processes)."""
-    return chunk % jax.process_count() == jax.process_index()
+    """Whether this process runs chunk number ``chunk``."""
+    return owner(chunk) == jax.process_index()
 
 
 def share_plan(chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ each group is one XLA program whose datasets are packed into tiles of T slots.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -167,15 +168,10 @@ def plan(cfg: Config) -> list[Group]:
     return groups
 
 
-def padding_efficiency(groups: list[Group]) -> float:
-    """Useful over padded sample-slots per epoch, over the whole sweep."""
-    return sum(g.useful_slots for g in groups) / sum(g.padded_slots for g in groups)
-
-
 def bytes_per_seed(cfg: Config, group: Group, n_features: int) -> int:
-    """Estimated device memory one replicate of a group needs: its packed data (x, y, mask),
-    the temporaries of one learning rate's pass over it, its test sets, and per-run records
-    and optimizer state.  Conservative: sizes planned with it never run out of memory."""
+    """Estimated device memory one replicate of a group needs: its packed data (x and y, plus a
+    float per slot of slack), the temporaries of a pass over it, its test sets, and per-run
+    records and optimizer state.  Conservative: sizes planned with it never run out of memory."""
     slots = sum(group.tiles_per_dataset) * group.tile
     lrs, p = len(cfg.train.learning_rate), n_features + 1
     data = slots * 4 * (n_features + 2)
@@ -199,6 +195,32 @@ def block_seeds(group: Group, n_features: int, backend: str) -> int:
     per_seed = sum(group.tiles_per_dataset) * group.tile * 4 * (n_features + 1)
     fits = [k for k in range(1, group.seeds + 1) if group.seeds % k == 0 and k * per_seed <= CPU_BLOCK_BYTES]
     return max(fits, default=1)
+
+
+@functools.cache
+def block_group(group: Group, n_features: int, backend: str) -> Group:
+    """One block of ``group``'s replicates (``block_seeds``) as its program trains them: the lane
+    schedule, steps and padding that execute.  Cached, so a schedule is built once."""
+    return dataclasses.replace(group, seeds=block_seeds(group, n_features, backend))
+
+
+def device_share(group: Group, devices: int) -> tuple[Group, int]:
+    """The group each device runs (an equal share of the replicates, rounded up: the last share
+    is padded with extra replicates) and how many devices get one (none holds padding only)."""
+    local = dataclasses.replace(group, seeds=-(-group.seeds // devices))
+    return local, -(-group.seeds // local.seeds)
+
+
+def padding_efficiency(groups: list[Group], n_features: int, backend: str, devices: int = 1) -> float:
+    """Useful over computed sample-slots per epoch of ``groups`` as they run: split over
+    ``devices`` (``device_share``), in blocks (``block_group``) with their own lane schedules."""
+    useful = computed = 0
+    for g in groups:
+        local, n_dev = device_share(g, devices)
+        block = block_group(local, n_features, backend)
+        useful += g.useful_slots
+        computed += block.padded_slots * (local.seeds // block.seeds) * n_dev
+    return useful / computed
 
 
 def shared_lr_pass(backend: str) -> bool:

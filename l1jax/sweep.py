@@ -21,7 +21,8 @@ from tqdm import tqdm
 from l1jax import __version__, distributed
 from l1jax.config import Config
 from l1jax.data import Table, load_csv
-from l1jax.plan import Group, block_seeds, bytes_per_seed, padding_efficiency, plan, seed_chunks
+from l1jax.plan import (Group, block_group, bytes_per_seed, device_share, padding_efficiency, plan,
+                        seed_chunks)
 from l1jax.results import Results
 from l1jax.store import ChunkStore
 from l1jax.train import TrainInputs, TrainOutputs, make_train
@@ -85,12 +86,11 @@ def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 
     with padding only); the last device's share may be padded with extra replicates that are
     computed and dropped.  A run's numbers do not depend on the device count."""
     devices = list(devices or jax.local_devices())
-    local = dataclasses.replace(group, seeds=-(-group.seeds // len(devices)))
-    devices = devices[:-(-group.seeds // local.seeds)]  # no device left with padding only
-    n_dev = len(devices)
-    parts = [group_inputs(cfg, local, table, first_seed + j * local.seeds) for j in range(n_dev)]
-    inputs = parts[0]._replace(size=jnp.concatenate([q.size for q in parts]),
-                               rep=jnp.concatenate([q.rep for q in parts]))
+    local, n_dev = device_share(group, len(devices))
+    devices = devices[:n_dev]
+    inputs = group_inputs(cfg, local, table, first_seed)  # device j's replicates: j * local.seeds on
+    inputs = inputs._replace(size=jnp.tile(inputs.size, n_dev), rep=jnp.concatenate(
+        [inputs.rep + j * local.seeds for j in range(n_dev)]))
     if n_dev == 1:
         inputs = jax.device_put(inputs, devices[0])
     programs = {} if programs is None else programs
@@ -104,12 +104,13 @@ def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 
     t1 = time.perf_counter()
     out = jax.block_until_ready(programs[key](inputs))
     t2 = time.perf_counter()
+    nf, backend = n_features(cfg, table), jax.default_backend()
+    block = block_group(local, nf, backend)
     info = {"optimizer": group.optimizer, "batch_size": group.batch or "full",
             "sizes": list(group.sizes), "seeds": [first_seed, first_seed + group.seeds],
-            "tile": group.tile, "steps_per_epoch": group.steps, "devices": n_dev,
-            "block_seeds": block_seeds(local, n_features(cfg, table), jax.default_backend()),
-            "runs": group.n_datasets * len(cfg.train.learning_rate),
-            "padding_efficiency": group.useful_slots / group.padded_slots,
+            "tile": group.tile, "steps_per_epoch": block.steps, "devices": n_dev,
+            "block_seeds": block.seeds, "runs": group.n_datasets * len(cfg.train.learning_rate),
+            "padding_efficiency": padding_efficiency([group], nf, backend, n_dev),
             "compile_s": compile_s, "run_s": t2 - t1}
     return TrainOutputs(*(_device_major_to_group(np.asarray(v), axis, n_dev, local, group.seeds)
                           for v, axis in zip(out, (1, 1, 1, 0, 0)))), info
@@ -275,7 +276,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
         progress.close()
     distributed.agree(error, "running its chunks")
     for i, (s0, s1) in enumerate(chunks):  # process 0 gets each chunk from the process that ran it
-        if n_proc > 1 and i % n_proc != 0:
+        if n_proc > 1 and distributed.owner(i) != 0:
             zeros = {k: np.zeros(shp, dt) for k, (shp, _, dt) in chunk_specs(s1 - s0).items()}
             got = distributed.share_chunk(kept.pop(i, zeros), i)
             if writer:
@@ -290,7 +291,9 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
         "python": platform.python_version(),
         "backend": jax.default_backend(), "device": dev.device_kind,
         "device_count": len(devices), "processes": n_proc, "host": host_description(),
-        "padding_efficiency": padding_efficiency(groups),
+        "padding_efficiency": padding_efficiency(
+            [dataclasses.replace(g, seeds=s1 - s0) for s0, s1 in chunks for g in groups],
+            p - 1, jax.default_backend(), len(devices)),
         "memory_budget_bytes": budget, "assembled_on_disk": bool(on_disk), "seed_chunks": chunks, "resumed_chunks": resumed,
         "compiled_programs": len(programs),
         "programs": infos, "wall_s": time.perf_counter() - start,

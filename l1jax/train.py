@@ -1,7 +1,7 @@
 """``make_train(cfg, group)`` returns one pure ``train(inputs)`` that generates a group's data
 and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over the rows of
-the group's lane schedule), vmapped over datasets and learning rates, in blocks of replicates
-on the CPU.  Wrap it in one ``jax.jit``.
+the group's lane schedule) of steps on every dataset and learning rate at once (datasets packed
+in tiles or lanes), in blocks of replicates on the CPU.  Wrap it in one ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import numpy as np
 
 from l1jax import data as D
 from l1jax.config import Config
-from l1jax.plan import Group
-from l1jax.plan import block_seeds as plan_block_seeds
-from l1jax.plan import shared_lr_pass
+from l1jax.plan import Group, block_group, shared_lr_pass
 from l1jax.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
 
@@ -105,17 +103,20 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
                shared_pass: bool | None = None) -> Callable[[TrainInputs], TrainOutputs]:
     """The pure training function of one group (see module docstring).
 
-    Its replicates train in blocks of ``block_seeds`` (default: ``plan.block_seeds`` for this
+    Its replicates train in blocks of ``block_seeds`` (default: ``plan.block_group`` for this
     backend), one block after another, so that on the CPU a block's data stays in cache for
     all its epochs.  ``shared_pass`` (default: ``plan.shared_lr_pass`` for this backend) reads
-    the data once per epoch for all learning rates.  Neither changes a run's numbers.
+    the data once per epoch for all learning rates.  Blocks leave a run's numbers unchanged to the
+    bit; the shared pass may round its sums in another order (about 1 ulp).
     """
     backend = jax.default_backend()
-    k = block_seeds or plan_block_seeds(group, n_features, backend)
+    block = (dataclasses.replace(group, seeds=block_seeds) if block_seeds
+             else block_group(group, n_features, backend))
+    k = block.seeds
     if group.seeds % k:
         raise ValueError(f"block_seeds {k} must divide the group's {group.seeds} replicates")
     shared = shared_lr_pass(backend) if shared_pass is None else shared_pass
-    train_block = _make_block_train(cfg, dataclasses.replace(group, seeds=k), n_features, shared)
+    train_block = _make_block_train(cfg, block, n_features, shared)
     if k == group.seeds:
         return train_block
     n_blocks, n_sizes = group.seeds // k, len(group.sizes)
@@ -140,7 +141,7 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
 
 def _make_block_train(cfg: Config, group: Group, n_features: int,
                       shared: bool) -> Callable[[TrainInputs], TrainOutputs]:
-    """Training of all runs of ``group`` at once (datasets vmapped, epochs scanned)."""
+    """Training of all runs of ``group`` at once (epochs scanned)."""
     tc = cfg.train
     epochs, every = tc.epochs, tc.record_every
     rec = np.asarray(cfg.recorded_epochs)
