@@ -28,5 +28,7 @@ def restore_cache_config():
 
 def test_a_run_fills_the_cache(tmp_path, restore_cache_config):
     enable_compilation_cache(tmp_path / "xla")
+    # a tiny program compiles in about the 0.5 s threshold once the compiler is warm: keep all
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     run(small_config(train={"epochs": 2}, sweep={"sizes": [10], "seeds": 1}))
     assert any((tmp_path / "xla").iterdir())

@@ -78,5 +78,8 @@ def test_paired_difference_is_summary_of_difference():
         ref = summarize(np.where(ok, a - b, np.nan), seed=9)
     for got, want in zip(d, ref):
         np.testing.assert_array_equal(got, want)
+    for i in range(a.shape[0]):  # plain NumPy over the pairs with both sides finite
+        diff = a[i][ok[i]] - b[i][ok[i]]
+        np.testing.assert_allclose([d.mean[i], d.std[i]], [diff.mean(), diff.std(ddof=1)], rtol=1e-12)
     # common random numbers: the paired interval is far narrower than either side's spread
     assert np.all(d.ci_high - d.ci_low < 0.1 * summarize(a).std)

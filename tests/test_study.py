@@ -44,6 +44,7 @@ def test_tiny_study_writes_results_figures_and_report(tmp_path):
 def test_seed_command_reports_the_three_ways():
     r = reproduce(seeds=2)
     np.testing.assert_array_equal(r.article, article_script(0))
+    assert (np.diff(r.article, axis=1) > 0).all()  # the article's own losses climb every epoch
     assert (r.seed_final > r.initial).all() and (r.l1_final < r.initial).all()
     text = report(r)
     assert f"{r.article[0, -1]:.4f}" in text and "ascends the squared error" in text
