@@ -108,16 +108,18 @@ def spread_ratio(small: np.ndarray, large: np.ndarray, paired: bool) -> Estimate
 
 # ------------------------------------------------------------------ settings
 
+def setting_label(optimizer: str, batch: int | str, lr: float | None = None) -> str:
+    """The label evidence carries for a setting, e.g. "sgd, batch 32, lr 0.01" (the report
+    picks evidence by it)."""
+    mode = "full batch" if batch == "full" else f"batch {batch}"
+    return f"{optimizer}, {mode}" + ("" if lr is None else f", lr {lr:g}")
+
+
 def settings(a: Analysis) -> list[tuple[str, tuple[int, int, int]]]:
     """(label, (optimizer, batch, lr) index) of every setting of a sweep."""
     co = a.results.coords
-    out = []
-    for o, opt in enumerate(co["optimizer"]):
-        for b, bs in enumerate(co["batch_size"]):
-            for l, lr in enumerate(co["learning_rate"]):
-                batch = "full batch" if bs == "full" else f"batch {bs}"
-                out.append((f"{opt}, {batch}, lr {lr:g}", (o, b, l)))
-    return out
+    return [(setting_label(opt, bs, lr), (o, b, l)) for o, opt in enumerate(co["optimizer"])
+            for b, bs in enumerate(co["batch_size"]) for l, lr in enumerate(co["learning_rate"])]
 
 
 def _size_rule(a: Analysis, quantities: dict[str, np.ndarray],
@@ -214,7 +216,7 @@ def claim_lr_interacts(a: Analysis) -> Claim:
     ev = []
     for o, opt in enumerate(co["optimizer"]):
         for b, bs in enumerate(co["batch_size"]):
-            label = f"{opt}, {'full batch' if bs == 'full' else f'batch {bs}'}"
+            label = setting_label(opt, bs)
             if len(lrs) < 2:
                 continue
             bsm, blg, est = best_lr_contrast(a.metrics.final_test[o, b], paired)

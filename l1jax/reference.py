@@ -1,5 +1,5 @@
 """A plain single-run NumPy trainer (float64): the independent reference the engine is tested
-and benchmarked against.  It shares no code with the engine; optimizer and schedule formulas
+against (the benchmarks time an article-style float32 loop instead, ``bench.numpy_loop``).  It shares no code with the engine; optimizer and schedule formulas
 are written out from their definitions.
 """
 

@@ -39,12 +39,8 @@ def article_claim(r: Reproduction) -> C.Claim:
 
 def _reference_settings(a: Analysis) -> set[str]:
     co = a.results.coords
-    out = set()
-    for b, bs in enumerate(co["batch_size"]):
-        l = plots.reference_lr(a, 0, b)
-        batch = "full batch" if bs == "full" else f"batch {bs}"
-        out.add(f"{co['optimizer'][0]}, {batch}, lr {co['learning_rate'][l]:g}")
-    return out
+    return {C.setting_label(co["optimizer"][0], bs, co["learning_rate"][plots.reference_lr(a, 0, b)])
+            for b, bs in enumerate(co["batch_size"])}
 
 
 def _numbers(claim: C.Claim, a: Analysis | None) -> str:
