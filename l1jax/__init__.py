@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from l1jax.config import Config, ConfigError, load_config  # noqa: E402
-from l1jax.results import Results  # noqa: E402
-from l1jax.sweep import run  # noqa: E402
+from l1jax.engine.config import Config, ConfigError, load_config  # noqa: E402
+from l1jax.engine.results import Results  # noqa: E402
+from l1jax.engine.sweep import run  # noqa: E402
 
 __all__ = ["Config", "ConfigError", "Results", "load_config", "run", "__version__"]

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from l1jax.config import Config, DataConfig, SweepConfig, TrainConfig
-from l1jax.plan import padding_efficiency, plan, shared_lr_pass
-from l1jax.sweep import compile_program, group_inputs, host_description, n_features, run_group
-from l1jax.train import make_train
+from l1jax.engine.config import Config, DataConfig, SweepConfig, TrainConfig
+from l1jax.engine.plan import padding_efficiency, plan, shared_lr_pass
+from l1jax.engine.sweep import compile_program, group_inputs, host_description, n_features, run_group
+from l1jax.engine.train import make_train
 
 CPU_SIZES = tuple(int(v) for v in np.geomspace(32, 32768, 16).round())
 GPU_SIZES = (100, 1000, 10000, 100000)

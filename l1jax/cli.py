@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from l1jax.config import ConfigError, load_config
+from l1jax.engine.config import ConfigError, load_config
 
 
 def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
@@ -26,15 +26,15 @@ def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.distributed:
-        from l1jax.distributed import initialize
+        from l1jax.engine.distributed import initialize
 
         initialize(args.coordinator, args.num_processes, args.process_id)
     import jax
 
-    from l1jax.distributed import agree
-    from l1jax.store import ChunkStore
-    from l1jax.summary import summary
-    from l1jax.sweep import run
+    from l1jax.engine.distributed import agree
+    from l1jax.engine.store import ChunkStore
+    from l1jax.analysis.summary import summary
+    from l1jax.engine.sweep import run
 
     out = Path(args.out)
     first = jax.process_index() == 0
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from l1jax.results import Results
+    from l1jax.engine.results import Results
 
     Results.load(args.dir).export_csv(args.csv)
     print(f"wrote {args.csv}")
@@ -73,14 +73,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from l1jax.reproduce import reproduce, report
+    from l1jax.study.reproduce import reproduce, report
 
     print(report(reproduce(args.seeds, args.base_seed)))
     return 0
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from l1jax.study import DEFAULT_MAIN, study
+    from l1jax.study.study import DEFAULT_MAIN, study
 
     main_cfg = load_config(args.config or DEFAULT_MAIN)
     out = Path(args.out)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             args.coordinator or args.num_processes or args.process_id is not None):
         parser().error("--coordinator, --num-processes and --process-id need --distributed")
     if not getattr(args, "no_cache", True):
-        from l1jax.cache import enable_compilation_cache
+        from l1jax.engine.cache import enable_compilation_cache
 
         enable_compilation_cache()
     try:

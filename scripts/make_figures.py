@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(ROOT / "out" / "figures-study"), help="sweep results go here")
     args = p.parse_args(argv)
-    from l1jax.study import study
+    from l1jax.study.study import study
 
     figures = ROOT / "figures"
     report = study(Path(args.out), figures)

@@ -8,9 +8,9 @@ import argparse
 import sys
 import time
 
-from l1jax.config import config_from_dict
-from l1jax.store import ChunkStore
-from l1jax.sweep import run
+from l1jax.engine.config import config_from_dict
+from l1jax.engine.store import ChunkStore
+from l1jax.engine.sweep import run
 
 SIZES = [8, 16, 32, 64]
 LEARNING_RATES = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from l1jax.config import Config, config_from_dict
-from l1jax.data import epoch_permutation
+from l1jax.engine.config import Config, config_from_dict
+from l1jax.engine.data import epoch_permutation
 from l1jax.reference import ReferenceRun, train_reference
-from l1jax.train import one_dataset
+from l1jax.engine.train import one_dataset
 
 
 def small_config(**sections) -> Config:

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from l1jax import data as D
-from l1jax.plan import CPU_BLOCK_BYTES, block_seeds, full_batch_group, plan, shared_lr_pass
-from l1jax.sweep import compile_program, group_inputs
-from l1jax.train import build_data, make_train
+from l1jax.engine import data as D
+from l1jax.engine.plan import CPU_BLOCK_BYTES, block_seeds, full_batch_group, plan, shared_lr_pass
+from l1jax.engine.sweep import compile_program, group_inputs
+from l1jax.engine.train import build_data, make_train
 from tests.helpers import small_config
 
 

@@ -3,8 +3,8 @@
 import jax
 import pytest
 
-from l1jax.cache import cache_dir, enable_compilation_cache
-from l1jax.sweep import run
+from l1jax.engine.cache import cache_dir, enable_compilation_cache
+from l1jax.engine.sweep import run
 from tests.helpers import small_config
 
 

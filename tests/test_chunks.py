@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from l1jax.plan import bytes_per_seed, plan, seed_chunks
-from l1jax.sweep import run
+from l1jax.engine.plan import bytes_per_seed, plan, seed_chunks
+from l1jax.engine.sweep import run
 from tests.helpers import small_config
 
 
@@ -51,7 +51,7 @@ def test_million_run_script_small(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    from l1jax.results import Results
+    from l1jax.engine.results import Results
 
     path = Path(__file__).parents[1] / "scripts" / "million.py"
     spec = importlib.util.spec_from_file_location("million", path)
@@ -81,8 +81,8 @@ def test_sharded_over_four_devices_equals_one_device():
 
 
 def test_results_assembled_on_disk_and_memory_mapped(tmp_path):
-    from l1jax.results import Results
-    from l1jax.store import ChunkStore
+    from l1jax.engine.results import Results
+    from l1jax.engine.store import ChunkStore
 
     cfg = small_config(train={"epochs": 4, "learning_rate": [0.1]}, sweep={"sizes": [9, 40], "seeds": 3})
     in_ram = run(cfg)

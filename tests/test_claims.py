@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from l1jax import claims as C
-from l1jax.analysis import Analysis, Optima
-from l1jax.metrics import RunMetrics
-from l1jax.results import Results
+from l1jax.analysis import claims as C
+from l1jax.analysis.optima import Analysis, Optima
+from l1jax.analysis.metrics import RunMetrics
+from l1jax.engine.results import Results
 from tests.helpers import small_config
 
 SEEDS = 60

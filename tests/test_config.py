@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from l1jax.cli import main
-from l1jax.study import DEFAULT_MAIN, DEFAULT_REAL
-from l1jax.config import ConfigError, config_from_dict, load_config
+from l1jax.study.study import DEFAULT_MAIN, DEFAULT_REAL
+from l1jax.engine.config import ConfigError, config_from_dict, load_config
 
 
 def _csv(tmp_path: Path, text: str) -> str:

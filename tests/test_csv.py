@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from l1jax.config import config_from_dict
-from l1jax.data import load_csv
-from l1jax.plan import plan
-from l1jax.sweep import group_inputs, run
-from l1jax.train import one_dataset
+from l1jax.engine.config import config_from_dict
+from l1jax.engine.table import load_csv
+from l1jax.engine.plan import plan
+from l1jax.engine.sweep import group_inputs, run
+from l1jax.engine.train import one_dataset
 from tests.helpers import reference_for
 
 

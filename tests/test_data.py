@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from l1jax.config import DataConfig
-from l1jax.data import CONTAMINATION_SCALE, synthetic_rows
+from l1jax.engine.config import DataConfig
+from l1jax.engine.data import CONTAMINATION_SCALE, synthetic_rows
 
 N = 20000
 
@@ -40,7 +40,7 @@ def test_noise_and_features_follow_their_distributions(cfg, cdf):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 33, 100, 1000, 5161])
 def test_epoch_order_is_a_permutation_that_changes_each_epoch(n):
-    from l1jax.data import epoch_permutation
+    from l1jax.engine.data import epoch_permutation
 
     key = jax.random.key(3)
     orders = [np.asarray(epoch_permutation(key, e, n)) for e in range(3)]

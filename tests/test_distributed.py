@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from l1jax.config import load_config
-from l1jax.results import Results
-from l1jax.sweep import run
+from l1jax.engine.config import load_config
+from l1jax.engine.results import Results
+from l1jax.engine.sweep import run
 
 CONFIG = ("[data]\ntest_size = 50\n[train]\nepochs = 5\nlearning_rate = [0.05, 0.2]\n"
           "batch_size = ['full', 8]\n[sweep]\nsizes = [9, 40]\nseeds = 5\n")

@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from l1jax.article import calculate_l1_loss, gradient_descent_step, linear_model
-from l1jax.sweep import run
-from l1jax.train import one_dataset
+from l1jax.study.article import calculate_l1_loss, gradient_descent_step, linear_model
+from l1jax.engine.sweep import run
+from l1jax.engine.train import one_dataset
 from tests.helpers import reference_for, small_config
 
 # float32 engine vs float64 reference; Adam at lr 0.5 amplifies rounding to a few 1e-5.

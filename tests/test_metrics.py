@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from l1jax.metrics import epochs_to_close, run_metrics
-from l1jax.results import Results
+from l1jax.analysis.metrics import epochs_to_close, run_metrics
+from l1jax.engine.results import Results
 from tests.helpers import small_config
 
 

@@ -6,8 +6,8 @@ import pytest
 from scipy import sparse
 from scipy.optimize import linprog
 
-from l1jax.data import Packed
-from l1jax.optimum import lad_optimum, lad_optimum_arrays
+from l1jax.engine.data import Packed
+from l1jax.analysis.optimum import lad_optimum, lad_optimum_arrays
 
 TILE = 64
 NOISES = ("gaussian", "student_t2", "contaminated")
@@ -103,7 +103,7 @@ def test_padding_and_packing_change_nothing(solved):
 
 
 def test_exact_optima_in_chunks_equal_one_call():
-    from l1jax.analysis import exact_optima
+    from l1jax.analysis.optima import exact_optima
     from tests.helpers import small_config
 
     cfg = small_config(sweep={"sizes": [20, 70], "seeds": 3})

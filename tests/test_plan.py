@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from l1jax.plan import full_batch_group, minibatch_group, plan
+from l1jax.engine.plan import full_batch_group, minibatch_group, plan
 from tests.helpers import small_config
 
 LOG_GRIDS = [tuple(np.unique(np.geomspace(lo, hi, k).astype(int)).tolist())

@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from l1jax.cli import main
-from l1jax.results import CSV_COLUMNS, Results
-from l1jax.sweep import run
+from l1jax.engine.results import CSV_COLUMNS, Results
+from l1jax.engine.sweep import run
 from tests.helpers import small_config
 
 

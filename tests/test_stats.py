@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from l1jax.stats import paired_difference, summarize
+from l1jax.analysis.stats import paired_difference, summarize
 
 
 def test_moments_match_numpy():

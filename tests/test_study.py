@@ -5,11 +5,11 @@ import re
 
 import numpy as np
 
-from l1jax import claims as C
-from l1jax.article import article_script
-from l1jax.config import config_from_dict
-from l1jax.reproduce import report, reproduce
-from l1jax.study import study
+from l1jax.analysis import claims as C
+from l1jax.study.article import article_script
+from l1jax.engine.config import config_from_dict
+from l1jax.study.reproduce import report, reproduce
+from l1jax.study.study import study
 
 
 def test_tiny_study_writes_results_figures_and_report(tmp_path):

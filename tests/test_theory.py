@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from l1jax.config import DataConfig
-from l1jax.data import CONTAMINATION_SCALE, Packed
-from l1jax.optimum import lad_optimum
-from l1jax.theory import bayes_l1_floor, expected_test_l1, noise_density_at_zero
+from l1jax.engine.config import DataConfig
+from l1jax.engine.data import CONTAMINATION_SCALE, Packed
+from l1jax.analysis.optimum import lad_optimum
+from l1jax.analysis.theory import bayes_l1_floor, expected_test_l1, noise_density_at_zero
 
 CONFIGS = {
     "gaussian": DataConfig(noise="gaussian", noise_scale=1.5),

@@ -14,8 +14,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from l1jax import stats
-from l1jax.analysis import Analysis
+from l1jax.analysis import stats
+from l1jax.analysis.optima import Analysis
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 DEPENDS, INCONCLUSIVE = "depends on the setting", "inconclusive"

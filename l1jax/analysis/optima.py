@@ -8,16 +8,17 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from l1jax import data as D
-from l1jax.config import Config
-from l1jax.metrics import RunMetrics, run_metrics
-from l1jax.optimum import lad_optimum
-from l1jax.plan import full_batch_group, seed_chunks
-from l1jax.results import Results
-from l1jax.step import mean_l1
-from l1jax.sweep import compile_program, default_memory_budget, group_inputs, n_features
-from l1jax.theory import bayes_l1_floor, expected_test_l1
-from l1jax.train import build_data, build_test
+from l1jax.engine import data as D
+from l1jax.engine.config import Config
+from l1jax.engine.table import load_csv
+from l1jax.analysis.metrics import RunMetrics, run_metrics
+from l1jax.analysis.optimum import lad_optimum
+from l1jax.engine.plan import full_batch_group, seed_chunks
+from l1jax.engine.results import Results
+from l1jax.engine.step import mean_l1
+from l1jax.engine.sweep import compile_program, default_memory_budget, group_inputs, n_features
+from l1jax.analysis.theory import bayes_l1_floor, expected_test_l1
+from l1jax.engine.train import build_data, build_test
 
 
 class Optima(NamedTuple):
@@ -40,7 +41,7 @@ def exact_optima(cfg: Config, memory_budget: int | None = None) -> Optima:
     """L*, the exact fit and its test L1 for every (size, seed) dataset, in chunks of replicates
     that fit ``memory_budget`` bytes (default: ``sweep.default_memory_budget()``); equal chunks
     share one compiled program."""
-    table = D.load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
+    table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     full = full_batch_group("sgd", cfg.sweep.sizes, cfg.sweep.seeds)
     has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
     p = n_features(cfg, table) + 1

@@ -7,10 +7,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from l1jax.article import article_script
-from l1jax.config import Config, DataConfig, SweepConfig, TrainConfig
-from l1jax.sweep import run
-from l1jax.theory import bayes_l1_floor
+from l1jax.study.article import article_script
+from l1jax.engine.config import Config, DataConfig, SweepConfig, TrainConfig
+from l1jax.engine.sweep import run
+from l1jax.analysis.theory import bayes_l1_floor
 
 SIZES = (100, 1000, 10000)
 

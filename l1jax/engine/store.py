@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from l1jax.config import Config, ConfigError
+from l1jax.engine.config import Config, ConfigError
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

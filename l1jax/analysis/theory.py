@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from l1jax.config import DataConfig
-from l1jax.data import CONTAMINATION_SCALE
+from l1jax.engine.config import DataConfig
+from l1jax.engine.data import CONTAMINATION_SCALE
 
 _HALF_NORMAL_MEAN = math.sqrt(2.0 / math.pi)  # E|Z| for Z ~ N(0, 1)
 _NORMAL_PDF0 = 1.0 / math.sqrt(2.0 * math.pi)  # N(0, 1) density at 0

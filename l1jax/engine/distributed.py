@@ -9,7 +9,7 @@ import numpy as np
 from jax._src import distributed as jax_distributed  # the coordination-service client
 from jax.experimental import multihost_utils
 
-from l1jax.config import ConfigError
+from l1jax.engine.config import ConfigError
 
 
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:

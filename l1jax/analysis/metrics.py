@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from l1jax.config import ConfigError
-from l1jax.results import Results
+from l1jax.engine.config import ConfigError
+from l1jax.engine.results import Results
 
 
 class RunMetrics(NamedTuple):

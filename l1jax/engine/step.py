@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from l1jax.data import Packed, inside
-from l1jax.optim import make_optimizer
+from l1jax.engine.data import Packed, inside
+from l1jax.engine.optim import make_optimizer
 
 
 def residuals(x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from l1jax import data as D
-from l1jax.config import Config
-from l1jax.plan import Group, block_group, shared_lr_pass
-from l1jax.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
+from l1jax.engine import data as D
+from l1jax.engine.config import Config
+from l1jax.engine.plan import Group, block_group, shared_lr_pass
+from l1jax.engine.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
 
 class TrainInputs(NamedTuple):

@@ -14,14 +14,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from l1jax import claims as C
-from l1jax import plots
-from l1jax.analysis import Analysis, analyze
-from l1jax.config import Config, load_config
-from l1jax.reproduce import Reproduction, report as seed_report, reproduce
-from l1jax.sweep import host_description, run
+from l1jax.analysis import claims as C
+from l1jax.analysis import plots
+from l1jax.analysis.optima import Analysis, analyze
+from l1jax.engine.config import Config, load_config
+from l1jax.study.reproduce import Reproduction, report as seed_report, reproduce
+from l1jax.engine.sweep import host_description, run
 
-STUDIES = Path(__file__).with_name("studies")
+STUDIES = Path(__file__).with_name("data")
 DEFAULT_MAIN = STUDIES / "main.toml"
 DEFAULT_REAL = STUDIES / "diabetes.toml"
 RATE_WINDOW = 5  # k: the initial rate is measured over the first k epochs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from l1jax.results import Results
+from l1jax.engine.results import Results
 
 
 def _mean_sem(v: np.ndarray) -> str:

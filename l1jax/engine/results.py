@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from l1jax.config import Config, ConfigError, config_from_dict
+from l1jax.engine.config import Config, ConfigError, config_from_dict
 
 RUN_DIMS = ("optimizer", "batch_size", "learning_rate", "size", "seed")
 ARRAY_DIMS = {

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from l1jax.config import Config
+from l1jax.engine.config import Config
 
 MIN_EFFICIENCY = 0.95  # full batch: useful fraction of padded slots when choosing the tile
 MAX_TILE = 1024

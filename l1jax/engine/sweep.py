@@ -18,14 +18,15 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 from tqdm import tqdm
 
-from l1jax import __version__, distributed
-from l1jax.config import Config
-from l1jax.data import Table, load_csv
-from l1jax.plan import (Group, block_group, bytes_per_seed, device_share, padding_efficiency, plan,
+from l1jax import __version__
+from l1jax.engine import distributed
+from l1jax.engine.config import Config
+from l1jax.engine.table import Table, load_csv
+from l1jax.engine.plan import (Group, block_group, bytes_per_seed, device_share, padding_efficiency, plan,
                         seed_chunks)
-from l1jax.results import Results
-from l1jax.store import ChunkStore
-from l1jax.train import TrainInputs, TrainOutputs, make_train
+from l1jax.engine.results import Results
+from l1jax.engine.store import ChunkStore
+from l1jax.engine.train import TrainInputs, TrainOutputs, make_train
 
 
 def group_inputs(cfg: Config, group: Group, table: Table | None, first_seed: int = 0) -> TrainInputs:

@@ -14,10 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from l1jax import stats  # noqa: E402
-from l1jax.analysis import Analysis  # noqa: E402
-from l1jax.reproduce import SIZES, Reproduction  # noqa: E402
-from l1jax.theory import expected_test_l1  # noqa: E402
+from l1jax.analysis import stats  # noqa: E402
+from l1jax.analysis.optima import Analysis  # noqa: E402
+from l1jax.study.reproduce import SIZES, Reproduction  # noqa: E402
+from l1jax.analysis.theory import expected_test_l1  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 plt.rcParams.update({"axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "figure.dpi": 110,

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l1jax.engine.errors import ConfigError
+from l1jax.engine.table import load_csv
+
 NOISES = ("gaussian", "laplace", "student_t", "contaminated")
 SOURCES = ("synthetic", "csv")
 COUPLINGS = ("independent", "nested")
@@ -20,10 +23,6 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmspro
 SCHEDULES = ("constant", "cosine", "inverse_sqrt", "exponential")
 GRADIENTS = ("l1", "seed")
 INITS = ("normal", "zeros")
-
-
-class ConfigError(ValueError):
-    """A user error in a study configuration; its message is one line."""
 
 
 @dataclass(frozen=True)
@@ -236,8 +235,6 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | str = ".",
                  train=_check_train(raw.get("train", {})),
                  sweep=_check_sweep(raw.get("sweep", {})))
     if cfg.data.source == "csv" and check_files:
-        from l1jax.data import load_csv  # csv checks need the file itself
-
         table = load_csv(cfg.data)
         if cfg.sweep.sizes[-1] > table.n_train:
             _fail("sweep.sizes", list(cfg.sweep.sizes),

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from l1jax.data import Packed
+from l1jax.engine.data import Packed
 
 IRLS_ITERS = 16
 MAX_PIVOTS = 256

@@ -1,0 +1,1 @@
+"""Analysis of results: exact optima, metrics, theory, statistics, claims, figures and reports."""
