@@ -263,8 +263,18 @@ def markdown(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write(record: dict[str, Any], json_path: Path, docs: Path) -> None:
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
-    records = [json.loads(p.read_text()) for p in sorted(json_path.parent.glob("*.json"))]
+def write_record(record: dict[str, Any], path: Path) -> None:
+    """Write one run's JSON record, in the format the bench/ directories hold."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def records_dir(docs: Path) -> Path:
+    """Where the records of the markdown table ``docs`` live: its sibling bench/ directory."""
+    return docs.parent / "bench"
+
+
+def write_docs(docs: Path) -> None:
+    """Rebuild the markdown table ``docs`` from every record in :func:`records_dir`."""
+    records = [json.loads(p.read_text()) for p in sorted(records_dir(docs).glob("*.json"))]
     docs.write_text(markdown(records))

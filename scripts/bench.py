@@ -1,8 +1,25 @@
-"""Benchmark a named workload: `python scripts/bench.py --workload bench-cpu --json FILE`.
-The same as `l1jax bench`; see l1jax/bench.py for what is measured."""
+"""Benchmark a named workload and record it in this repository: `python scripts/bench.py
+--workload bench-cpu` writes docs/bench/WORKLOAD-PLATFORM.json and rebuilds docs/benchmarks.md
+(--json FILE and --docs FILE override either). `l1jax bench` is the same without these defaults;
+see l1jax/bench.py for what is measured."""
 
+import argparse
 import sys
+from pathlib import Path
+
+import jax
 
 from l1jax.cli import main
 
-sys.exit(main(["bench", *sys.argv[1:]]))
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+args = sys.argv[1:]
+known = argparse.ArgumentParser(add_help=False)
+for flag in ("--workload", "--json", "--docs"):
+    known.add_argument(flag)
+given, _ = known.parse_known_args(args)
+if given.workload and not given.json:
+    args += ["--json", str(DOCS / "bench" / f"{given.workload}-{jax.devices()[0].platform}.json")]
+if not given.docs:
+    args += ["--docs", str(DOCS / "benchmarks.md")]
+sys.exit(main(["bench", *args]))

@@ -34,7 +34,7 @@ def test_save_load_export_round_trip(tmp_path):
     for row, rec in zip(rows, records):
         assert int(row["size"]) == rec["size"] and int(row["epoch"]) == rec["epoch"]
         assert float(row["train_l1"]) == np.float32(rec["train_l1"])
-        assert row["diverged"] == "0"
+        assert row["diverged"] == "False" and row["full_batch"] == "True" and row["batch_size"] == "0"
     want = res.train_l1[0, 0, 1, 1, 0, 2]  # lr 0.2, size 50, seed 0, epoch 4
     hit = [r for r in rows if (r["learning_rate"], r["size"], r["seed"], r["epoch"]) == ("0.2", "50", "0", "4")]
     assert float(hit[0]["train_l1"]) == want

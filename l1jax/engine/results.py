@@ -1,22 +1,29 @@
 """Sweep results: named arrays over (optimizer, batch_size, learning_rate, size, seed[, epoch]),
 saved as ``results.npz`` plus a ``manifest.json`` that holds the config, coordinates and
-provenance, and exported as a tidy CSV.
+provenance, and exported as a tidy table (CSV, pandas, Parquet) or an xarray Dataset.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import struct
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from l1jax.engine.config import Config, ConfigError, config_from_dict
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 RUN_DIMS = ("optimizer", "batch_size", "learning_rate", "size", "seed")
 ARRAY_DIMS = {
@@ -26,8 +33,23 @@ ARRAY_DIMS = {
     "theta": RUN_DIMS + ("param",),
     "diverged_epoch": RUN_DIMS,
 }
-CSV_COLUMNS = ("seed", "size", "learning_rate", "batch_size", "optimizer", "epoch",
+CSV_COLUMNS = ("seed", "size", "learning_rate", "full_batch", "batch_size", "optimizer", "epoch",
                "train_l1", "test_l1", "param_error", "diverged")
+OWN_FILES = ("results.npz", "manifest.json")  # with chunks/: what an export must not overwrite
+
+
+def batch_columns(batch: int | str) -> tuple[bool, int]:
+    """A config batch size as table columns (full_batch, batch_size), batch_size 0 for full
+    batch, so that each column of a table has one type."""
+    return (True, 0) if batch == "full" else (False, int(batch))
+
+
+def check_export_path(results_dir: str | Path, target: str | Path) -> None:
+    """Refuse an export target that is one of the results directory's own files."""
+    own, path = Path(results_dir).resolve(), Path(target).resolve()
+    if path in [own / name for name in OWN_FILES] or path.is_relative_to(own / "chunks"):
+        raise ConfigError(f"{target} is part of the results in {results_dir}: choose another "
+                          "file to export to")
 
 
 @dataclass
@@ -57,6 +79,19 @@ class Results:
     def diverged(self) -> np.ndarray:
         """Per run: whether its loss became non-finite."""
         return self.arrays["diverged_epoch"] >= 0
+
+    def __repr__(self) -> str:
+        """A few lines (dims, the config, divergences) instead of every array."""
+        c, t, co = self.config, self.config.train, self.coords
+        sizes = ", ".join(f"{d}={len(co[d])}" for d in (*RUN_DIMS, "epoch", "param"))
+        data = (f"csv {Path(c.data.path).name} -> {c.data.target}" if c.data.source == "csv"
+                else f"{c.data.source} {c.data.noise} noise (scale {c.data.noise_scale:g})")
+        setup = (f"{data}; optimizer {_listing(t.optimizer)}; lr {_listing(t.learning_rate)}; "
+                 f"batch {_listing(t.batch_size)}; sizes {_listing(c.sweep.sizes)}; "
+                 f"{c.sweep.seeds} seeds from {c.sweep.base_seed}; {t.epochs} epochs "
+                 f"(recorded every {t.record_every})")
+        return (f"Results({sizes})\n  config: {setup}\n"
+                f"  diverged: {int(self.diverged.sum())} of {self.diverged.size} runs")
 
     # ------------------------------------------------------------ persistence
 
@@ -103,21 +138,25 @@ class Results:
     # ------------------------------------------------------------ tidy view
 
     def columns(self) -> Iterator[dict[str, np.ndarray]]:
-        """Tidy columns (one entry per run and recorded epoch), one block per (optimizer, batch)."""
+        """Tidy columns (one entry per run and recorded epoch), one block per (optimizer, batch);
+        each column has one dtype (int64, float64, bool, str; the metrics stay float32)."""
         co = self.coords
         o_n, b_n, l_n, s_n, r_n, e_n = self.arrays["train_l1"].shape
         grid = np.meshgrid(np.arange(l_n), np.arange(s_n), np.arange(r_n), np.arange(e_n),
                            indexing="ij")
         li, si, ri, ei = (g.reshape(-1) for g in grid)
-        epochs = np.asarray(co["epoch"])[ei]
+        n = len(li)
+        epochs = np.asarray(co["epoch"], np.int64)[ei]
         for o in range(o_n):
             for b in range(b_n):
                 div = self.arrays["diverged_epoch"][o, b][li, si, ri]
+                full, batch = batch_columns(co["batch_size"][b])
                 yield {
-                    "seed": np.asarray(co["seed"])[ri], "size": np.asarray(co["size"])[si],
-                    "learning_rate": np.asarray(co["learning_rate"])[li],
-                    "batch_size": np.full(len(li), str(co["batch_size"][b]), dtype=object),
-                    "optimizer": np.full(len(li), co["optimizer"][o], dtype=object),
+                    "seed": np.asarray(co["seed"], np.int64)[ri],
+                    "size": np.asarray(co["size"], np.int64)[si],
+                    "learning_rate": np.asarray(co["learning_rate"], np.float64)[li],
+                    "full_batch": np.full(n, full), "batch_size": np.full(n, batch, np.int64),
+                    "optimizer": np.full(n, co["optimizer"][o], dtype=object),
                     "epoch": epochs,
                     **{k: self.arrays[k][o, b].reshape(-1) for k in ("train_l1", "test_l1", "param_error")},
                     "diverged": (div >= 0) & (epochs >= div),
@@ -132,17 +171,52 @@ class Results:
         return rows
 
     def export_csv(self, path: str | Path) -> None:
-        """Write the tidy CSV (empty cell for an undefined value), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        """Write the tidy CSV (empty cell for an undefined value, True/False for booleans),
+        atomically."""
+        with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(CSV_COLUMNS)
             for block in self.columns():
                 cols = [_cells(block[k]) for k in CSV_COLUMNS]
                 w.writerows(zip(*cols))
-        os.replace(tmp, path)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """The tidy table as a DataFrame: the CSV's columns and rows, NaN where a value is not
+        defined; train_l1, test_l1 and param_error keep the engine's float32."""
+        pd = _optional("pandas", "pandas", "to_pandas")
+        frames = [pd.DataFrame(block, columns=CSV_COLUMNS) for block in self.columns()]
+        return pd.concat(frames, ignore_index=True)
+
+    def export_parquet(self, path: str | Path) -> None:
+        """Write the tidy table as Parquet (the types of :meth:`to_pandas`, null where a value is
+        not defined), atomically and one (optimizer, batch) block at a time to bound memory."""
+        pa = _optional("pyarrow", "parquet", "export_parquet")
+        pq = _optional("pyarrow.parquet", "parquet", "export_parquet")
+        with atomic_file(path) as tmp:
+            writer = None
+            try:
+                for block in self.columns():
+                    table = pa.table({k: pa.array(block[k], from_pandas=True) for k in CSV_COLUMNS})
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table)
+            finally:
+                if writer is not None:
+                    writer.close()
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """The arrays of ARRAY_DIMS as an xarray Dataset with named dims and coords; attrs hold
+        the config and the manifest's provenance as JSON. The batch_size coord is an integer,
+        0 for full batch, with a boolean full_batch coord beside it (as in the tidy table):
+        the config's value is "full" where full_batch, else batch_size."""
+        xr = _optional("xarray", "xarray", "to_xarray")
+        coords: dict[str, Any] = dict(self.coords)
+        full, batch = zip(*map(batch_columns, coords["batch_size"]))
+        coords["batch_size"] = np.asarray(batch, np.int64)
+        coords["full_batch"] = ("batch_size", np.asarray(full))
+        return xr.Dataset({k: (dims, self.arrays[k]) for k, dims in ARRAY_DIMS.items()}, coords,
+                          {"config": json.dumps(self.config.to_dict()),
+                           "meta": json.dumps(self.meta, default=str)})
 
 
 def _npz_memmap(path: Path) -> dict[str, np.ndarray]:
@@ -168,13 +242,43 @@ def _npz_memmap(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` that replaces it on success and is removed on failure,
+    so a reader never sees a half-written export."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _optional(module: str, extra: str, caller: str) -> ModuleType:
+    """Import an optional dependency, or say in one line which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{caller} needs {module.split('.')[0]}: pip install 'l1jax[{extra}]'") from None
+
+
+def _listing(values: tuple[Any, ...]) -> str:
+    """Values for a one-line summary: all of them, or the ends of a long list."""
+    if len(values) <= 6:
+        return ", ".join(map(str, values))
+    return f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)} values)"
+
+
 def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
 def _cells(col: np.ndarray) -> list[str]:
-    if col.dtype == bool:
-        return ["1" if v else "0" for v in col]
+    """CSV cells: float32 to 9 significant digits and float64 in full (both round-trip),
+    empty for NaN; booleans as True/False."""
     if col.dtype.kind == "f":
-        return ["" if np.isnan(v) else f"{v:.9g}" for v in col.tolist()]
+        fmt = "{:.9g}" if col.dtype == np.float32 else "{!r}"
+        return ["" if np.isnan(v) else fmt.format(v) for v in col.tolist()]
     return [str(v) for v in col.tolist()]
