@@ -39,7 +39,7 @@ def test_cli_memory_budget(tmp_path, capsys):
     conf = tmp_path / "c.toml"
     conf.write_text("[train]\nepochs = 2\n[sweep]\nsizes = [10]\nseeds = 3\n[data]\ntest_size = 0\n")
     assert main(["run", str(conf), "--out", str(tmp_path / "o"), "--memory-budget", "1"]) == 0
-    assert "(3 chunks of seeds)" in capsys.readouterr().out
+    assert "(3 chunks of seeds, 0 reused from disk)" in capsys.readouterr().out
     import pytest
     with pytest.raises(SystemExit) as e:
         main(["run", str(conf), "--out", str(tmp_path / "o"), "--memory-budget", "lots"])

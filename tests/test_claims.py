@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from l1jax.analysis import claims as C
-from l1jax.analysis.optima import Analysis, Optima
+from l1jax.analysis.analyze import Analysis
+from l1jax.analysis.optima import Optima
 from l1jax.analysis.metrics import RunMetrics
 from l1jax.engine.results import Results
 from tests.helpers import small_config
@@ -21,7 +22,7 @@ def fake(batch=("full",), lrs=(0.1,), sizes=(10, 1000), coupling="nested", **met
     arrays = {"train_l1": nan[..., None], "test_l1": nan[..., None], "param_error": nan[..., None],
               "theta": nan[..., None], "diverged_epoch": np.full(shape, -1)}
     m = RunMetrics(**{f: np.broadcast_to(metric.get(f, nan), shape) for f in RunMetrics._fields})
-    return Analysis(Results(cfg, arrays), Optima(nan, nan, nan), m, np.nan, np.full(len(sizes), np.nan))
+    return Analysis(Results(cfg, arrays), Optima(nan, nan, nan), m, None, 5, None, None)
 
 
 rng = np.random.default_rng(0)
@@ -123,3 +124,12 @@ def test_article_code():
     mixed = np.zeros((100, 3), bool)
     mixed[:50] = True
     assert C.claim_article_code(np.ones(3, bool), mixed).verdict == C.INCONCLUSIVE
+
+
+def test_not_applicable_with_one_size_or_one_learning_rate():
+    one_size = C.sweep_claims(fake(sizes=(50,), rate_epoch=np.ones((1, 1, 1, 1, SEEDS)),
+                                   final_test=np.ones((1, 1, 1, 1, SEEDS))))
+    assert [c.verdict for c in one_size] == [C.NOT_APPLICABLE] * 5
+    assert all("one size (n = 50)" in c.detail and not c.evidence for c in one_size)
+    one_lr = C.claim_lr_interacts(fake(final_test=by_size(1.0, 0.5)))
+    assert one_lr.verdict == C.NOT_APPLICABLE and "one learning rate" in one_lr.detail

@@ -42,7 +42,7 @@ def test_two_processes_match_one(tmp_path):
     for p, (o, e) in zip(procs, logs):
         assert p.returncode == 0, e[-3000:]
     assert "process 1: done; process 0 writes" in logs[1][0]
-    assert "wrote" in logs[0][0]
+    assert f"results: {out / 'results.npz'}" in logs[0][0]
     got = Results.load(out)
     assert got.meta["processes"] == 2 and got.meta["seed_chunks"] == [[s, s + 1] for s in range(5)]
     assert len(list((out / "chunks").glob("*.sha256"))) == 5

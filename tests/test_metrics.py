@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from l1jax.analysis.metrics import epochs_to_close, run_metrics
-from l1jax.engine.results import Results
+from l1jax.analysis.metrics import epochs_to_close, rate_window, run_metrics
 from tests.helpers import small_config
 
 
@@ -20,9 +19,7 @@ def test_metrics_of_exponential_curves():
     test = curve + 0.25
     div = np.full(shape, -1)
     div[0, 0, 0, 1, 2] = 7  # one diverged run
-    arrays = {"train_l1": curve, "test_l1": test, "param_error": np.zeros_like(curve),
-              "theta": np.zeros(shape + (3,)), "diverged_epoch": div}
-    m = run_metrics(Results(cfg, arrays), lstar, k)
+    m = run_metrics(cfg, curve, test, div, lstar, k)
     gap0 = l0 - lstar
     want_rate = gap0[None, None, None] * (1 - np.exp(-k / tau)) / k
     ok = div < 0
@@ -36,10 +33,17 @@ def test_metrics_of_exponential_curves():
     np.testing.assert_array_equal(m.epochs_90[ok], np.ceil(tau * np.log(10))[ok])
     np.testing.assert_array_equal(m.steps_90[0, 1, 0, 1, :2], 7 * np.ceil(8 * np.log(10)))
     np.testing.assert_allclose(m.gap[ok], 0.25)
-    np.testing.assert_allclose(m.suboptimality[ok], (curve - lstar[None, None, None, ..., None])[ok])
+    np.testing.assert_allclose(m.suboptimality[ok], (curve[..., -1] - lstar[None, None, None])[ok])
+    np.testing.assert_array_equal(m.closed_90[ok], 1.0)
 
 
 def test_never_closing_gives_nan():
     curve = np.array([[3.0, 2.9, 2.8, 2.8]])
     out = epochs_to_close(curve, np.arange(4), np.array([1.0]), 0.5)
     assert np.isnan(out).all()
+
+
+def test_rate_window_is_the_first_recorded_epoch_from_k():
+    assert rate_window((0, 1, 2, 3, 4, 5, 6)) == 5
+    assert rate_window((0, 20)) == 20
+    assert rate_window((0, 2, 3)) == 3

@@ -1,24 +1,30 @@
 """The article's claims, each turned into a verdict by a rule applied to measured numbers.
 
-A rule compares the smallest and the largest size of a sweep in every setting (batch mode x
-learning rate), with 95% confidence intervals over seeds (paired per seed when the coupling is
-``nested``).  A difference counts only when its interval excludes zero *and* it is material
+A rule compares the smallest and the largest size of a sweep in every setting (optimizer x
+batch mode x learning rate), with 95% confidence intervals over seeds: Student t for mean
+differences (paired per seed when the coupling is ``nested``, Welch otherwise), percentile
+bootstrap for spread ratios.  A difference counts only when its interval excludes zero *and* it is material
 (at least ``MATERIAL`` of the reference value); an interval inside +-MATERIAL is "equal".
 Settings that agree give supported / contradicted; settings that disagree give "depends on
-the setting" and name which.
+the setting" and name which.  A claim that cannot be judged on a sweep (one size, one learning
+rate, no test set) is "not applicable", with the reason.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from l1jax.analysis import stats
-from l1jax.analysis.optima import Analysis
+from l1jax.analysis.analyze import Analysis
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 DEPENDS, INCONCLUSIVE = "depends on the setting", "inconclusive"
+NOT_APPLICABLE = "not applicable"
+# the interval each kind of evidence carries, by the first word of its quantity
+INTERVALS = {"log": "percentile bootstrap 95% (2000 resamples)",
+             "share": "percentile bootstrap 95% (2000 resamples)"}
 MATERIAL = 0.05  # a difference must exceed 5% of the reference value to count
 
 
@@ -91,12 +97,18 @@ def settle(evidence: list[Evidence]) -> tuple[str, str]:
 
 
 def mean_contrast(small: np.ndarray, large: np.ndarray, paired: bool) -> Estimate:
-    """mean(small) - mean(large) over seeds: paired per seed, or a Welch-normal interval."""
+    """mean(small) - mean(large) over seeds with a Student t 95% interval: paired per seed (pairs
+    with a non-finite side left out), or Welch's with Satterthwaite's degrees of freedom."""
+    small, large = np.asarray(small, float), np.asarray(large, float)
     if paired:
-        s = stats.paired_difference(small, large)
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.where(np.isfinite(small) & np.isfinite(large), small - large, np.nan)
+        s = stats.t_summary(stats.moments(diff), diff.size)
         return Estimate(float(s.mean), float(s.ci_low), float(s.ci_high))
-    a, b = stats.summarize(small), stats.summarize(large)
-    d, half = float(a.mean - b.mean), 1.96 * float(np.hypot(a.sem, b.sem))
+    a, b = (stats.t_summary(stats.moments(v), v.size) for v in (small, large))
+    va, vb = float(a.sem) ** 2, float(b.sem) ** 2
+    df = (va + vb) ** 2 / (va ** 2 / (float(a.n) - 1) + vb ** 2 / (float(b.n) - 1))
+    d, half = float(a.mean - b.mean), float(stats.t_quantile(0.05, df)) * np.sqrt(va + vb)
     return Estimate(d, d - half, d + half)
 
 
@@ -125,11 +137,14 @@ def settings(a: Analysis) -> list[tuple[str, tuple[int, int, int]]]:
 def _size_rule(a: Analysis, quantities: dict[str, np.ndarray],
                measure: Callable[[np.ndarray, np.ndarray, bool], Estimate],
                expected: str, scale_of: Callable[[np.ndarray], float]) -> list[Evidence]:
-    """Evidence from smallest vs largest size of each quantity in every setting."""
+    """Evidence from smallest vs largest size of each quantity in every setting (a quantity
+    with no finite value, such as test L1 without a test set, is left out)."""
     paired = a.results.config.data.coupling == "nested"
     ev = []
     for label, idx in settings(a):
         for qname, q in quantities.items():
+            if not np.isfinite(q).any():
+                continue
             small, large = q[idx][0], q[idx][-1]
             est = measure(small, large, paired)
             ev.append(Evidence(label, qname, est, outcome(direction(est, scale_of(large)), expected)))
@@ -145,6 +160,16 @@ def _scale_mean(v: np.ndarray) -> float:
     return float(np.nanmean(np.abs(v)))
 
 
+def not_applicable(key: str, text: str, why: str, rule: str, figure: str) -> Claim:
+    """A claim this sweep cannot judge, and why."""
+    return Claim(key, text, NOT_APPLICABLE, why, rule, figure, [])
+
+
+def _one_size(a: Analysis) -> str | None:
+    n = a.results.coords["size"]
+    return f"one size (n = {n[0]}): nothing to compare across sizes" if len(n) < 2 else None
+
+
 # ------------------------------------------------------------------ the claims
 
 def claim_faster_small(a: Analysis) -> Claim:
@@ -154,7 +179,7 @@ def claim_faster_small(a: Analysis) -> Claim:
                  *settle(ev),
                  f"rate = (L(0) - L(k))/k per epoch; small - large (smallest vs largest size) > 0 "
                  f"with its 95% CI above 0 and > {MATERIAL:.0%} of the large-size rate: supported; "
-                 f"below 0 or within +-{MATERIAL:.0%}: contradicted", "fig3_rate.png", ev)
+                 f"below 0 or within +-{MATERIAL:.0%}: contradicted", "rate.png", ev)
 
 
 def claim_slower_steadier_large(a: Analysis) -> Claim:
@@ -172,7 +197,7 @@ def claim_slower_steadier_large(a: Analysis) -> Claim:
                  *settle(both),
                  "slower: rate(small) - rate(large) > 0 as above; steadier: log(sd over seeds of the "
                  f"rate, small / large) > {MATERIAL:g} with its CI above 0; supported only if both",
-                 "fig3_rate.png", ev)
+                 "rate.png", ev)
 
 
 def claim_lowest_final_large(a: Analysis) -> Claim:
@@ -183,7 +208,7 @@ def claim_lowest_final_large(a: Analysis) -> Claim:
                  *settle(ev),
                  f"final L1 small - large > 0 with its CI above 0 and > {MATERIAL:.0%} of the large-size "
                  "loss: supported; below 0 or equal: contradicted; test and train L1 judged separately",
-                 "fig4_final.png", ev)
+                 "final.png", ev)
 
 
 def claim_variable_small(a: Analysis) -> Claim:
@@ -196,14 +221,17 @@ def claim_variable_small(a: Analysis) -> Claim:
                  "log(sd over seeds of the final loss, small / large) > 0 with its bootstrap CI above 0 "
                  f"and the log ratio > {MATERIAL:g}: supported; below, or the CI within +-{MATERIAL:g}: "
                  "contradicted",
-                 "fig5_spread.png", ev)
+                 "spread.png", ev)
 
 
-def best_lr_contrast(final: np.ndarray, paired: bool) -> tuple[int, int, Estimate]:
+def best_lr_contrast(final: np.ndarray, paired: bool) -> tuple[int, int, Estimate] | None:
     """Best learning rate (lowest mean final loss) at the smallest and the largest size of
-    ``final`` [lr, size, seed], and at the largest size: loss(small's best) - loss(own best)."""
-    with np.errstate(invalid="ignore"):
+    ``final`` [lr, size, seed], and at the largest size: loss(small's best) - loss(own best);
+    None when every run at either size diverged."""
+    with np.errstate(invalid="ignore"), stats._quiet():
         means = np.nanmean(final, axis=-1)
+    if not (np.isfinite(means[:, 0]).any() and np.isfinite(means[:, -1]).any()):
+        return None
     best_small, best_large = int(np.nanargmin(means[:, 0])), int(np.nanargmin(means[:, -1]))
     est = mean_contrast(final[best_small, -1], final[best_large, -1], paired)
     return best_small, best_large, est
@@ -213,28 +241,52 @@ def claim_lr_interacts(a: Analysis) -> Claim:
     co, res = a.results.coords, a.results
     lrs = co["learning_rate"]
     paired = res.config.data.coupling == "nested"
+    test = np.isfinite(a.metrics.final_test).any()
+    final, name = (a.metrics.final_test, "test") if test else (a.metrics.final_train, "train")
     ev = []
     for o, opt in enumerate(co["optimizer"]):
         for b, bs in enumerate(co["batch_size"]):
-            label = setting_label(opt, bs)
-            if len(lrs) < 2:
+            found = best_lr_contrast(final[o, b], paired)
+            if found is None:
                 continue
-            bsm, blg, est = best_lr_contrast(a.metrics.final_test[o, b], paired)
+            bsm, blg, est = found
             if blg < bsm:  # the claimed direction: a rate good for small is too high for large
-                res_ = outcome(direction(est, _scale_mean(a.metrics.final_test[o, b, blg, -1])), "greater")
+                res_ = outcome(direction(est, _scale_mean(final[o, b, blg, -1])), "greater")
             else:
                 res_ = CONTRADICTED
-            ev.append(Evidence(label, f"best lr small {lrs[bsm]:g}, large {lrs[blg]:g}; "
-                               f"large-size loss at small's best - at own best", est, res_))
-    return Claim("lr_interacts",
-                 "The learning rate interacts with size: a rate suited to a small dataset can be too "
-                 "high for a large one (instability), one suited to a large dataset too slow for a small one.",
-                 *settle(ev),
-                 "per batch mode: best lr (lowest mean final test L1) at the largest size below the best "
-                 "lr at the smallest, and the small-size best lr worse at the largest size (CI above 0 and "
-                 f"> {MATERIAL:.0%} of the large-size loss): supported; the same or a larger best lr at "
-                 f"the largest size, or a difference with its CI within +-{MATERIAL:.0%}: contradicted",
-                 "fig6_heatmaps.png", ev)
+            ev.append(Evidence(setting_label(opt, bs), f"best lr small {lrs[bsm]:g}, large {lrs[blg]:g}; "
+                               f"large-size final {name} L1 at small's best - at own best", est, res_))
+    text = ("The learning rate interacts with size: a rate suited to a small dataset can be too "
+            "high for a large one (instability), one suited to a large dataset too slow for a small one.")
+    rule = (f"per optimizer and batch mode: best lr (lowest mean final {name} L1) at the largest size "
+            "below the best lr at the smallest, and the small-size best lr worse at the largest size "
+            f"(CI above 0 and > {MATERIAL:.0%} of the large-size loss): supported; the same or a larger "
+            f"best lr at the largest size, or a difference with its CI within +-{MATERIAL:.0%}: contradicted")
+    if len(lrs) < 2:
+        return not_applicable("lr_interacts", text, f"one learning rate ({lrs[0]:g}): nothing to "
+                              "compare across learning rates", rule, "heatmaps.png")
+    return Claim("lr_interacts", text, *settle(ev), rule, "heatmaps.png", ev)
+
+
+def sweep_claims(a: Analysis) -> list[Claim]:
+    """Claims 1-5 on one sweep; with one size, claims 1-5 are not applicable."""
+    found = [claim_faster_small(a), claim_slower_steadier_large(a), claim_lowest_final_large(a),
+             claim_variable_small(a), claim_lr_interacts(a)]
+    why = _one_size(a)
+    return found if why is None else [c._replace(verdict=NOT_APPLICABLE, detail=why, evidence=[])
+                                      for c in found]
+
+
+def claims_json(claims: list[Claim]) -> list[dict[str, Any]]:
+    """The claims as plain JSON types: per claim its verdict, rule and per-setting evidence."""
+    num = lambda v: float(v) if np.isfinite(v) else None
+    return [{"key": c.key, "claim": c.text, "verdict": c.verdict, "detail": c.detail,
+             "rule": c.rule, "figure": c.figure,
+             "evidence": [{"setting": e.setting, "quantity": e.quantity,
+                           "estimate": num(e.estimate.value), "ci_low": num(e.estimate.low),
+                           "ci_high": num(e.estimate.high), "interval": INTERVALS.get(
+                               e.quantity.split(" ")[0], "Student t 95%"), "outcome": e.outcome}
+                          for e in c.evidence]} for c in claims]
 
 
 def claim_article_code(grew_runs: np.ndarray, grew_replicates: np.ndarray) -> Claim:

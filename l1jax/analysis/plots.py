@@ -1,27 +1,41 @@
-"""The study's figures (matplotlib, Agg): each function draws one PNG from measured arrays.
+"""Figures of any sweep (matplotlib, Agg), each drawn from an Analysis into one PNG.
 
-Colours are the Okabe-Ito palette (colour-blind safe); bands are 95% bootstrap intervals
-of the mean over seeds; sizes are on log axes.
+Every label comes from the sweep's own coordinates and config.  Lines are means over seeds,
+bands and error bars Student t 95% intervals of the mean (bootstrap for standard deviations);
+sizes are on log axes.  Each (optimizer, batch mode) is shown at its reference learning rate:
+the one with the lowest mean final test L1 (train L1 without a test set) at the largest size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
 from l1jax.analysis import stats  # noqa: E402
-from l1jax.analysis.optima import Analysis  # noqa: E402
-from l1jax.study.reproduce import SIZES, Reproduction  # noqa: E402
+from l1jax.analysis.analyze import Analysis, has_test_set  # noqa: E402
 from l1jax.analysis.theory import expected_test_l1  # noqa: E402
 
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-plt.rcParams.update({"axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "figure.dpi": 110,
+# Okabe-Ito (colour-blind safe), without its yellow, which is faint on white
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"]
+plt.rcParams.update({"axes.prop_cycle": matplotlib.cycler(color=PALETTE), "figure.dpi": 110,
                      "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
+FIGURES = ("curves.png", "rate.png", "final.png", "spread.png", "heatmaps.png")
+
+
+def colours(k: int) -> list:
+    """k distinct colours: the palette, or viridis steps beyond it."""
+    return PALETTE[:k] if k <= len(PALETTE) else list(plt.cm.viridis(np.linspace(0, 0.95, k)))
+
+
+def batch_label(bs: int | str) -> str:
+    return "full batch" if bs == "full" else f"minibatch {bs}"
 
 
 def _log_sizes(ax, sizes) -> None:
@@ -29,30 +43,22 @@ def _log_sizes(ax, sizes) -> None:
     ax.set_xscale("log")
     ax.set_xticks(list(sizes), [str(s) for s in sizes])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if len(sizes) == 1:
+        ax.set_xlim(sizes[0] / 2, sizes[0] * 2)
 
 
 def _log_y(ax) -> None:
-    """Log y axis with plain-number tick labels."""
+    """Log y axis with plain-number tick labels, if everything drawn is positive."""
+    lo, _ = ax.get_ylim()
+    if lo <= 0:
+        return
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    # minor ticks: all labelled on a short axis, only 2x and 5x a power of ten on a long one
-    def minor(v, _):
+
+    def minor(v, _):  # all labelled on a short axis, only 2x and 5x a power of ten on a long one
         lo, hi = ax.get_ylim()
-        short = np.log10(hi / lo) < 1.2
-        return f"{v:g}" if short or f"{v:.0e}"[0] in "25" else ""
+        return f"{v:g}" if np.log10(hi / lo) < 1.2 or f"{v:.0e}"[0] in "25" else ""
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
-
-
-def _size_panels(axes, sizes, ylabels, titles, log_y: bool = False, legend_size: int = 7) -> None:
-    """Finish panels whose x axis is the dataset size: log scale at the swept sizes, labels, legend."""
-    for ax, ylabel, title in zip(axes, ylabels, titles):
-        _log_sizes(ax, sizes)
-        if log_y:
-            _log_y(ax)
-        ax.set_xlabel("dataset size n (samples)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend(fontsize=legend_size)
 
 
 def _save(fig: plt.Figure, path: Path, title: str | None = None) -> Path:
@@ -64,188 +70,228 @@ def _save(fig: plt.Figure, path: Path, title: str | None = None) -> Path:
     return path
 
 
-def _band(ax, x, values, color, label, axis=0, style="-"):
-    """Mean over ``axis`` (seeds) with its 95% bootstrap band."""
-    s = stats.summarize(values, axis=axis)
-    ax.plot(x, s.mean, style, color=color, label=label, lw=1.5)
-    ax.fill_between(x, s.ci_low, s.ci_high, color=color, alpha=0.25, lw=0)
-
-
-def batch_label(bs) -> str:
-    return "full batch" if bs == "full" else f"minibatch {bs}"
-
-
 def reference_lr(a: Analysis, o: int, b: int) -> int:
-    """Index of the learning rate with the lowest mean final test L1 at the largest size (train
-    L1 where there is no test set): the setting the size figures show."""
-    q = a.metrics.final_test if np.isfinite(a.metrics.final_test).any() else a.metrics.final_train
-    with np.errstate(invalid="ignore"):
-        return int(np.nanargmin(np.nanmean(q[o, b, :, -1], axis=-1)))
+    """Index of the reference learning rate of optimizer ``o``, batch mode ``b`` (0 if every
+    run at the largest size diverged)."""
+    q = a.metrics.final_test if has_test_set(a.results.config) else a.metrics.final_train
+    with np.errstate(invalid="ignore"), stats._quiet():
+        m = np.nanmean(q[o, b, :, -1], axis=-1)
+    return int(np.nanargmin(m)) if np.isfinite(m).any() else 0
 
 
-def _reference_panels(a: Analysis, axes, arrays: tuple[np.ndarray, ...]):
-    """Per batch mode at its reference learning rate (first optimizer), per panel: the axes,
-    the mode's colour, a label and the panel's array sliced to [size, seed] (skipped if all NaN)."""
+def modes(a: Analysis) -> Iterator[tuple[int, int, int, str]]:
+    """(optimizer, batch, reference lr) index and label of every optimizer and batch mode."""
     co = a.results.coords
-    for b, bs in enumerate(co["batch_size"]):
-        l = reference_lr(a, 0, b)
-        label = f"{co['optimizer'][0]}, {batch_label(bs)}, lr {co['learning_rate'][l]:g}"
-        for ax, v in zip(axes, arrays):
-            if np.isfinite(v[0, b, l]).any():
-                yield ax, OKABE_ITO[b], label, v[0, b, l]
+    for o, opt in enumerate(co["optimizer"]):
+        for b, bs in enumerate(co["batch_size"]):
+            l = reference_lr(a, o, b)
+            yield o, b, l, f"{opt}, {batch_label(bs)}, lr {co['learning_rate'][l]:g}"
 
 
-def _setting(a: Analysis, o: int, b: int, l: int) -> str:
-    co = a.results.coords
-    return (f"{co['optimizer'][o]}, {batch_label(co['batch_size'][b])}, "
-            f"lr {co['learning_rate'][l]:g}, {len(co['seed'])} seeds")
+def _seeds(a: Analysis) -> str:
+    return f"{a.results.config.sweep.seeds} seeds"
 
 
-def fig_article(r: Reproduction, path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    ep = np.arange(r.seed_curves.shape[-1])
-    for i, n in enumerate(SIZES):
-        c = OKABE_ITO[i]
-        axes[0].plot(np.arange(r.article.shape[1]), r.article[i], "--", color=c, lw=1,
-                     label=f"article's script, n={n}")
-        _band(axes[0], ep, r.seed_curves[i], c, f"l1jax, its update, n={n}")
-        _band(axes[1], ep, r.l1_curves[i], c, f"l1jax, true subgradient, n={n}")
-    for ax in axes:
-        ax.axhline(r.floor, color="k", ls=":", lw=1, label=f"Bayes floor {r.floor:.3f}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("train L1 (mean absolute error)")
-    _log_y(axes[0])
-    n_seeds = r.seed_curves.shape[1]
-    axes[0].set_title(f"The article's update -(2/n)Xᵀ(ŷ-y), w - lr·dw: loss grows\n"
-                      f"sgd, full batch, lr 0.01; l1jax mean of {n_seeds} seeds with 95% CI")
-    axes[1].set_title(f"The true L1 subgradient: loss falls\nsgd, full batch, lr 0.01, {n_seeds} seeds")
-    axes[0].legend(fontsize=7, ncol=2)
-    axes[1].legend(fontsize=7)
-    return _save(fig, path)
+def _loss_names(a: Analysis) -> list[tuple[str, str]]:
+    """(field, label) of the losses this sweep recorded: train L1, and test L1 with a test set."""
+    return [("train", "train L1")] + ([("test", "test L1")] if has_test_set(a.results.config) else [])
+
+
+def _floor(ax, a: Analysis) -> None:
+    if a.floor is not None:
+        ax.axhline(a.floor, color="0.4", ls=":", lw=1, label=f"Bayes L1 floor {a.floor:.3g}")
+
+
+def _errorbar(ax, x, s: stats.Summary, colour, label: str, style: str = "o-") -> None:
+    ok = np.isfinite(s.mean)
+    lo, hi = np.where(np.isfinite(s.ci_low), s.ci_low, s.mean), np.where(np.isfinite(s.ci_high), s.ci_high, s.mean)
+    ax.errorbar(np.asarray(x)[ok], s.mean[ok], yerr=[(s.mean - lo)[ok], (hi - s.mean)[ok]], fmt=style,
+                capsize=3, color=colour, label=label, lw=1.3, ms=4)
 
 
 def fig_curves(a: Analysis, path: Path) -> Path:
-    co = a.results.coords
-    nb = len(co["batch_size"])
-    fig, axes = plt.subplots(2, nb, figsize=(5 * nb, 7), squeeze=False)
+    """Train (and test) L1 by epoch, one band per size; a row per optimizer and batch mode."""
+    co, cv = a.results.coords, a.curves
+    rows, losses = list(modes(a)), _loss_names(a)
+    fig, axes = plt.subplots(len(rows), len(losses), figsize=(5 * len(losses), 3.4 * len(rows)),
+                             squeeze=False)
     ep = np.asarray(co["epoch"])
-    for b in range(nb):
-        l = reference_lr(a, 0, b)
-        for i, n in enumerate(co["size"]):
-            c = OKABE_ITO[i % len(OKABE_ITO)]
-            for row, name in enumerate(("train_l1", "test_l1")):
-                v = a.results.arrays[name][0, b, l, i]
-                if np.isfinite(v).any():
-                    _band(axes[row, b], ep, v, c, f"n={n}")
-        for row, name in enumerate(("train L1", "test L1")):
-            ax = axes[row, b]
-            if np.isfinite(a.floor):
-                ax.axhline(a.floor, color="k", ls=":", lw=1, label="Bayes floor")
+    cs = colours(len(co["size"]))
+    for r, (o, b, l, label) in enumerate(rows):
+        for c, (field, name) in enumerate(losses):
+            ax, s = axes[r, c], getattr(cv, field)
+            for i, n in enumerate(co["size"]):
+                m = s.mean[o, b, l, i]
+                if np.isfinite(m).any():
+                    ax.plot(ep, m, color=cs[i], lw=1.4, label=f"n={n}")
+                    ax.fill_between(ep, s.ci_low[o, b, l, i], s.ci_high[o, b, l, i], color=cs[i],
+                                    alpha=0.25, lw=0)
+            _floor(ax, a)
             _log_y(ax)
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"{name} (mean absolute error)")
-            ax.set_title(f"{name}: {_setting(a, 0, b, l)}")
+            ax.set_title(f"{name}: {label}", fontsize=9)
             ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return _save(fig, path, f"L1 by epoch, mean over {_seeds(a)} with 95% t band")
 
 
-def fig_rate(a: Analysis, path: Path, k: int) -> Path:
+def fig_rate(a: Analysis, path: Path) -> Path:
+    """Initial decrease of train L1 against size, per epoch and per optimizer step."""
     co = a.results.coords
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, color, label, v in _reference_panels(a, axes, (a.metrics.rate_epoch, a.metrics.rate_step)):
-        s = stats.summarize(v, axis=-1)
-        ax.errorbar(n, s.mean, yerr=[s.mean - s.ci_low, s.ci_high - s.mean], marker="o",
-                    capsize=3, color=color, label=label)
-    units = ("epoch", "optimizer step")
-    _size_panels(axes, co["size"], [f"initial decrease of train L1 per {u}" for u in units],
-                 [f"(L(0) - L({k})) / {k}, per {u}" for u in units], log_y=True, legend_size=8)
-    return _save(fig, path, f"Initial rate of L1 decrease against size: sgd, {len(co['seed'])} seeds, "
-                            "mean ± 95% CI")
+    ms = list(modes(a))
+    for (o, b, l, label), colour in zip(ms, colours(len(ms))):
+        for ax, v in zip(axes, (a.metrics.rate_epoch, a.metrics.rate_step)):
+            s = stats.t_summary(stats.moments(v[o, b, l]), v.shape[-1])
+            _errorbar(ax, n, s, colour, label)
+    k = a.k
+    for ax, unit in zip(axes, ("epoch", "optimizer step")):
+        _log_sizes(ax, co["size"])
+        _log_y(ax)
+        ax.set_xlabel("dataset size n (samples)")
+        ax.set_ylabel(f"initial decrease of train L1 per {unit}")
+        ax.set_title(f"(L(0) - L({k})) / {k} per {unit}" if unit == "epoch" else
+                     f"(L(0) - L({k})) / (steps in {k} epochs)")
+        ax.legend(fontsize=7)
+    return _save(fig, path, f"Initial rate of L1 decrease against size: mean over {_seeds(a)} ± 95% t interval")
 
 
 def fig_final(a: Analysis, path: Path) -> Path:
+    """Final L1 against size, with the exact L1 fit and (synthetic data) the theory."""
     co = a.results.coords
     n = np.asarray(co["size"], float)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, color, label, v in _reference_panels(a, axes, (a.metrics.final_train, a.metrics.final_test)):
-        _band(ax, n, v, color, label, axis=-1, style="o-")
-    _band(axes[0], n, a.optima.lstar, "k", "exact L1 fit (L*)", axis=-1, style="s:")
-    if np.isfinite(a.optima.test_l1).any():
-        _band(axes[1], n, a.optima.test_l1, "k", "exact L1 fit", axis=-1, style="s:")
-    if np.isfinite(a.theory).any():
-        grid = np.geomspace(n[0], n[-1], 100)
-        axes[1].plot(grid, expected_test_l1(a.results.config.data, grid), color=OKABE_ITO[3], lw=2,
-                     label="theory: floor + p / (4 f(0) n)")
-    names = ("final train L1", "final test L1")
-    for ax in axes:
-        if np.isfinite(a.floor):
-            ax.axhline(a.floor, color="k", ls=":", lw=1, label=f"Bayes floor {a.floor:.3f}")
-    _size_panels(axes, co["size"], [f"{m} (mean absolute error)" for m in names], names)
-    return _save(fig, path, f"Final L1 after {co['epoch'][-1]} epochs against size: "
-                            f"{len(co['seed'])} seeds, mean ± 95% CI")
+    losses = _loss_names(a)
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), squeeze=False)
+    axes = axes[0]
+    ms = list(modes(a))
+    finals = {"train": a.metrics.final_train, "test": a.metrics.final_test}
+    exact = {"train": (a.optima.lstar, "exact L1 fit: L*"), "test": (a.optima.test_l1, "exact L1 fit")}
+    for (o, b, l, label), colour in zip(ms, colours(len(ms))):
+        for ax, (field, _) in zip(axes, losses):
+            v = finals[field][o, b, l]
+            _errorbar(ax, n, stats.t_summary(stats.moments(v), v.shape[-1]), colour, label)
+    for ax, (field, name) in zip(axes, losses):
+        v, label = exact[field]
+        _errorbar(ax, n, stats.t_summary(stats.moments(v), v.shape[-1]), "0.3", label, style="s:")
+        if field == "test" and a.theory is not None and len(n) > 1:
+            grid = np.geomspace(n[0], n[-1], 100)
+            ax.plot(grid, expected_test_l1(a.results.config.data, grid), color="0.6", lw=2.5,
+                    alpha=0.6, zorder=0, label="theory, exact fit: floor + p / (4 f(0) n)")
+        _floor(ax, a)
+        _log_sizes(ax, co["size"])
+        ax.set_xlabel("dataset size n (samples)")
+        ax.set_ylabel(f"final {name} (mean absolute error)")
+        ax.set_title(f"final {name} after {co['epoch'][-1]} epochs")
+        ax.legend(fontsize=7)
+    return _save(fig, path, f"Final L1 against size: mean over {_seeds(a)} ± 95% t interval")
 
 
 def fig_spread(a: Analysis, path: Path) -> Path:
+    """Standard deviation over seeds of the final losses against size."""
     co = a.results.coords
     n = np.asarray(co["size"], float)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, color, label, v in _reference_panels(a, axes, (a.metrics.final_train, a.metrics.final_test)):
-        sd, lo, hi = stats.sd_interval(v, axis=-1)
-        ax.errorbar(n, sd, yerr=[sd - lo, hi - sd], marker="o", capsize=3, color=color, label=label)
-        ax.plot(n, sd[0] * np.sqrt(n[0] / n), ":", color=color, lw=1,
-                label="∝ n^(-1/2) through the smallest size")
-    names = ("final train L1", "final test L1")
-    _size_panels(axes, co["size"], [f"sd over seeds of {m}" for m in names], names, log_y=True)
-    return _save(fig, path, f"Seed-to-seed spread of the final loss: {len(co['seed'])} seeds, "
-                            "95% bootstrap CI")
+    losses = _loss_names(a)
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), squeeze=False)
+    axes = axes[0]
+    ms = list(modes(a))
+    finals = {"train": a.metrics.final_train, "test": a.metrics.final_test}
+    for j, ((o, b, l, label), colour) in enumerate(zip(ms, colours(len(ms)))):
+        for ax, (field, _) in zip(axes, losses):
+            sd, lo, hi = (np.asarray(v) for v in zip(*(stats.sd_interval(x) for x in finals[field][o, b, l])))
+            ok = np.isfinite(sd)
+            ax.errorbar(n[ok], sd[ok], yerr=[(sd - lo)[ok], (hi - sd)[ok]], fmt="o-", capsize=3,
+                        color=colour, label=label, lw=1.3, ms=4)
+            if ok.any() and len(n) > 1:
+                first = int(np.flatnonzero(ok)[0])
+                ax.plot(n, sd[first] * np.sqrt(n[first] / n), ":", color=colour, lw=1,
+                        label="dotted: ∝ n^(-1/2) through each line's smallest size" if j == 0 else None)
+    for ax, (_, name) in zip(axes, losses):
+        _log_sizes(ax, co["size"])
+        _log_y(ax)
+        ax.set_xlabel("dataset size n (samples)")
+        ax.set_ylabel(f"sd over seeds of final {name}")
+        ax.set_title(f"final {name}")
+        ax.legend(fontsize=7)
+    return _save(fig, path, f"Seed-to-seed spread of the final loss: {_seeds(a)}, 95% bootstrap interval")
 
 
-def fig_heatmaps(a: Analysis, path: Path, k: int) -> Path:
+def _norm(values: np.ndarray) -> Normalize:
+    """One colour scale for a column of heatmaps: log where all values are positive and span
+    more than a factor of 10."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return Normalize(0, 1)
+    if v.min() > 0 and v.max() > 10 * v.min():
+        return LogNorm(v.min(), v.max())
+    return Normalize(v.min(), v.max())
+
+
+def fig_heatmaps(a: Analysis, path: Path) -> Path:
+    """Learning rate x size heatmaps of the mean final loss and initial rate, a row per
+    optimizer and batch mode, each column on one shared colour scale."""
     co = a.results.coords
-    nb = len(co["batch_size"])
-    fig, axes = plt.subplots(nb, 2, figsize=(11, 3.6 * nb), squeeze=False)
-    for b, bs in enumerate(co["batch_size"]):
-        panels = ((a.metrics.final_test, "mean final test L1"),
-                  (a.metrics.rate_epoch, f"mean initial decrease per epoch (k={k})"))
-        for j, (v, name) in enumerate(panels):
-            ax = axes[b, j]
-            with np.errstate(invalid="ignore"):
-                m = np.nanmean(v[0, b], axis=-1)  # [lr, size]
-            im = ax.imshow(m, origin="lower", aspect="auto", cmap="viridis")
+    rows = list(modes(a))
+    test = has_test_set(a.results.config)
+    loss = f"final {'test' if test else 'train'} L1"
+    panels = ((a.metrics.final_test if test else a.metrics.final_train, f"mean {loss}", loss),
+              (a.metrics.rate_epoch, f"mean initial decrease of train L1 per epoch (k = {a.k})",
+               "train L1 decrease per epoch"))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 0.9 + 0.42 * len(co["learning_rate"]) * len(rows)
+                                                    + 1.2 * len(rows)), squeeze=False)
+    for j, (v, name, short) in enumerate(panels):
+        with np.errstate(invalid="ignore"), stats._quiet():
+            means = np.nanmean(v, axis=-1)  # [opt, batch, lr, size]
+        norm = _norm(means)
+        for r, (o, b, _, _) in enumerate(rows):
+            ax, m = axes[r, j], means[o, b]
+            im = ax.imshow(m, origin="lower", aspect="auto", cmap="viridis", norm=norm)
             for (li, si), val in np.ndenumerate(m):
-                ax.text(si, li, f"{val:.3g}", ha="center", va="center", fontsize=7,
-                        color="w" if val < np.nanmean(m) else "k")
+                text = "all diverged" if not np.isfinite(val) else f"{val:.3g}"
+                shade = norm(val) if np.isfinite(val) else 1.0
+                ax.text(si, li, text, ha="center", va="center", fontsize=7,
+                        color="w" if shade < 0.5 else "k")
             ax.set_xticks(range(len(co["size"])), [str(s) for s in co["size"]])
             ax.set_yticks(range(len(co["learning_rate"])), [f"{x:g}" for x in co["learning_rate"]])
             ax.set_xlabel("dataset size n (samples)")
             ax.set_ylabel("learning rate")
-            ax.set_title(f"{name}: sgd, {batch_label(bs)}, {len(co['seed'])} seeds", fontsize=8)
+            ax.set_title(f"{name}\n{co['optimizer'][o]}, {batch_label(co['batch_size'][b])}, {_seeds(a)}",
+                         fontsize=8)
             ax.grid(False)
-            fig.colorbar(im, ax=ax).set_label(name.split(" (")[0].replace("mean ", ""))
+            fig.colorbar(im, ax=ax).set_label(short)
     return _save(fig, path)
 
 
-def fig_real(a: Analysis, path: Path, name: str) -> Path:
-    co = a.results.coords
-    n = np.asarray(co["size"], float)
-    l = reference_lr(a, 0, 0)
+def draw_all(a: Analysis, figdir: Path) -> list[Path]:
+    """Every figure of a sweep report into ``figdir`` (names in ``FIGURES``)."""
+    figdir.mkdir(parents=True, exist_ok=True)
+    return [fig_curves(a, figdir / "curves.png"), fig_rate(a, figdir / "rate.png"),
+            fig_final(a, figdir / "final.png"), fig_spread(a, figdir / "spread.png"),
+            fig_heatmaps(a, figdir / "heatmaps.png")]
+
+
+def fig_article(article: np.ndarray, seed_curves: np.ndarray, l1_curves: np.ndarray, floor: float,
+                sizes: tuple[int, ...], path: Path) -> Path:
+    """The article's script and its update replicated by the engine (loss climbs), beside the
+    true L1 subgradient (loss falls): ``article`` [size, epoch], curves [size, seed, epoch]."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    ep = np.asarray(co["epoch"])
-    for i, size in enumerate(co["size"]):
-        _band(axes[0], ep, a.results.test_l1[0, 0, l, i], OKABE_ITO[i % 8], f"n={size}")
+    ep = np.arange(seed_curves.shape[-1])
+    n_seeds = seed_curves.shape[1]
+    for i, (n, c) in enumerate(zip(sizes, colours(len(sizes)))):
+        axes[0].plot(np.arange(article.shape[1]), article[i], "--", color=c, lw=1,
+                     label=f"article's script, n={n}")
+        for ax, curves, what in ((axes[0], seed_curves, "its update"), (axes[1], l1_curves, "true subgradient")):
+            s = stats.t_summary(stats.moments(curves[i], axis=0), n_seeds)
+            ax.plot(ep, s.mean, color=c, lw=1.5, label=f"l1jax, {what}, n={n}")
+            ax.fill_between(ep, s.ci_low, s.ci_high, color=c, alpha=0.25, lw=0)
+    for ax in axes:
+        ax.axhline(floor, color="0.4", ls=":", lw=1, label=f"Bayes L1 floor {floor:.3f}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("train L1 (mean absolute error)")
     _log_y(axes[0])
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("test L1 (target sd units)")
-    axes[0].set_title(f"held-out L1 by epoch: {_setting(a, 0, 0, l)}")
-    axes[0].legend(fontsize=7)
-    _band(axes[1], n, a.metrics.final_train[0, 0, l], OKABE_ITO[0], "train L1 (sgd)", axis=-1, style="o-")
-    _band(axes[1], n, a.metrics.final_test[0, 0, l], OKABE_ITO[1], "test L1 (sgd)", axis=-1, style="o-")
-    _band(axes[1], n, a.optima.lstar, "k", "exact L1 fit: train (L*)", axis=-1, style="s--")
-    _band(axes[1], n, a.optima.test_l1, OKABE_ITO[3], "exact L1 fit: test", axis=-1, style="s--")
-    _log_sizes(axes[1], co["size"])
-    axes[1].set_xlabel("training subsample size n (rows)")
-    axes[1].set_ylabel("final L1 (target sd units)")
-    axes[1].set_title(f"final L1 after {ep[-1]} epochs, mean ± 95% CI")
+    axes[0].set_title(f"The article's update -(2/n)Xᵀ(ŷ-y), w - lr·dw: loss grows\n"
+                      f"sgd, full batch, lr 0.01; l1jax mean of {n_seeds} seeds, 95% t band")
+    axes[1].set_title(f"The true L1 subgradient: loss falls\nsgd, full batch, lr 0.01, {n_seeds} seeds")
+    axes[0].legend(fontsize=7, ncol=2)
     axes[1].legend(fontsize=7)
-    return _save(fig, path, f"Real data: {name}")
+    return _save(fig, path)

@@ -1,4 +1,5 @@
-"""Statistics over seeds: means, spreads and percentile-bootstrap intervals of many groups at once.
+"""Statistics over seeds: means, spreads, Student t and percentile-bootstrap intervals of many
+groups at once, and mergeable moments so a sweep larger than memory is summarized chunk by chunk.
 
 Non-finite values (divergent runs) are excluded from every statistic and counted.  All groups
 share one bootstrap resampling index matrix, so nothing loops over groups; the only loop is
@@ -8,12 +9,16 @@ over the distinct counts of finite values (usually one or two) and over memory-b
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import warnings
+from statistics import NormalDist
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
 _BOOT_BLOCK = 1 << 22  # bootstrap means held at once (groups x n_boot), bounds memory
+_COUNT_CACHE = 1 << 26  # bootstrap counts kept for reuse (2 bytes each)
 
 
 class Summary(NamedTuple):
@@ -76,6 +81,82 @@ def summarize(values: np.ndarray, axis: int = -1, n_boot: int = 2000, level: flo
     return Summary(*(a.reshape(shape) for a in (mean, std, sem, low, high, n, excluded)))
 
 
+def t_quantile(p: float, df: np.ndarray | float) -> np.ndarray:
+    """Upper quantile t_{1-p/2}(df) of Student's t for a two-sided tail probability ``p``
+    (Hill 1970, CACM algorithm 396; within 1e-5 relative of scipy for df >= 1, 1e-6 at the
+    95% level, tested)."""
+    return np.vectorize(lambda n: _hill(p, float(n)), otypes=[float])(df)
+
+
+def _hill(p: float, n: float) -> float:
+    if n == 1:
+        return math.cos(p * math.pi / 2) / math.sin(p * math.pi / 2)
+    if n == 2:
+        return math.sqrt(2.0 / (p * (2.0 - p)) - 2.0)
+    a = 1.0 / (n - 0.5)
+    b = 48.0 / (a * a)
+    c = ((20700.0 * a / b - 98.0) * a - 16.0) * a + 96.36
+    d = ((94.5 / (b + c) - 3.0) / b + 1.0) * math.sqrt(a * math.pi / 2) * n
+    x = d * p
+    y = x ** (2.0 / n)
+    if y > 0.05 + a:
+        x = NormalDist().inv_cdf(p / 2)
+        y = x * x
+        if n < 5:
+            c += 0.3 * (n - 4.5) * (x + 0.6)
+        c = (((0.05 * d * x - 5.0) * x - 7.0) * x - 2.0) * x + b + c
+        y = (((((0.4 * y + 6.3) * y + 36.0) * y + 94.5) / c - y - 3.0) / b + 1.0) * x
+        y = math.expm1(a * y * y)
+    else:
+        y = ((1.0 / (((n + 6.0) / (n * y) - 0.089 * d - 0.822) * (n + 2.0) * 3.0)
+              + 0.5 / (n + 4.0)) * y - 1.0) * (n + 1.0) / (n + 2.0) + 1.0 / y
+    return math.sqrt(n * y)
+
+
+class Moments(NamedTuple):
+    """Count, mean and sum of squared deviations of the finite values of each group; two
+    Moments of disjoint parts merge exactly (Chan et al.), so chunks of seeds combine."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+
+def moments(values: np.ndarray, axis: int = -1) -> Moments:
+    """Moments over ``axis`` of the finite values (float64 accumulation)."""
+    v = np.asarray(values, np.float64)
+    ok = np.isfinite(v)
+    n = ok.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(ok, v, 0.0).sum(axis=axis) / n
+        dev = np.where(ok, v - np.expand_dims(mean, axis), 0.0)
+    return Moments(n, np.where(n > 0, mean, np.nan), (dev ** 2).sum(axis=axis))
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """Moments of the union of two disjoint parts."""
+    n = a.n + b.n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        wb = np.where(n > 0, b.n / n, 0.0)
+        delta = np.where(b.n > 0, b.mean, 0.0) - np.where(a.n > 0, a.mean, 0.0)
+        mean = np.where(a.n > 0, a.mean, 0.0) + delta * wb
+        m2 = a.m2 + b.m2 + delta ** 2 * a.n * wb
+    return Moments(n, np.where(n > 0, mean, np.nan), m2)
+
+
+def t_summary(m: Moments, total: np.ndarray | int, level: float = 0.95) -> Summary:
+    """Mean, sd, se and the Student t interval of the mean from Moments; ``total`` values per
+    group before non-finite ones were left out.  Fewer than 2 values give NaN spreads."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.where(m.n >= 2, np.sqrt(m.m2 / np.maximum(m.n - 1, 1)), np.nan)
+        se = sd / np.sqrt(m.n)
+    q = np.full(np.shape(m.n), np.nan)
+    for n in np.unique(m.n[m.n >= 2]):
+        q[m.n == n] = t_quantile(1.0 - level, n - 1)
+    excluded = np.asarray(total) - m.n
+    return Summary(m.mean, sd, se, m.mean - q * se, m.mean + q * se, m.n, excluded)
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, axis: int = -1, n_boot: int = 2000,
                       level: float = 0.95, seed: int = 0) -> Summary:
     """Summary of a - b per seed (common random numbers); pairs with a non-finite side excluded."""
@@ -85,10 +166,52 @@ def paired_difference(a: np.ndarray, b: np.ndarray, axis: int = -1, n_boot: int 
     return summarize(diff, axis, n_boot, level, seed)
 
 
-def _resample(v: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap resamples along the last axis: [..., n_boot, S] (one index matrix for all)."""
-    idx = np.random.default_rng(seed).integers(0, v.shape[-1], (n_boot, v.shape[-1]))
-    return v[..., idx]
+def _count_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Bootstrap count matrices [b, n] (how often each of n values is drawn), ``n_boot`` rows in
+    all, in blocks of at most ``_BOOT_BLOCK`` entries.  The same (n, n_boot, seed) always gives
+    the same counts, and up to ``_COUNT_CACHE`` entries of them are kept, since every statistic
+    of a report resamples the same seeds."""
+    if n_boot * n <= _COUNT_CACHE:
+        return iter(_cached_counts(n, n_boot, seed))
+    return _draw_counts(n, n_boot, seed)
+
+
+def _draw_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_boot, _BOOT_BLOCK // n))
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        idx = rng.integers(0, n, (b, n)) + n * np.arange(b)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
+        yield counts.astype(np.uint16) if n < 1 << 16 else counts
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_counts(n: int, n_boot: int, seed: int) -> tuple[np.ndarray, ...]:
+    return tuple(_draw_counts(n, n_boot, seed))
+
+
+def _boot_sd(v: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Standard deviations (ddof 1, non-finite values left out) of ``n_boot`` bootstrap resamples
+    of each row of ``v`` [groups, S], all rows resampled with the same indices: [groups, n_boot].
+    A block of resamples is a count matrix, so its sums are matrix products (memory bounded)."""
+    g, n = v.shape
+    ok = np.isfinite(v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = np.where(ok, v, 0.0).sum(axis=1, keepdims=True) / ok.sum(axis=1, keepdims=True)
+    x = np.where(ok, v - np.nan_to_num(centre), 0.0)  # centred first: no cancellation
+    w = ok.astype(float)
+    out = np.empty((g, n_boot))
+    start = 0
+    for counts in _count_blocks(n, n_boot, seed):
+        b = len(counts)
+        counts = counts.astype(float)
+        m, s1, s2 = counts @ w.T, counts @ x.T, counts @ (x * x).T  # [b, groups]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = (s2 - s1 * s1 / m) / (m - 1)
+        out[:, start:start + b] = np.sqrt(np.where(m >= 2, np.maximum(var, 0.0), np.nan)).T
+        start += b
+    return out
 
 
 def sd_interval(values: np.ndarray, axis: int = -1, n_boot: int = 2000, level: float = 0.95,
@@ -96,13 +219,12 @@ def sd_interval(values: np.ndarray, axis: int = -1, n_boot: int = 2000, level: f
     """Standard deviation over ``axis`` (non-finite values excluded) and its percentile
     bootstrap interval."""
     v = np.moveaxis(np.asarray(values, float), axis, -1)
-    v = np.where(np.isfinite(v), v, np.nan)
+    shape, v = v.shape[:-1], v.reshape(-1, v.shape[-1])
     alpha = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-        sd = np.nanstd(v, axis=-1, ddof=1)
-        boot = np.nanstd(_resample(v, n_boot, seed), axis=-1, ddof=1)
-        lo, hi = np.nanquantile(boot, [alpha, 1.0 - alpha], axis=-1)
-    return sd, lo, hi
+        sd = np.nanstd(np.where(np.isfinite(v), v, np.nan), axis=-1, ddof=1)
+        lo, hi = np.nanquantile(_boot_sd(v, n_boot, seed), [alpha, 1.0 - alpha], axis=-1)
+    return sd.reshape(shape), lo.reshape(shape), hi.reshape(shape)
 
 
 def sd_ratio(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 2000, level: float = 0.95,
@@ -112,12 +234,12 @@ def sd_ratio(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 2000, lev
     a, b = (np.where(np.isfinite(x), x, np.nan) for x in (np.asarray(a, float), np.asarray(b, float)))
     alpha = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-        ra = _resample(a, n_boot, seed)
-        rb = _resample(b, n_boot, seed if paired else seed + 1)
-        boot = np.nanstd(ra, axis=-1, ddof=1) / np.nanstd(rb, axis=-1, ddof=1)
-        lo, hi = np.nanquantile(boot, [alpha, 1.0 - alpha])
+        if paired:
+            sa, sb = _boot_sd(np.stack([a, b]), n_boot, seed)
+        else:
+            sa, sb = _boot_sd(a[None], n_boot, seed)[0], _boot_sd(b[None], n_boot, seed + 1)[0]
+        lo, hi = np.nanquantile(sa / sb, [alpha, 1.0 - alpha])
         return float(np.nanstd(a, ddof=1) / np.nanstd(b, ddof=1)), float(lo), float(hi)
-
 
 
 @contextlib.contextmanager

@@ -35,6 +35,19 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def check_out(out: Path, cfg: Config, overwrite: bool) -> None:
+    """Refuse to replace the results of a different config in ``out`` unless asked to."""
+    man = out / "manifest.json"
+    if man.is_file() and not overwrite:
+        try:
+            old = json.loads(man.read_text()).get("config")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+        if old != cfg.to_dict():
+            raise ConfigError(f"{out} holds results of a different config: choose another --out "
+                              "or pass --overwrite")
+
+
 class ChunkStore:
     """The chunks of one sweep's output directory."""
 

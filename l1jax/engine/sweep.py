@@ -25,7 +25,7 @@ from l1jax.engine.table import Table, load_csv
 from l1jax.engine.plan import (Group, block_group, bytes_per_seed, device_share, padding_efficiency, plan,
                         seed_chunks)
 from l1jax.engine.results import Results
-from l1jax.engine.store import ChunkStore
+from l1jax.engine.store import ChunkStore, check_out
 from l1jax.engine.train import TrainInputs, TrainOutputs, make_train
 
 
@@ -300,3 +300,17 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
         "programs": infos, "wall_s": time.perf_counter() - start,
     }
     return Results(cfg, arrays, meta)
+
+
+def run_to_dir(cfg: Config, out: str | Path, overwrite: bool = False, quiet: bool = True,
+               memory_budget: int | None = None) -> Results:
+    """``l1jax run`` on one process: run the sweep into ``out`` (``results.npz`` and
+    ``manifest.json``) through the chunk store, so an interrupted call resumes; a different
+    config already in ``out`` is refused unless ``overwrite``."""
+    out = Path(out)
+    check_out(out, cfg, overwrite)
+    store = ChunkStore(out, cfg, overwrite=overwrite)
+    results = run(cfg, quiet=quiet, memory_budget=memory_budget, store=store)
+    results.save(out)
+    store.discard_scratch()
+    return results

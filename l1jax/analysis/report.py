@@ -1,0 +1,208 @@
+"""``l1jax report DIR``: the report of any finished sweep, read from its results directory and
+never rerun: ``report.md``, ``figures/*.png``, ``metrics.csv`` and ``claims.json``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from l1jax.analysis import claims as C
+from l1jax.analysis import plots, stats
+from l1jax.analysis.analyze import Analysis, analyze, has_test_set
+from l1jax.analysis.tables import metric_summary, write_metrics_csv
+from l1jax.engine.config import Config
+from l1jax.engine.results import Results, atomic_file
+from l1jax.engine.sweep import host_description
+from l1jax.engine.table import load_csv
+
+NOISE = {"gaussian": "gaussian N(0, s²)", "laplace": "Laplace(0, s)",
+         "student_t": "Student t with {df:g} degrees of freedom, times s",
+         "contaminated": "N(0, s²), and N(0, (10 s)²) with probability {of:g}"}
+
+
+class Report(NamedTuple):
+    """What ``report`` wrote, and the analysis it came from."""
+
+    report: Path
+    metrics: Path
+    claims: Path
+    figures: list[Path]
+    analysis: Analysis
+    claim_list: list[C.Claim]
+
+
+def describe_data(cfg: Config) -> str:
+    """The data of a sweep in a sentence, from its config."""
+    d = cfg.data
+    if d.source == "synthetic":
+        w = ", ".join(f"{v:g}" for v in d.true_weights)
+        noise = NOISE[d.noise].format(df=d.noise_df, of=d.outlier_fraction)
+        test = f"a fresh test set of {d.test_size} samples per run" if d.test_size else "no test set"
+        return (f"synthetic: y = x·[{w}] + {d.true_bias:g} + noise, x ~ U(0,1)^{d.n_features}, "
+                f"noise {noise} with s = {d.noise_scale:g}; {test}")
+    table = load_csv(d, cfg.sweep.base_seed)
+    units = "z-scored by the training pool's mean and sd" if d.standardize else "in the file's own units"
+    test = (f"{len(table.y_test)} held-out test rows" if len(table.y_test) else "no test rows")
+    return (f"csv file `{Path(d.path).name}`, target `{d.target}`, {table.x_train.shape[1]} features "
+            f"({units}); a training pool of {table.n_train} rows and {test} (test_fraction "
+            f"{d.test_fraction:g}, split by base_seed). Real data has no known noise law, so no Bayes "
+            "floor, true parameters or theory apply")
+
+
+def describe_training(cfg: Config, k: int) -> str:
+    t, s = cfg.train, cfg.sweep
+    grad = "the true L1 subgradient" if t.gradient == "l1" else "the article's update -(2/n)Xᵀ(ŷ - y)"
+    return (f"{t.epochs} epochs of {grad}; optimizers {', '.join(t.optimizer)}; learning rates "
+            f"{', '.join(f'{v:g}' for v in t.learning_rate)} ({t.schedule} schedule); batch "
+            f"{', '.join(plots.batch_label(b) for b in t.batch_size)}; init {t.init}; sizes "
+            f"{', '.join(map(str, s.sizes))} ({cfg.data.coupling} coupling); {s.seeds} seeds "
+            f"(base seed {s.base_seed}); metrics recorded every {t.record_every} epoch(s); initial "
+            f"rate window k = {k} epochs")
+
+
+def _machine(meta: dict) -> str:
+    v = meta.get("versions", {})
+    return (f"{meta.get('backend', '?')} backend, {meta.get('device', '?')} x{meta.get('device_count', '?')}, "
+            f"host {meta.get('host', '?')}, jax {v.get('jax', '?')}, l1jax {v.get('l1jax', '?')}")
+
+
+def _ci(mean: float, low: float, high: float) -> str:
+    if not np.isfinite(mean):
+        return "no finite run"
+    if not np.isfinite(low):
+        return f"{mean:.4g} (one run)"
+    return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def _grid_table(a: Analysis) -> list[str]:
+    """Final losses and initial rate per grid point: mean [95% t interval] over seeds."""
+    co = a.results.coords
+    names = ["final_train_l1"] + (["final_test_l1"] if has_test_set(a.results.config) else []) + [
+        "initial_rate_per_epoch", "suboptimality"]
+    sums = {m: metric_summary(a, m) for m in names}
+    heads = {"final_train_l1": "final train L1", "final_test_l1": "final test L1",
+             "initial_rate_per_epoch": f"initial rate per epoch (k = {a.k})",
+             "suboptimality": "final train L1 - L*"}
+    lines = ["| optimizer | batch | lr | n | " + " | ".join(heads[m] for m in names) + " | diverged |",
+             "|---|---|---|---|" + "---|" * len(names) + "---|"]
+    div = a.results.diverged.sum(axis=-1)
+    for (o, b, l, s), nd in np.ndenumerate(div):
+        cells = [_ci(sums[m].mean[o, b, l, s], sums[m].ci_low[o, b, l, s], sums[m].ci_high[o, b, l, s])
+                 for m in names]
+        lines.append(f"| {co['optimizer'][o]} | {plots.batch_label(co['batch_size'][b])} | "
+                     f"{co['learning_rate'][l]:g} | {co['size'][s]} | " + " | ".join(cells)
+                     + f" | {nd}/{len(co['seed'])} |")
+    return lines
+
+
+def theory_section(a: Analysis) -> list[str]:
+    co = a.results.coords
+    if a.floor is None:
+        return ["No Bayes floor or theory for csv data: its noise law is unknown. The exact L1 fit "
+                "of each training subsample (L*, and its held-out L1 where there are test rows) is "
+                "in `metrics.csv` as `exact_optimum` and `exact_fit_test_l1`.", ""]
+    lines = [f"Bayes L1 floor (E|noise|, the least expected test L1 of any predictor): {a.floor:.4f}."]
+    if not has_test_set(a.results.config):
+        return lines + ["No test set, so the exact fit's held-out L1 is not measured.", ""]
+    v = a.optima.test_l1
+    s = stats.t_summary(stats.moments(v), v.shape[-1])
+    lines += ["Expected held-out L1 of the exact L1 fit, floor + p/(4 f(0) n) (a large-n formula), "
+              "against its mean over seeds [95% t interval]:", "",
+              "| n | theory | exact fit, measured |", "|---|---|---|"]
+    lines += [f"| {n} | {t:.4f} | {_ci(s.mean[i], s.ci_low[i], s.ci_high[i])} |"
+              for i, (n, t) in enumerate(zip(co["size"], a.theory))]
+    return lines + [""]
+
+
+def outcome_counts(c: C.Claim) -> str:
+    """How many settings gave each outcome, e.g. "contradicted 2/8, inconclusive 6/8"; or why
+    the claim does not apply."""
+    if not c.evidence:
+        return c.detail or "no setting could be judged"
+    outs = [e.outcome for e in c.evidence]
+    return ", ".join(f"{o} {outs.count(o)}/{len(outs)}" for o in
+                     (C.SUPPORTED, C.CONTRADICTED, C.INCONCLUSIVE) if o in outs)
+
+
+def claims_table(claims: list[C.Claim], figure_dir: str) -> list[str]:
+    lines = ["| # | the article's claim | verdict | settings (evidence) | rule | figure |",
+             "|---|---|---|---|---|---|"]
+    for i, c in enumerate(claims, start=1):
+        lines.append(f"| {i} | {c.text} | **{c.verdict}** | {outcome_counts(c)} | {c.rule} | "
+                     f"[{c.figure}]({figure_dir}/{c.figure}) |")
+    return lines
+
+
+def evidence_section(claims: list[C.Claim]) -> list[str]:
+    lines = []
+    for i, c in enumerate(claims, start=1):
+        lines += [f"**{i}. {c.text}** Verdict: **{c.verdict}**.", ""]
+        if c.evidence:
+            lines += ["| setting | quantity | estimate [95% interval] | interval | outcome |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {e.setting} | {e.quantity} | {e.estimate} | "
+                      f"{C.INTERVALS.get(e.quantity.split(' ')[0], 'Student t 95%')} | {e.outcome} |"
+                      for e in c.evidence]
+            lines.append("")
+    return lines
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a file atomically (a temporary name beside it, then rename)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = True,
+           memory_budget: int | None = None, name: str | None = None) -> Report:
+    """Analyse the sweep in ``run_dir`` (written by ``l1jax run``) and write its report into
+    ``out`` (default ``run_dir/report``); ``name`` labels the sweep (default: the directory's)."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report"
+    name = name or run_dir.resolve().name
+    t0 = time.perf_counter()
+    res = Results.load(run_dir, mmap=True)
+    out.mkdir(parents=True, exist_ok=True)
+    a = analyze(res, memory_budget=memory_budget, quiet=quiet)
+    t1 = time.perf_counter()
+    claims = C.sweep_claims(a)
+    figures = plots.draw_all(a, out / "figures")
+    metrics = write_metrics_csv(a, out / "metrics.csv", name)
+    claims_path = write_text(out / "claims.json", json.dumps(
+        {"sweep": name, "claims": C.claims_json(claims)}, indent=2) + "\n")
+    t2 = time.perf_counter()
+    cfg = res.config
+    n_div, n_runs = int(res.diverged.sum()), res.diverged.size
+    lines = [f"# l1jax report: {name}", "",
+             f"Data: {describe_data(cfg)}.", "",
+             f"Training: {describe_training(cfg, a.k)}.", "",
+             f"{n_runs} runs, {n_div} diverged (a loss or parameter became non-finite; left out of "
+             "every statistic and counted). Intervals are 95%: Student t for means, percentile "
+             "bootstrap for standard deviations and their ratios.", "",
+             "## The article's claims on this sweep", "",
+             "Each claim compares the smallest and the largest size in every setting (optimizer x "
+             f"batch mode x learning rate); a difference counts when its interval excludes 0 and it "
+             f"exceeds {C.MATERIAL:.0%}. Rules in `l1jax/analysis/claims.py`; every number is in "
+             "`claims.json`.", "",
+             *claims_table(claims, "figures"), "",
+             "## Final losses and initial rate per grid point", "",
+             "Mean over seeds [95% t interval]; all metrics, with sd and se, are in `metrics.csv`.", "",
+             *_grid_table(a), "",
+             "## Exact optimum and theory", "", *theory_section(a),
+             "## Figures", ""]
+    captions = {"curves.png": "L1 by epoch per size", "rate.png": "initial rate against size",
+                "final.png": "final L1 against size", "spread.png": "seed-to-seed spread",
+                "heatmaps.png": "learning rate x size"}
+    for f in figures:
+        lines += [f"### {captions[f.name]}", "", f"![{captions[f.name]}](figures/{f.name})", ""]
+    lines += ["## Evidence per setting", "", *evidence_section(claims),
+              "## Provenance", "",
+              f"Runs made on: {_machine(res.meta)}. Report made on: {host_description()}; analysis "
+              f"{t1 - t0:.1f} s, figures and tables {t2 - t1:.1f} s.", ""]
+    path = write_text(out / "report.md", "\n".join(lines))
+    return Report(path, metrics, claims_path, figures, a, claims)

@@ -1,0 +1,126 @@
+"""`l1jax report` on small sweeps of each kind: every file is written, labels match the results,
+and metrics.csv equals a plain NumPy computation from results.npz."""
+
+import json
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from l1jax.analysis import claims as C
+from l1jax.analysis.report import report
+from l1jax.cli import main
+from l1jax.engine.config import config_from_dict
+from l1jax.engine.results import Results
+from l1jax.engine.sweep import run_to_dir
+
+FILES = ["claims.json", "figures/curves.png", "figures/final.png", "figures/heatmaps.png",
+         "figures/rate.png", "figures/spread.png", "metrics.csv", "report.md"]
+
+
+def _files(out):
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+def _read_metrics(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DtypeWarning (mixed column types) fails the test
+        return pd.read_csv(path)
+
+
+@pytest.fixture(scope="module")
+def two_optimizers(tmp_path_factory):
+    """adam and sgd, full batch and minibatch, laplace noise, nested coupling, a test set."""
+    out = tmp_path_factory.mktemp("two") / "run"
+    cfg = config_from_dict({"data": {"noise": "laplace", "test_size": 150, "coupling": "nested"},
+                            "train": {"epochs": 8, "optimizer": ["adam", "sgd"], "learning_rate": [0.05, 0.3],
+                                      "batch_size": ["full", 16]},
+                            "sweep": {"sizes": [20, 60], "seeds": 5}})
+    run_to_dir(cfg, out)
+    assert main(["report", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_report_writes_every_file_with_labels_from_the_results(two_optimizers):
+    out = two_optimizers / "report"
+    assert _files(out) == FILES
+    assert all((out / f).stat().st_size > 5000 for f in FILES if f.endswith(".png"))
+    text = (out / "report.md").read_text()
+    assert "noise Laplace(0, s)" in text and "optimizers adam, sgd" in text
+    assert not re.search(r"\bnan\b", text, re.I)
+    res = Results.load(two_optimizers)
+    df = _read_metrics(out / "metrics.csv")
+    assert set(df.optimizer) == {"adam", "sgd"}
+    assert df.full_batch.dtype == bool and df.batch_size.dtype == np.int64
+    assert sorted(df.groupby(["full_batch", "batch_size"]).groups) == [(False, 16), (True, 0)]
+    # adam's row in the table of report.md carries adam's numbers
+    final = res.train_l1[0, 1, 1, 0, :, -1]  # adam, batch 16, lr 0.3, n = 20
+    row = [l for l in text.splitlines() if l.startswith("| adam | minibatch 16 | 0.3 | 20 |")]
+    assert len(row) == 1 and f"{final.mean():.4g} [" in row[0]
+    claims = json.loads((out / "claims.json").read_text())["claims"]
+    assert [c["key"] for c in claims] == ["faster_small", "slower_steadier_large", "lowest_final_large",
+                                          "variable_small", "lr_interacts"]
+    settings = {e["setting"] for c in claims for e in c["evidence"]}
+    assert {"adam, full batch, lr 0.3", "sgd, batch 16, lr 0.05", "adam, batch 16"} <= settings
+
+
+def test_metrics_csv_equals_numpy_on_results(two_optimizers):
+    res = Results.load(two_optimizers)
+    df = _read_metrics(two_optimizers / "report" / "metrics.csv").set_index(
+        ["optimizer", "batch_size", "learning_rate", "size", "metric"])
+    ok = res.diverged_epoch < 0
+    for (o, opt), (b, bs), (l, lr), (s, n) in [((0, "adam"), (1, 16), (0, 0.05), (1, 60)),
+                                               ((1, "sgd"), (0, 0), (1, 0.3), (0, 20))]:
+        runs = ok[o, b, l, s]
+        want = {"final_train_l1": res.train_l1[o, b, l, s, :, -1],
+                "final_test_l1": res.test_l1[o, b, l, s, :, -1],
+                "generalization_gap": res.test_l1[o, b, l, s, :, -1] - res.train_l1[o, b, l, s, :, -1],
+                "initial_rate_per_epoch": (res.train_l1[o, b, l, s, :, 0] - res.train_l1[o, b, l, s, :, 5]) / 5}
+        for metric, v in want.items():
+            v = v.astype(np.float64)[runs]
+            row = df.loc[(opt, bs, lr, n, metric)]
+            half = scipy.stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+            np.testing.assert_allclose([row["mean"], row["sd"], row["ci_low"], row["ci_high"]],
+                                       [v.mean(), v.std(ddof=1), v.mean() - half, v.mean() + half],
+                                       rtol=2e-6, atol=1e-8)
+            assert row["n_runs"] == v.size and row["n_diverged"] == (~runs).sum()
+
+
+@pytest.mark.parametrize("kind", ["csv_one_size", "no_test_set"])
+def test_report_of_other_kinds_says_what_does_not_apply(tmp_path, kind):
+    if kind == "csv_one_size":
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(50, 3))
+        rows = ["u,v,w,target"] + [f"{a},{b},{c},{a - 2 * b + rng.normal()}" for a, b, c in x]
+        (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+        raw = {"data": {"source": "csv", "path": str(tmp_path / "t.csv"), "target": "target"},
+               "train": {"epochs": 6, "learning_rate": [0.1, 0.2]}, "sweep": {"sizes": [30], "seeds": 4}}
+    else:
+        raw = {"data": {"test_size": 0}, "train": {"epochs": 6, "learning_rate": [0.1]},
+               "sweep": {"sizes": [10, 30], "seeds": 4}}
+    out = tmp_path / "run"
+    run_to_dir(config_from_dict(raw), out)
+    rep = report(out, tmp_path / "rep")
+    assert _files(tmp_path / "rep") == FILES
+    text = rep.report.read_text()
+    assert not re.search(r"\bnan\b", text, re.I)
+    metrics = set(_read_metrics(rep.metrics).metric)
+    if kind == "csv_one_size":
+        assert "csv file `t.csv`, target `target`" in text and "synthetic" not in text
+        assert "No Bayes floor or theory for csv data" in text and "Bayes L1 floor" not in text
+        assert all(c.verdict == C.NOT_APPLICABLE for c in rep.claim_list)
+        assert "one size (n = 30)" in text and "final_test_l1" in metrics
+    else:
+        assert "no test set" in text and "final test L1" not in text
+        assert "final_test_l1" not in metrics and "generalization_gap" not in metrics
+        assert rep.claim_list[-1].verdict == C.NOT_APPLICABLE  # one learning rate
+        assert rep.claim_list[0].verdict != C.NOT_APPLICABLE
+
+
+def test_report_refuses_a_directory_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err
