@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from l1jax.engine.config import ConfigError, load_config
-
-
-def _check_out(out: Path, cfg_dict: dict, overwrite: bool) -> None:
-    """Refuse to replace results of a different config unless asked to."""
-    man = out / "manifest.json"
-    if man.is_file() and not overwrite:
-        try:
-            old = json.loads(man.read_text()).get("config")
-        except json.JSONDecodeError:
-            old = None
-        if old != cfg_dict:
-            raise ConfigError(f"{out} holds results of a different config: choose another --out "
-                              "or pass --overwrite")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -31,16 +17,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         initialize(args.coordinator, args.num_processes, args.process_id)
     import jax
 
-    from l1jax.engine.distributed import agree
-    from l1jax.engine.store import ChunkStore
     from l1jax.analysis.summary import summary
+    from l1jax.engine.distributed import agree
+    from l1jax.engine.store import ChunkStore, check_out
     from l1jax.engine.sweep import run
 
     out = Path(args.out)
     first = jax.process_index() == 0
     def open_store() -> ChunkStore:
         if first:  # process 0 checks and clears the output before the others open it
-            _check_out(out, cfg.to_dict(), args.overwrite)
+            check_out(out, cfg, args.overwrite)
             return ChunkStore(out, cfg, overwrite=args.overwrite)
         return ChunkStore(out, cfg, writes_index=False)
 
@@ -60,15 +46,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     results.save(out)
     store.discard_scratch()
     print(summary(results))
-    print(f"wrote {out / 'results.npz'} and {out / 'manifest.json'}")
+    print(f"results: {out / 'results.npz'} (arrays), {out / 'manifest.json'} (config, coordinates, "
+          f"provenance)\nnext: `l1jax report {out}` (figures, metrics.csv, claims.json, report.md), "
+          f"`l1jax export {out} --csv FILE` or `--parquet FILE` (one row per run and epoch)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from l1jax.analysis.report import report
+
+    r = report(args.dir, args.out, quiet=args.quiet, memory_budget=args.memory_budget)
+    verdicts = "; ".join(f"{i}: {c.verdict}" for i, c in enumerate(r.claim_list, start=1))
+    print(f"the article's claims on this sweep: {verdicts}")
+    print(f"report: {r.report}\nfigures: {r.figures[0].parent}/ ({', '.join(f.name for f in r.figures)})\n"
+          f"tables: {r.metrics} (one row per grid point and metric), {r.claims} (verdicts and evidence)")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from l1jax.engine.results import Results
+    from l1jax.engine.results import Results, check_export_path
 
-    Results.load(args.dir).export_csv(args.csv)
-    print(f"wrote {args.csv}")
+    targets = [t for t in (args.csv, args.parquet) if t]
+    if not targets:
+        raise ConfigError("export needs --csv FILE, --parquet FILE or both")
+    if len(targets) == 2 and Path(args.csv).resolve() == Path(args.parquet).resolve():
+        raise ConfigError(f"--csv and --parquet both name {args.csv}: give them different files")
+    for t in targets:
+        check_export_path(args.dir, t)
+    res = Results.load(args.dir, mmap=True)  # exports stream block by block: no need for RAM
+    if args.parquet:  # first: it is the one that may lack its optional dependency
+        res.export_parquet(args.parquet)
+    if args.csv:
+        res.export_csv(args.csv)
+    print(f"wrote {' and '.join(targets)}")
     return 0
 
 
@@ -80,34 +90,42 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from l1jax.study.study import DEFAULT_MAIN, study
+    from l1jax.study.study import study
 
-    main_cfg = load_config(args.config or DEFAULT_MAIN)
-    out = Path(args.out)
-    _check_out(out / "main", main_cfg.to_dict(), args.overwrite)
-    report = study(out, Path(args.figures) if args.figures else None, main_cfg,
-                   seeds_article=args.seeds)
-    print(report.read_text().split("\n## The article's experiment")[0])
-    print(f"wrote {report}")
+    r = study(Path(args.out), seeds_article=args.seeds, overwrite=args.overwrite, quiet=args.quiet,
+              memory_budget=args.memory_budget)
+    print(r.summary)
+    print(f"report: {r.report}\nfigures: {r.figures}/\nsweeps (each an `l1jax run` directory with "
+          f"its own report/): {', '.join(str(d) for d in r.sweeps)}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
-    from l1jax.bench import WORKLOADS, benchmark, useful_sample_epochs, write
+    from l1jax.bench import (WORKLOADS, benchmark, records_dir, useful_sample_epochs, write_docs,
+                             write_record)
 
     if args.workload in ("bench-gpu", "bench-lr") and jax.default_backend() == "cpu" and not args.force:
         work = useful_sample_epochs(WORKLOADS[args.workload])
         raise ConfigError(f"--workload {args.workload} is sized for an accelerator ({work:.1e} "
                           "sample-epochs): run it on a GPU, or pass --force")
+    if args.docs:  # checked before measuring: the table is rebuilt from DOCS's sibling bench/
+        records = records_dir(Path(args.docs))
+        fills_it = args.json and Path(args.json).resolve().parent == records.resolve()
+        if not records.is_dir() and not fills_it:
+            raise ConfigError(f"--docs {args.docs} is rebuilt from the records in {records}/, which "
+                              f"does not exist: pass --json {records}/NAME.json")
     record = benchmark(args.workload, args.peer_budget)
-    json_path = Path(args.json or f"docs/bench/{args.workload}-{record['device'].split(':')[0]}.json")
-    write(record, json_path, Path(args.docs))
+    if args.json:
+        write_record(record, Path(args.json))
+    if args.docs:
+        write_docs(Path(args.docs))
     m = record["l1jax"]
+    wrote = " and ".join(p for p in (args.json, args.docs) if p)
     print(f"{args.workload} on {record['device']}: l1jax warm {m['warm_rate']:.3g}/s, cold "
           f"{m['cold_rate']:.3g}/s; NumPy loop {record['numpy_loop']['rate']:.3g}/s; roofline "
-          f"{record['roofline_rate']:.3g}/s; wrote {json_path} and {args.docs}")
+          f"{record['roofline_rate']:.3g}/s" + (f"; wrote {wrote}" if wrote else ""))
     return 0
 
 
@@ -159,26 +177,39 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--num-processes", type=_positive, help="how many processes take part")
     d.add_argument("--process-id", type=_index, help="this process's number, 0 to N-1")
     r.set_defaults(func=cmd_run)
-    e = sub.add_parser("export", help="write a results directory as a tidy CSV")
-    e.add_argument("dir")
-    e.add_argument("--csv", required=True)
+    e = sub.add_parser("export", help="write a results directory as a tidy table (one row per run "
+                       "and recorded epoch): CSV, Parquet or both")
+    e.add_argument("dir", help="a directory written by `l1jax run`")
+    e.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    e.add_argument("--parquet", metavar="FILE", help="write the table as Parquet (needs "
+                   "pip install 'l1jax[parquet]')")
     e.set_defaults(func=cmd_export)
     s = sub.add_parser("seed", help="the article's experiment: its code vs the engine")
     s.add_argument("--seeds", type=_positive, default=100, help="engine replicates")
     s.add_argument("--base-seed", type=int, default=0)
     s.set_defaults(func=cmd_seed)
-    st = sub.add_parser("study", help="the main job: sweeps, analysis, figures, report.md")
-    st.add_argument("--config", help="the main synthetic sweep (default: the embedded study)")
+    rp = sub.add_parser("report", help="figures, metrics.csv, claims.json and report.md of a finished run")
+    rp.add_argument("dir", help="a directory written by `l1jax run`")
+    rp.add_argument("--out", help="where the report goes (default: DIR/report)")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.add_argument("--memory-budget", type=_bytes, help="bytes the analysis may hold at once "
+                    "(e.g. 8G; default as for run)")
+    rp.add_argument("--no-cache", action="store_true", help="do not keep compiled programs on disk")
+    rp.set_defaults(func=cmd_report)
+    st = sub.add_parser("study", help="the main job: the article's experiment and the built-in "
+                        "sweeps, each run and reported, and the study's report.md")
     st.add_argument("--out", default="out/study")
-    st.add_argument("--figures", help="where the PNGs go (default: OUT/figures)")
-    st.add_argument("--seeds", type=_positive, default=100, help="replicates for `seed`")
-    st.add_argument("--overwrite", action="store_true")
+    st.add_argument("--seeds", type=_positive, default=100, help="replicates for the article's experiment")
+    st.add_argument("--overwrite", action="store_true", help="replace sweeps of another config in OUT")
+    st.add_argument("--quiet", action="store_true", help="no progress output")
+    st.add_argument("--memory-budget", type=_bytes, help="bytes a chunk may use (default as for run)")
     st.add_argument("--no-cache", action="store_true", help="do not keep compiled programs on disk")
     st.set_defaults(func=cmd_study)
     b = sub.add_parser("bench", help="benchmark a named workload against its peers")
     b.add_argument("--workload", required=True, choices=["bench-cpu", "bench-gpu", "bench-lr", "bench-sgd"])
-    b.add_argument("--json", help="record file (default docs/bench/WORKLOAD-PLATFORM.json)")
-    b.add_argument("--docs", default="docs/benchmarks.md", help="markdown table rebuilt from docs/bench/")
+    b.add_argument("--json", metavar="FILE", help="write the JSON record here (default: print only)")
+    b.add_argument("--docs", metavar="FILE", help="rebuild this markdown table from the records in "
+                   "FILE's sibling bench/ directory (e.g. docs/benchmarks.md from docs/bench/*.json)")
     b.add_argument("--peer-budget", type=float, default=20.0, help="seconds per slow peer before extrapolating")
     b.add_argument("--force", action="store_true", help="run an accelerator workload on the CPU anyway")
     b.set_defaults(func=cmd_bench)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from l1jax.cli import main
-from l1jax.study.study import DEFAULT_MAIN, DEFAULT_REAL
+from l1jax.study.study import SWEEPS
 from l1jax.engine.config import ConfigError, config_from_dict, load_config
 
 
@@ -95,7 +95,7 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("path", [DEFAULT_MAIN, DEFAULT_REAL])
+@pytest.mark.parametrize("path", list(SWEEPS.values()))
 def test_embedded_configs_load_and_round_trip(path):
     cfg = load_config(path)
     assert config_from_dict(cfg.to_dict()) == cfg

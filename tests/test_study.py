@@ -1,5 +1,5 @@
-"""The main job end to end on a tiny study: results, seven figures, and a report whose
-claims table has a verdict for every claim."""
+"""The main job end to end on a tiny study: each sweep a run directory with its own report, and
+the study report's claims table with a verdict for every claim."""
 
 import re
 
@@ -8,11 +8,12 @@ import numpy as np
 from l1jax.analysis import claims as C
 from l1jax.study.article import article_script
 from l1jax.engine.config import config_from_dict
+from l1jax.engine.results import Results
 from l1jax.study.reproduce import report, reproduce
 from l1jax.study.study import study
 
 
-def test_tiny_study_writes_results_figures_and_report(tmp_path):
+def test_tiny_study_runs_reports_and_writes_its_own_report(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 2))
     rows = ["a,b,y"] + [f"{u},{v},{2 * u - v + rng.laplace()}" for u, v in x]
@@ -25,20 +26,24 @@ def test_tiny_study_writes_results_figures_and_report(tmp_path):
                                       "standardize": True},
                              "train": train, "sweep": {"sizes": [15, 40], "seeds": 6}})
     out = tmp_path / "study"
-    path = study(out, main_cfg=main, real_cfg=real, seeds_article=2)
-    text = path.read_text()
-    assert sorted(p.name for p in (out / "figures").glob("fig*.png")) == [
-        f"fig{i}_{n}.png" for i, n in enumerate(
-            ["article", "curves", "rate", "final", "spread", "heatmaps", "real"], start=1)]
-    assert all(p.stat().st_size > 10_000 for p in (out / "figures").glob("*.png"))
-    assert (out / "main" / "results.npz").is_file() and (out / "real" / "manifest.json").is_file()
+    r = study(out, seeds_article=2, configs={"main": main, "real": real})
+    text = r.report.read_text()
+    figs = ["curves", "final", "heatmaps", "rate", "spread"]
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["article.png"] + [
+        f"{s}_{f}.png" for s in ("main", "real") for f in figs]
+    for sweep in ("main", "real"):  # each sweep is an ordinary run directory with its own report
+        assert (out / sweep / "results.npz").is_file() and (out / sweep / "report" / "metrics.csv").is_file()
+        assert Results.load(out / sweep).config == {"main": main, "real": real}[sweep]
     rows = [l for l in text.splitlines() if re.match(r"\| \d \|", l)]
     assert len(rows) == 6
-    verdicts = {C.SUPPORTED, C.CONTRADICTED, C.DEPENDS, C.INCONCLUSIVE, "n/a"}
+    verdicts = {C.SUPPORTED, C.CONTRADICTED, C.DEPENDS, C.INCONCLUSIVE, C.NOT_APPLICABLE, "n/a"}
     for row in rows:
         cells = [c.strip().strip("*") for c in row.split("|")]
         assert cells[3] in verdicts and cells[4] in verdicts
-    assert "| 6 |" in text and "**contradicted**" in rows[5]  # the article's code climbs
+    assert "**contradicted**" in rows[5]  # the article's code climbs
+    # a second study reuses the finished sweeps (resumable like any `l1jax run`)
+    again = study(out, seeds_article=2, configs={"main": main, "real": real})
+    assert Results.load(out / "main").meta["resumed_chunks"] == 1 and again.report == r.report
 
 
 def test_seed_command_reports_the_three_ways():

@@ -1,140 +1,116 @@
-"""``l1jax study``: the main job.  Runs the article's experiment, the synthetic size sweep and the
-real-data sweep, analyses them, draws the figures and writes ``report.md`` with the claims table.
+"""``l1jax study``: the main job.  Runs the article's experiment, then each built-in sweep into
+``OUT/<sweep>/`` as an ordinary (resumable) ``l1jax run`` directory, reports each with
+``l1jax report``, and writes the study's own ``OUT/report.md`` and ``OUT/figures/`` on top.
 Every number and verdict in the report comes from these runs.
 """
 
 from __future__ import annotations
 
-import os
-import platform
+import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-import jax
-import numpy as np
 from tqdm import tqdm
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import plots
-from l1jax.analysis.optima import Analysis, analyze
+from l1jax.analysis.report import (Report, describe_data, describe_training, evidence_section, report,
+                                   theory_section, write_text)
 from l1jax.engine.config import Config, load_config
-from l1jax.study.reproduce import Reproduction, report as seed_report, reproduce
-from l1jax.engine.sweep import host_description, run
+from l1jax.engine.sweep import host_description, run_to_dir
+from l1jax.study.reproduce import SIZES, Reproduction, report as seed_report, reproduce
 
-STUDIES = Path(__file__).with_name("data")
-DEFAULT_MAIN = STUDIES / "main.toml"
-DEFAULT_REAL = STUDIES / "diabetes.toml"
-RATE_WINDOW = 5  # k: the initial rate is measured over the first k epochs
+DATA = Path(__file__).with_name("data")
+SWEEPS = {"main": DATA / "main.toml", "real": DATA / "diabetes.toml"}  # name -> config
+TITLES = {"main": "synthetic", "real": "real data"}
 
 
-def evaluate_claims(a: Analysis) -> list[C.Claim]:
-    """Claims 1-5 on one sweep."""
-    return [C.claim_faster_small(a), C.claim_slower_steadier_large(a), C.claim_lowest_final_large(a),
-            C.claim_variable_small(a), C.claim_lr_interacts(a)]
+class StudyRun(NamedTuple):
+    report: Path
+    figures: Path
+    sweeps: list[Path]
+    summary: str  # the claims, verdict by verdict, for the terminal
 
 
 def article_claim(r: Reproduction) -> C.Claim:
     return C.claim_article_code(r.article[:, -1] > r.article[:, 0], r.seed_curves[..., -1].T > r.seed_curves[..., 0].T)
 
 
-def _reference_settings(a: Analysis) -> set[str]:
-    co = a.results.coords
-    return {C.setting_label(co["optimizer"][0], bs, co["learning_rate"][plots.reference_lr(a, 0, b)])
-            for b, bs in enumerate(co["batch_size"])}
+def deciding_numbers(claim: C.Claim, rep: Report | None) -> str:
+    """The evidence shown in the claims table: each optimizer and batch mode at its reference
+    learning rate (and evidence that has no learning rate)."""
+    ref = None
+    if rep is not None:
+        co = rep.analysis.results.coords
+        ref = {C.setting_label(co["optimizer"][o], co["batch_size"][b], co["learning_rate"][l])
+               for o, b, l, _ in plots.modes(rep.analysis)}
+    picked = [e for e in claim.evidence if ref is None or e.setting in ref or ", lr " not in e.setting]
+    return "<br>".join(f"{e.setting}: {e.quantity} = {e.estimate}" for e in picked) or claim.detail
 
 
-def _numbers(claim: C.Claim, a: Analysis | None) -> str:
-    """The deciding numbers shown in the table: the reference setting of each batch mode."""
-    ref = _reference_settings(a) if a is not None else None
-    picked = [e for e in claim.evidence if ref is None or e.setting in ref or "lr" not in e.setting]
-    return "<br>".join(f"{e.setting}: {e.quantity} = {e.estimate}" for e in picked)
-
-
-def _machine() -> str:
-    d = jax.devices()[0]
-    return (f"{jax.default_backend()} backend, device {d.device_kind} x{jax.device_count()}, "
-            f"host {host_description()}, "
-            f"python {platform.python_version()}, jax {jax.__version__}")
-
-
-def write_report(out: Path, figdir: Path, repro: Reproduction, main: Analysis, real: Analysis,
-                 real_name: str, timings: dict[str, float]) -> Path:
-    main_claims, real_claims = evaluate_claims(main), evaluate_claims(real)
+def write_study_report(out: Path, repro: Reproduction, reports: dict[str, Report],
+                       timings: dict[str, float]) -> Path:
+    names = list(reports)
+    main = reports[names[0]]
     art = article_claim(repro)
-    rel = lambda f: Path(os.path.relpath(figdir / f, out)).as_posix()
-    mc = main.results.config
-    lines = [
-        "# Does the rate of L1 loss decrease depend on dataset size? The article's claims, tested",
-        "",
-        f"Measured on: {_machine()}. Wall time per stage: "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ".",
-        "",
-        f"Main sweep: synthetic y = x·{list(mc.data.true_weights)} + {mc.data.true_bias:g} + "
-        f"{mc.data.noise} noise (scale {mc.data.noise_scale:g}), x ~ U(0,1)^{mc.data.n_features}; "
-        f"sizes {list(mc.sweep.sizes)} ({mc.data.coupling} coupling), {mc.sweep.seeds} seeds, "
-        f"{mc.train.epochs} epochs, {', '.join(mc.train.optimizer)}, learning rates "
-        f"{list(mc.train.learning_rate)}, batch {list(mc.train.batch_size)}, true L1 subgradient; "
-        f"test sets of {mc.data.test_size}. Real data: {real_name}. Initial rate window k = {RATE_WINDOW} epochs.",
-        "",
-        f"Verdict rules (code in `l1jax/claims.py`): smallest vs largest size in every setting "
-        f"(optimizer x batch x learning rate), 95% intervals over seeds; a difference counts when "
-        f"its interval excludes 0 and it exceeds {C.MATERIAL:.0%}; settings that disagree give "
-        f"\"{C.DEPENDS}\". The numbers shown are the reference setting of each batch mode (the "
-        "learning rate with the lowest final test L1 at the largest size); all settings are listed below.",
-        "",
-        "| # | the article's claim | verdict: synthetic | verdict: real data | deciding numbers (synthetic; 95% CI) | rule | figure |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for i, (m, r) in enumerate(zip(main_claims, real_claims), start=1):
-        lines.append(f"| {i} | {m.text} | **{m.verdict}** | **{r.verdict}** | {_numbers(m, main)} | "
-                     f"{m.rule} | [{m.figure}]({rel(m.figure)}) |")
-    lines.append(f"| 6 | {art.text} | **{art.verdict}** | n/a | {_numbers(art, None)} | {art.rule} | "
-                 f"[{art.figure}]({rel(art.figure)}) |")
+    heads = " | ".join(f"verdict: {TITLES.get(n, n)}" for n in names)
+    lines = ["# Does the rate of L1 loss decrease depend on dataset size? The article's claims, tested", ""]
+    for n, r in reports.items():
+        cfg = r.analysis.results.config
+        lines += [f"**{TITLES.get(n, n)}** (`{n}/`, its own report in [{n}/report/report.md]({n}/report/report.md)): "
+                  f"{describe_data(cfg)}. {describe_training(cfg, r.analysis.k)}.", ""]
+    lines += [f"Verdict rules (code in `l1jax/analysis/claims.py`): smallest vs largest size in every "
+              f"setting (optimizer x batch x learning rate), 95% intervals over seeds; a difference counts "
+              f"when its interval excludes 0 and it exceeds {C.MATERIAL:.0%}; settings that disagree give "
+              f"\"{C.DEPENDS}\". The numbers shown are the reference setting of each batch mode (the "
+              "learning rate with the lowest final test L1 at the largest size); every setting is listed "
+              "below.", "",
+              f"| # | the article's claim | {heads} | deciding numbers ({TITLES.get(names[0], names[0])}; 95% CI) | rule | figure |",
+              "|---|---|" + "---|" * len(names) + "---|---|---|"]
+    claims = {n: r.claim_list for n, r in reports.items()}
+    for i, c in enumerate(main.claim_list):
+        verdicts = " | ".join(f"**{claims[n][i].verdict}**" for n in names)
+        lines.append(f"| {i + 1} | {c.text} | {verdicts} | {deciding_numbers(c, main)} | {c.rule} | "
+                     f"[{c.figure}](figures/{names[0]}_{c.figure}) |")
+    na = " | ".join(["**" + art.verdict + "**"] + ["n/a"] * (len(names) - 1))
+    lines.append(f"| {len(main.claim_list) + 1} | {art.text} | {na} | {deciding_numbers(art, None)} | "
+                 f"{art.rule} | [article.png](figures/article.png) |")
     lines += ["", "## The article's experiment", "", "```", seed_report(repro), "```", "",
-              f"![article]({rel('fig1_article.png')})", "", "## Figures", ""]
-    for f, cap in [("fig2_curves.png", "train and test L1 by epoch, per size"),
-                   ("fig3_rate.png", "initial decrease rate against size"),
-                   ("fig4_final.png", "final L1 against size, with theory"),
-                   ("fig5_spread.png", "seed-to-seed spread of the final loss"),
-                   ("fig6_heatmaps.png", "learning rate x size"),
-                   ("fig7_real.png", f"real data: {real_name}")]:
-        lines += [f"### {cap}", "", f"![{cap}]({rel(f)})", ""]
-    theory_rows = [f"| {n} | {t:.4f} | {np.nanmean(e):.4f} ± {1.96 * np.nanstd(e, ddof=1) / np.sqrt(e.size):.4f} |"
-                   for n, t, e in zip(mc.sweep.sizes, main.theory, main.optima.test_l1)]
-    lines += ["## Theory check", "",
-              f"Bayes L1 floor {main.floor:.4f}. Expected test L1 of the exact L1 fit, "
-              "floor + p/(4 f(0) n), against its measured mean over seeds (± 95% normal interval):", "",
-              "| n | theory | exact fit, measured |", "|---|---|---|", *theory_rows, ""]
-    for title, cl in (("synthetic", main_claims + [art]), (real_name, real_claims)):
-        lines += [f"## All settings: {title}", ""]
-        for c in cl:
-            lines += [f"**{c.text}** Verdict: **{c.verdict}**. {c.detail}.", "",
-                      "| setting | quantity | estimate [95% CI] | outcome |", "|---|---|---|---|"]
-            lines += [f"| {e.setting} | {e.quantity} | {e.estimate} | {e.outcome} |" for e in c.evidence]
-            lines.append("")
-    div = [(t, int(a.results.diverged.sum()), a.results.diverged.size)
-           for t, a in (("main", main), ("real", real))]
-    lines += ["## Divergent runs", "",
-              "Excluded from every statistic: " + "; ".join(f"{t}: {d} of {n}" for t, d, n in div) + ".", ""]
-    path = out / "report.md"
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+              "![the article's update against the true subgradient](figures/article.png)", "",
+              "## Figures", ""]
+    captions = {"curves.png": "L1 by epoch per size", "rate.png": "initial rate against size",
+                "final.png": "final L1 against size, with the exact fit and theory",
+                "spread.png": "seed-to-seed spread of the final loss", "heatmaps.png": "learning rate x size"}
+    for n, r in reports.items():
+        for f in r.figures:
+            cap = f"{TITLES.get(n, n)}: {captions[f.name]}"
+            lines += [f"### {cap}", "", f"![{cap}](figures/{n}_{f.name})", ""]
+    for n, r in reports.items():
+        lines += [f"## Exact optimum and theory: {TITLES.get(n, n)}", "", *theory_section(r.analysis)]
+    for n, r in reports.items():
+        lines += [f"## All settings: {TITLES.get(n, n)}", "", *evidence_section(r.claim_list)]
+    lines += ["## All settings: the article's code", "", *evidence_section([art])]
+    div = "; ".join(f"{TITLES.get(n, n)}: {int(r.analysis.results.diverged.sum())} of "
+                    f"{r.analysis.results.diverged.size}" for n, r in reports.items())
+    meta = main.analysis.results.meta
+    lines += ["## Divergent runs", "", f"Left out of every statistic and counted: {div}.", "",
+              "## Provenance", "",
+              f"Measured on: {meta['backend']} backend, device {meta['device']} x{meta['device_count']}, "
+              f"host {host_description()}, python {meta['python']}, jax {meta['versions']['jax']}. "
+              "Wall time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ".", ""]
+    return write_text(out / "report.md", "\n".join(lines))
 
 
-def study(out: Path, figdir: Path | None = None, main_cfg: Config | None = None,
-          real_cfg: Config | None = None, seeds_article: int = 100) -> Path:
-    """Run everything; returns the report's path."""
+def study(out: Path, seeds_article: int = 100, overwrite: bool = False, quiet: bool = True,
+          memory_budget: int | None = None, configs: dict[str, Config] | None = None) -> StudyRun:
+    """Run and report everything; ``configs`` replaces the built-in sweeps (tests run tiny ones)."""
+    configs = configs or {n: load_config(p) for n, p in SWEEPS.items()}
     out.mkdir(parents=True, exist_ok=True)
-    figdir = figdir or out / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    main_cfg = main_cfg or load_config(DEFAULT_MAIN)
-    real_cfg = real_cfg or load_config(DEFAULT_REAL)
+    figdir = out / "figures"
+    figdir.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
-    stages = ["article experiment", "main sweep", "main analysis", "real-data sweep",
-              "real-data analysis", "figures and report"]
-    bar = tqdm(stages, desc="study", unit="stage")
+    bar = tqdm(total=1 + 2 * len(configs), desc="study", unit="stage", disable=quiet)
     t = time.perf_counter()
 
     def tick(name: str) -> None:
@@ -144,19 +120,24 @@ def study(out: Path, figdir: Path | None = None, main_cfg: Config | None = None,
         bar.set_postfix_str(name)
         bar.update()
 
-    repro = reproduce(seeds_article, main_cfg.sweep.base_seed); tick(stages[0])
-    main_res = run(main_cfg); main_res.save(out / "main"); tick(stages[1])
-    main = analyze(main_res, RATE_WINDOW); tick(stages[2])
-    real_res = run(real_cfg); real_res.save(out / "real"); tick(stages[3])
-    real = analyze(real_res, RATE_WINDOW); tick(stages[4])
-    real_name = f"{Path(real_cfg.data.path).name} (target {real_cfg.data.target})"
-    plots.fig_article(repro, figdir / "fig1_article.png")
-    plots.fig_curves(main, figdir / "fig2_curves.png")
-    plots.fig_rate(main, figdir / "fig3_rate.png", RATE_WINDOW)
-    plots.fig_final(main, figdir / "fig4_final.png")
-    plots.fig_spread(main, figdir / "fig5_spread.png")
-    plots.fig_heatmaps(main, figdir / "fig6_heatmaps.png", RATE_WINDOW)
-    plots.fig_real(real, figdir / "fig7_real.png", real_name)
-    tick(stages[5])
+    repro = reproduce(seeds_article, 0)
+    plots.fig_article(repro.article, repro.seed_curves, repro.l1_curves, repro.floor, SIZES,
+                      figdir / "article.png")
+    tick("article experiment")
+    reports: dict[str, Report] = {}
+    for name, cfg in configs.items():
+        run_to_dir(cfg, out / name, overwrite=overwrite, quiet=True, memory_budget=memory_budget)
+        tick(f"{name} sweep")
+        reports[name] = report(out / name, out / name / "report", quiet=True,
+                               memory_budget=memory_budget, name=name)
+        for f in reports[name].figures:
+            shutil.copyfile(f, figdir / f"{name}_{f.name}")
+        tick(f"{name} report")
     bar.close()
-    return write_report(out, figdir, repro, main, real, real_name, timings)
+    path = write_study_report(out, repro, reports, timings)
+    verdicts = [f"{i}. {c.text} " + ", ".join(f"{TITLES.get(n, n)}: {r.claim_list[i - 1].verdict}"
+                                               for n, r in reports.items())
+                for i, c in enumerate(next(iter(reports.values())).claim_list, start=1)]
+    art = article_claim(repro)
+    verdicts.append(f"{len(verdicts) + 1}. {art.text} {art.verdict}")
+    return StudyRun(path, figdir, [out / n for n in configs], "\n".join(verdicts))
