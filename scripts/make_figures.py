@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     text = run.report.read_text()
     # the committed copy sits beside the figures; the sweeps' own reports stay in the run directory
     committed = re.sub(r"\[[^\]]+\]\((\w+)/report/report\.md\)",
-                       r"`OUT/\1/report/report.md`, written by `make study`", text.replace("](figures/", "]("))
+                       r"`\1/report/report.md` of the study directory (out/study/ after `make study`)",
+                       text.replace("](figures/", "]("))
     (figures / "report.md").write_text(committed)
     table = text[text.index("| # |"):text.index("\n\n## The article's experiment")]
     machine = re.search(r"Measured on: (.*?)\. Wall time", text).group(1)
