@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"l1jax: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that cannot be written or read: the user's to fix
+        where = f": {e.filename}" if e.filename else ""
+        print(f"l1jax: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

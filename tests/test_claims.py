@@ -45,7 +45,8 @@ def test_direction_and_settle():
     ev = lambda *o: [C.Evidence(f"s{i}", "q", C.Estimate(0, 0, 0), x) for i, x in enumerate(o)]
     assert C.settle(ev(C.SUPPORTED, C.SUPPORTED))[0] == C.SUPPORTED
     assert C.settle(ev(C.CONTRADICTED, C.INCONCLUSIVE))[0] == C.CONTRADICTED
-    verdict, detail = C.settle(ev(C.SUPPORTED, C.CONTRADICTED))
+    verdict, detail, counts = C.settle(ev(C.SUPPORTED, C.CONTRADICTED))
+    assert counts == "supported 1/2, contradicted 1/2"
     assert verdict == C.DEPENDS and "s0" in detail and "s1" in detail
     assert C.settle(ev(C.INCONCLUSIVE))[0] == C.INCONCLUSIVE
 
@@ -133,3 +134,19 @@ def test_not_applicable_with_one_size_or_one_learning_rate():
     assert all("one size (n = 50)" in c.detail and not c.evidence for c in one_size)
     one_lr = C.claim_lr_interacts(fake(final_test=by_size(1.0, 0.5)))
     assert one_lr.verdict == C.NOT_APPLICABLE and "one learning rate" in one_lr.detail
+
+
+def test_degenerate_contrasts_do_not_fail():
+    """One seed, or no spread at both sizes (a learning rate too small to move anything)."""
+    one = C.mean_contrast(np.array([1.0]), np.array([2.0]), paired=False)
+    assert one.value == -1.0 and np.isnan(one.low) and "interval undefined" in str(one)
+    flat = C.mean_contrast(np.zeros(5), np.zeros(5), paired=False)
+    assert tuple(flat) == (0.0, 0.0, 0.0)
+    assert "undefined" in str(C.Estimate(np.nan, np.nan, np.nan))
+
+
+def test_lr_interacts_needs_two_learning_rates_with_finite_runs():
+    final = by_size(1.0, 0.5, shape=(1, 1, 2))
+    final[0, 0, 1] = np.nan  # the second learning rate diverged everywhere
+    c = C.claim_lr_interacts(fake(lrs=(0.1, 1e4), final_test=final))
+    assert c.evidence == [] and c.verdict == C.INCONCLUSIVE

@@ -89,25 +89,30 @@ def test_metrics_csv_equals_numpy_on_results(two_optimizers):
             assert row["n_runs"] == v.size and row["n_diverged"] == (~runs).sum()
 
 
-@pytest.mark.parametrize("kind", ["csv_one_size", "no_test_set"])
-def test_report_of_other_kinds_says_what_does_not_apply(tmp_path, kind):
-    if kind == "csv_one_size":
+@pytest.mark.parametrize("kind", ["csv_one_size", "diverged_no_test_set_one_seed"])
+def test_report_of_other_kinds_says_what_does_not_apply(tmp_path, monkeypatch, kind):
+    if kind == "csv_one_size":  # a csv path relative to the config, run and reported from elsewhere
         rng = np.random.default_rng(1)
         x = rng.normal(size=(50, 3))
         rows = ["u,v,w,target"] + [f"{a},{b},{c},{a - 2 * b + rng.normal()}" for a, b, c in x]
-        (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-        raw = {"data": {"source": "csv", "path": str(tmp_path / "t.csv"), "target": "target"},
-               "train": {"epochs": 6, "learning_rate": [0.1, 0.2]}, "sweep": {"sizes": [30], "seeds": 4}}
-    else:
-        raw = {"data": {"test_size": 0}, "train": {"epochs": 6, "learning_rate": [0.1]},
-               "sweep": {"sizes": [10, 30], "seeds": 4}}
-    out = tmp_path / "run"
-    run_to_dir(config_from_dict(raw), out)
-    rep = report(out, tmp_path / "rep")
+        (tmp_path / "conf").mkdir()
+        (tmp_path / "conf" / "t.csv").write_text("\n".join(rows) + "\n")
+        (tmp_path / "conf" / "c.toml").write_text(
+            '[data]\nsource = "csv"\npath = "t.csv"\ntarget = "target"\n[train]\nepochs = 6\n'
+            'learning_rate = [0.1, 0.2]\n[sweep]\nsizes = [30]\nseeds = 4\n')
+        monkeypatch.chdir(tmp_path / "conf")
+        assert main(["run", "c.toml", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+        monkeypatch.chdir(tmp_path)
+    else:  # the article's update at lr 1e8 overflows: a grid point where every run diverged
+        raw = {"data": {"test_size": 0}, "train": {"epochs": 6, "gradient": "seed", "learning_rate": [0.01, 1e8]},
+               "sweep": {"sizes": [10, 30], "seeds": 1}}
+        run_to_dir(config_from_dict(raw), tmp_path / "run")
+    rep = report(tmp_path / "run", tmp_path / "rep")
     assert _files(tmp_path / "rep") == FILES
     text = rep.report.read_text()
-    assert not re.search(r"\bnan\b", text, re.I)
-    metrics = set(_read_metrics(rep.metrics).metric)
+    assert not re.search(r"\b(nan|inf)\b", text, re.I)
+    df = _read_metrics(rep.metrics)
+    metrics = set(df.metric)
     if kind == "csv_one_size":
         assert "csv file `t.csv`, target `target`" in text and "synthetic" not in text
         assert "No Bayes floor or theory for csv data" in text and "Bayes L1 floor" not in text
@@ -116,11 +121,28 @@ def test_report_of_other_kinds_says_what_does_not_apply(tmp_path, kind):
     else:
         assert "no test set" in text and "final test L1" not in text
         assert "final_test_l1" not in metrics and "generalization_gap" not in metrics
-        assert rep.claim_list[-1].verdict == C.NOT_APPLICABLE  # one learning rate
-        assert rep.claim_list[0].verdict != C.NOT_APPLICABLE
+        lost = df[(df.learning_rate == 1e8) & (df.metric == "final_train_l1")]
+        assert (lost.n_diverged == 1).all() and lost["mean"].isna().all() and (lost.n_runs == 0).all()
+        exact = df[df.metric == "exact_optimum"]
+        assert (exact.n_diverged == 0).all() and (exact.n_runs == 1).all()
+        assert "| 1e+08 | 10 | no finite run |" in text
+        assert rep.claim_list[-1].verdict == C.INCONCLUSIVE and not rep.claim_list[-1].evidence
 
 
 def test_report_refuses_a_directory_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err
+    (tmp_path / "chunks").mkdir()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "unfinished run" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["report", str(tmp_path / "file")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_report_into_an_unwritable_place_is_one_line(two_optimizers, capsys):
+    for bad in (two_optimizers / "results.npz", "/proc/l1jax-report"):
+        assert main(["report", str(two_optimizers), "--out", str(bad), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("l1jax: error:") and err.count("\n") == 0

@@ -36,6 +36,10 @@ class Estimate(NamedTuple):
     high: float
 
     def __str__(self) -> str:
+        if not np.isfinite(self.value):
+            return "undefined (no finite runs to compare)"
+        if not (np.isfinite(self.low) and np.isfinite(self.high)):
+            return f"{self.value:.4g} [interval undefined: too few seeds or no spread]"
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
@@ -51,6 +55,7 @@ class Claim(NamedTuple):
     text: str  # the article's claim
     verdict: str
     detail: str  # which settings gave which outcome
+    counts: str  # how many settings gave each outcome, e.g. "contradicted 2/8, inconclusive 6/8"
     rule: str
     figure: str
     evidence: list[Evidence]
@@ -79,8 +84,8 @@ def outcome(dir_: str, expected: str) -> str:
     return SUPPORTED if dir_ == expected else CONTRADICTED
 
 
-def settle(evidence: list[Evidence]) -> tuple[str, str]:
-    """Verdict of a claim from its per-setting outcomes, and which settings gave which."""
+def settle(evidence: list[Evidence]) -> tuple[str, str, str]:
+    """Verdict of a claim from its per-setting outcomes, which settings gave which, and how many."""
     by: dict[str, list[str]] = {}
     for e in evidence:
         by.setdefault(e.outcome, []).append(f"{e.setting} ({e.quantity})")
@@ -93,7 +98,9 @@ def settle(evidence: list[Evidence]) -> tuple[str, str]:
         verdict = INCONCLUSIVE
     detail = "; ".join(f"{o} in {len(by[o])}/{len(evidence)}: {', '.join(by[o])}"
                        for o in (SUPPORTED, CONTRADICTED, INCONCLUSIVE) if o in by)
-    return verdict, detail
+    counts = ", ".join(f"{o} {len(by[o])}/{len(evidence)}" for o in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
+                       if o in by) or "no setting could be judged"
+    return verdict, detail, counts
 
 
 def mean_contrast(small: np.ndarray, large: np.ndarray, paired: bool) -> Estimate:
@@ -101,14 +108,17 @@ def mean_contrast(small: np.ndarray, large: np.ndarray, paired: bool) -> Estimat
     with a non-finite side left out), or Welch's with Satterthwaite's degrees of freedom."""
     small, large = np.asarray(small, float), np.asarray(large, float)
     if paired:
-        with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.where(np.isfinite(small) & np.isfinite(large), small - large, np.nan)
-        s = stats.t_summary(stats.moments(diff), diff.size)
+        s = stats.paired_difference(small, large)
         return Estimate(float(s.mean), float(s.ci_low), float(s.ci_high))
     a, b = (stats.t_summary(stats.moments(v), v.size) for v in (small, large))
+    d = float(a.mean - b.mean)
+    if min(a.n, b.n) < 2:  # no spread to measure on one side
+        return Estimate(d, np.nan, np.nan)
     va, vb = float(a.sem) ** 2, float(b.sem) ** 2
+    if va + vb == 0.0:  # both sides constant: the difference is exact
+        return Estimate(d, d, d)
     df = (va + vb) ** 2 / (va ** 2 / (float(a.n) - 1) + vb ** 2 / (float(b.n) - 1))
-    d, half = float(a.mean - b.mean), float(stats.t_quantile(0.05, df)) * np.sqrt(va + vb)
+    half = float(stats.t_quantile(0.05, df)) * np.sqrt(va + vb)
     return Estimate(d, d - half, d + half)
 
 
@@ -162,7 +172,7 @@ def _scale_mean(v: np.ndarray) -> float:
 
 def not_applicable(key: str, text: str, why: str, rule: str, figure: str) -> Claim:
     """A claim this sweep cannot judge, and why."""
-    return Claim(key, text, NOT_APPLICABLE, why, rule, figure, [])
+    return Claim(key, text, NOT_APPLICABLE, why, why, rule, figure, [])
 
 
 def _one_size(a: Analysis) -> str | None:
@@ -227,11 +237,11 @@ def claim_variable_small(a: Analysis) -> Claim:
 def best_lr_contrast(final: np.ndarray, paired: bool) -> tuple[int, int, Estimate] | None:
     """Best learning rate (lowest mean final loss) at the smallest and the largest size of
     ``final`` [lr, size, seed], and at the largest size: loss(small's best) - loss(own best);
-    None when every run at either size diverged."""
-    with np.errstate(invalid="ignore"), stats._quiet():
+    None unless two learning rates have finite runs at both sizes."""
+    with np.errstate(invalid="ignore"), stats.quiet():
         means = np.nanmean(final, axis=-1)
-    if not (np.isfinite(means[:, 0]).any() and np.isfinite(means[:, -1]).any()):
-        return None
+    if min(np.isfinite(means[:, 0]).sum(), np.isfinite(means[:, -1]).sum()) < 2:
+        return None  # fewer than two learning rates with a finite run: nothing to choose from
     best_small, best_large = int(np.nanargmin(means[:, 0])), int(np.nanargmin(means[:, -1]))
     est = mean_contrast(final[best_small, -1], final[best_large, -1], paired)
     return best_small, best_large, est
@@ -273,7 +283,7 @@ def sweep_claims(a: Analysis) -> list[Claim]:
     found = [claim_faster_small(a), claim_slower_steadier_large(a), claim_lowest_final_large(a),
              claim_variable_small(a), claim_lr_interacts(a)]
     why = _one_size(a)
-    return found if why is None else [c._replace(verdict=NOT_APPLICABLE, detail=why, evidence=[])
+    return found if why is None else [c._replace(verdict=NOT_APPLICABLE, detail=why, counts=why, evidence=[])
                                       for c in found]
 
 

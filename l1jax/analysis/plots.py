@@ -26,7 +26,6 @@ from l1jax.analysis.theory import expected_test_l1  # noqa: E402
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"]
 plt.rcParams.update({"axes.prop_cycle": matplotlib.cycler(color=PALETTE), "figure.dpi": 110,
                      "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
-FIGURES = ("curves.png", "rate.png", "final.png", "spread.png", "heatmaps.png")
 
 
 def colours(k: int) -> list:
@@ -64,7 +63,9 @@ def _log_y(ax) -> None:
 def _save(fig: plt.Figure, path: Path, title: str | None = None) -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -74,7 +75,7 @@ def reference_lr(a: Analysis, o: int, b: int) -> int:
     """Index of the reference learning rate of optimizer ``o``, batch mode ``b`` (0 if every
     run at the largest size diverged)."""
     q = a.metrics.final_test if has_test_set(a.results.config) else a.metrics.final_train
-    with np.errstate(invalid="ignore"), stats._quiet():
+    with np.errstate(invalid="ignore"), stats.quiet():
         m = np.nanmean(q[o, b, :, -1], axis=-1)
     return int(np.nanargmin(m)) if np.isfinite(m).any() else 0
 
@@ -123,7 +124,8 @@ def fig_curves(a: Analysis, path: Path) -> Path:
             for i, n in enumerate(co["size"]):
                 m = s.mean[o, b, l, i]
                 if np.isfinite(m).any():
-                    ax.plot(ep, m, color=cs[i], lw=1.4, label=f"n={n}")
+                    ax.plot(ep, m, color=cs[i], lw=1.4, label=f"n={n}",
+                            marker="o" if len(ep) <= 25 else None, ms=3)  # few epochs recorded: show which
                     ax.fill_between(ep, s.ci_low[o, b, l, i], s.ci_high[o, b, l, i], color=cs[i],
                                     alpha=0.25, lw=0)
             _floor(ax, a)
@@ -157,15 +159,19 @@ def fig_rate(a: Analysis, path: Path) -> Path:
     return _save(fig, path, f"Initial rate of L1 decrease against size: mean over {_seeds(a)} ± 95% t interval")
 
 
-def fig_final(a: Analysis, path: Path) -> Path:
-    """Final L1 against size, with the exact L1 fit and (synthetic data) the theory."""
+def _final_panels(a: Analysis):
+    """What the final-loss figures share: coords, sizes, the recorded losses, a panel for each,
+    the modes and the per-run final losses."""
     co = a.results.coords
-    n = np.asarray(co["size"], float)
     losses = _loss_names(a)
     fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), squeeze=False)
-    axes = axes[0]
-    ms = list(modes(a))
     finals = {"train": a.metrics.final_train, "test": a.metrics.final_test}
+    return co, np.asarray(co["size"], float), losses, fig, axes[0], list(modes(a)), finals
+
+
+def fig_final(a: Analysis, path: Path) -> Path:
+    """Final L1 against size, with the exact L1 fit and (synthetic data) the theory."""
+    co, n, losses, fig, axes, ms, finals = _final_panels(a)
     exact = {"train": (a.optima.lstar, "exact L1 fit: L*"), "test": (a.optima.test_l1, "exact L1 fit")}
     for (o, b, l, label), colour in zip(ms, colours(len(ms))):
         for ax, (field, _) in zip(axes, losses):
@@ -189,13 +195,7 @@ def fig_final(a: Analysis, path: Path) -> Path:
 
 def fig_spread(a: Analysis, path: Path) -> Path:
     """Standard deviation over seeds of the final losses against size."""
-    co = a.results.coords
-    n = np.asarray(co["size"], float)
-    losses = _loss_names(a)
-    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), squeeze=False)
-    axes = axes[0]
-    ms = list(modes(a))
-    finals = {"train": a.metrics.final_train, "test": a.metrics.final_test}
+    co, n, losses, fig, axes, ms, finals = _final_panels(a)
     for j, ((o, b, l, label), colour) in enumerate(zip(ms, colours(len(ms)))):
         for ax, (field, _) in zip(axes, losses):
             sd, lo, hi = (np.asarray(v) for v in zip(*(stats.sd_interval(x) for x in finals[field][o, b, l])))
@@ -240,7 +240,7 @@ def fig_heatmaps(a: Analysis, path: Path) -> Path:
     fig, axes = plt.subplots(len(rows), 2, figsize=(11, 0.9 + 0.42 * len(co["learning_rate"]) * len(rows)
                                                     + 1.2 * len(rows)), squeeze=False)
     for j, (v, name, short) in enumerate(panels):
-        with np.errstate(invalid="ignore"), stats._quiet():
+        with np.errstate(invalid="ignore"), stats.quiet():
             means = np.nanmean(v, axis=-1)  # [opt, batch, lr, size]
         norm = _norm(means)
         for r, (o, b, _, _) in enumerate(rows):
@@ -263,11 +263,11 @@ def fig_heatmaps(a: Analysis, path: Path) -> Path:
 
 
 def draw_all(a: Analysis, figdir: Path) -> list[Path]:
-    """Every figure of a sweep report into ``figdir`` (names in ``FIGURES``)."""
+    """Every figure of a sweep report into ``figdir``."""
     figdir.mkdir(parents=True, exist_ok=True)
-    return [fig_curves(a, figdir / "curves.png"), fig_rate(a, figdir / "rate.png"),
-            fig_final(a, figdir / "final.png"), fig_spread(a, figdir / "spread.png"),
-            fig_heatmaps(a, figdir / "heatmaps.png")]
+    drawn = {"curves.png": fig_curves, "rate.png": fig_rate, "final.png": fig_final,
+             "spread.png": fig_spread, "heatmaps.png": fig_heatmaps}
+    return [draw(a, figdir / name) for name, draw in drawn.items()]
 
 
 def fig_article(article: np.ndarray, seed_curves: np.ndarray, l1_curves: np.ndarray, floor: float,

@@ -118,21 +118,11 @@ def theory_section(a: Analysis) -> list[str]:
     return lines + [""]
 
 
-def outcome_counts(c: C.Claim) -> str:
-    """How many settings gave each outcome, e.g. "contradicted 2/8, inconclusive 6/8"; or why
-    the claim does not apply."""
-    if not c.evidence:
-        return c.detail or "no setting could be judged"
-    outs = [e.outcome for e in c.evidence]
-    return ", ".join(f"{o} {outs.count(o)}/{len(outs)}" for o in
-                     (C.SUPPORTED, C.CONTRADICTED, C.INCONCLUSIVE) if o in outs)
-
-
 def claims_table(claims: list[C.Claim], figure_dir: str) -> list[str]:
     lines = ["| # | the article's claim | verdict | settings (evidence) | rule | figure |",
              "|---|---|---|---|---|---|"]
     for i, c in enumerate(claims, start=1):
-        lines.append(f"| {i} | {c.text} | **{c.verdict}** | {outcome_counts(c)} | {c.rule} | "
+        lines.append(f"| {i} | {c.text} | **{c.verdict}** | {c.counts} | {c.rule} | "
                      f"[{c.figure}]({figure_dir}/{c.figure}) |")
     return lines
 
@@ -168,10 +158,11 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
     t0 = time.perf_counter()
     res = Results.load(run_dir, mmap=True)
     out.mkdir(parents=True, exist_ok=True)
-    a = analyze(res, memory_budget=memory_budget, quiet=quiet)
-    t1 = time.perf_counter()
-    claims = C.sweep_claims(a)
-    figures = plots.draw_all(a, out / "figures")
+    with stats.quiet():  # groups with no finite run or no spread are worded, not warned about
+        a = analyze(res, memory_budget=memory_budget, quiet=quiet)
+        t1 = time.perf_counter()
+        claims = C.sweep_claims(a)
+        figures = plots.draw_all(a, out / "figures")
     metrics = write_metrics_csv(a, out / "metrics.csv", name)
     claims_path = write_text(out / "claims.json", json.dumps(
         {"sweep": name, "claims": C.claims_json(claims)}, indent=2) + "\n")
@@ -194,7 +185,10 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
              "Mean over seeds [95% t interval]; all metrics, with sd and se, are in `metrics.csv`.", "",
              *_grid_table(a), "",
              "## Exact optimum and theory", "", *theory_section(a),
-             "## Figures", ""]
+             "## Figures", "",
+             "Each optimizer and batch mode is drawn at its reference learning rate (the lowest mean "
+             f"final {'test' if has_test_set(cfg) else 'train'} L1 at the largest size), named in each "
+             "legend and title; the heatmaps show every learning rate.", ""]
     captions = {"curves.png": "L1 by epoch per size", "rate.png": "initial rate against size",
                 "final.png": "final L1 against size", "spread.png": "seed-to-seed spread",
                 "heatmaps.png": "learning rate x size"}

@@ -157,13 +157,13 @@ def t_summary(m: Moments, total: np.ndarray | int, level: float = 0.95) -> Summa
     return Summary(m.mean, sd, se, m.mean - q * se, m.mean + q * se, m.n, excluded)
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, axis: int = -1, n_boot: int = 2000,
-                      level: float = 0.95, seed: int = 0) -> Summary:
-    """Summary of a - b per seed (common random numbers); pairs with a non-finite side excluded."""
+def paired_difference(a: np.ndarray, b: np.ndarray, axis: int = -1, level: float = 0.95) -> Summary:
+    """Summary of a - b per seed (common random numbers) with its Student t interval; pairs with
+    a non-finite side excluded."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.where(np.isfinite(a) & np.isfinite(b), a - b, np.nan)
-    return summarize(diff, axis, n_boot, level, seed)
+    return t_summary(moments(diff, axis), diff.shape[axis], level)
 
 
 def _count_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -221,7 +221,7 @@ def sd_interval(values: np.ndarray, axis: int = -1, n_boot: int = 2000, level: f
     v = np.moveaxis(np.asarray(values, float), axis, -1)
     shape, v = v.shape[:-1], v.reshape(-1, v.shape[-1])
     alpha = (1.0 - level) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+    with np.errstate(invalid="ignore", divide="ignore"), quiet():
         sd = np.nanstd(np.where(np.isfinite(v), v, np.nan), axis=-1, ddof=1)
         lo, hi = np.nanquantile(_boot_sd(v, n_boot, seed), [alpha, 1.0 - alpha], axis=-1)
     return sd.reshape(shape), lo.reshape(shape), hi.reshape(shape)
@@ -233,7 +233,7 @@ def sd_ratio(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 2000, lev
     seeds of a and b together (common random numbers), else independently."""
     a, b = (np.where(np.isfinite(x), x, np.nan) for x in (np.asarray(a, float), np.asarray(b, float)))
     alpha = (1.0 - level) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+    with np.errstate(invalid="ignore", divide="ignore"), quiet():
         if paired:
             sa, sb = _boot_sd(np.stack([a, b]), n_boot, seed)
         else:
@@ -243,8 +243,9 @@ def sd_ratio(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 2000, lev
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence numpy's all-NaN-slice warnings: such groups simply get NaN."""
-    with warnings.catch_warnings():
+def quiet() -> Iterator[None]:
+    """Silence numpy's warnings about empty, all-NaN or zero-spread groups: such groups simply
+    get NaN (or an infinite ratio), which the report words as undefined."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         yield

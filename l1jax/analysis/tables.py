@@ -33,6 +33,7 @@ METRICS = {
     "exact_fit_test_l1": ("test_l1", "held-out L1 of the exact L1 fit"),
 }
 TEST_METRICS = ("final_test_l1", "generalization_gap", "exact_fit_test_l1")
+OPTIMA = ("lstar", "test_l1")  # fields of Optima: they do not depend on training, nor diverge
 
 
 def metric_names(a: Analysis) -> list[str]:
@@ -44,7 +45,7 @@ def metric_names(a: Analysis) -> list[str]:
 def metric_values(a: Analysis, name: str) -> np.ndarray:
     """Per-run values of a metric, run-shaped (the optima broadcast over optimizer, batch, lr)."""
     field = METRICS[name][0]
-    if field in ("lstar", "test_l1"):
+    if field in OPTIMA:
         per_dataset = getattr(a.optima, field)
         return np.broadcast_to(per_dataset, a.metrics.rate_epoch.shape)
     return getattr(a.metrics, field)
@@ -67,7 +68,7 @@ def rows(a: Analysis, sweep: str) -> Iterator[list[object]]:
             yield [sweep, co["optimizer"][o], full, bs, co["learning_rate"][l], co["size"][s], m,
                    *(sm.mean[o, b, l, s], sm.std[o, b, l, s], sm.sem[o, b, l, s],
                      sm.ci_low[o, b, l, s], sm.ci_high[o, b, l, s]),
-                   int(sm.n[o, b, l, s]), int(nd) if m != "exact_optimum" else 0]
+                   int(sm.n[o, b, l, s]), 0 if METRICS[m][0] in OPTIMA else int(nd)]
 
 
 def _cell(v: object) -> str:

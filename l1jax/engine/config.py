@@ -167,7 +167,7 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
         if not isinstance(path, str) or not path:
             _fail("data.path", path, "the path of a csv file")
         p = Path(path)
-        kw["path"] = str(p if p.is_absolute() else (base_dir / p))
+        kw["path"] = str((base_dir / p).resolve())  # absolute: the manifest must not depend on the cwd
         target = d.get("target")
         if not isinstance(target, str) or not target:
             _fail("data.target", target, "the name of the csv column to predict")

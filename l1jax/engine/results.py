@@ -115,6 +115,11 @@ class Results:
         read-only from disk instead of reading them (results larger than RAM)."""
         out = Path(out)
         man_path, npz_path = out / "manifest.json", out / "results.npz"
+        if not out.is_dir():
+            raise ConfigError(f"{out} is not a directory: expected one written by `l1jax run`")
+        if not npz_path.is_file() and (out / "chunks").is_dir():
+            raise ConfigError(f"{out} holds an unfinished run (chunks/ but no results.npz): rerun "
+                              "`l1jax run` with its config and this --out to finish it")
         for p in (man_path, npz_path):
             if not p.is_file():
                 raise ConfigError(f"{p} does not exist: expected a directory written by `l1jax run`")
