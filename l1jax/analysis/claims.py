@@ -234,7 +234,7 @@ def claim_variable_small(a: Analysis) -> Claim:
                  "spread.png", ev)
 
 
-def best_lr_contrast(final: np.ndarray, paired: bool) -> tuple[int, int, Estimate] | None:
+def best_lr_contrast(final: np.ndarray) -> tuple[int, int, Estimate] | None:
     """Best learning rate (lowest mean final loss) at the smallest and the largest size of
     ``final`` [lr, size, seed], and at the largest size: loss(small's best) - loss(own best);
     None unless two learning rates have finite runs at both sizes."""
@@ -243,24 +243,23 @@ def best_lr_contrast(final: np.ndarray, paired: bool) -> tuple[int, int, Estimat
     if min(np.isfinite(means[:, 0]).sum(), np.isfinite(means[:, -1]).sum()) < 2:
         return None  # fewer than two learning rates with a finite run: nothing to choose from
     best_small, best_large = int(np.nanargmin(means[:, 0])), int(np.nanargmin(means[:, -1]))
-    est = mean_contrast(final[best_small, -1], final[best_large, -1], paired)
+    est = mean_contrast(final[best_small, -1], final[best_large, -1], paired=True)  # same data per lr
     return best_small, best_large, est
 
 
 def claim_lr_interacts(a: Analysis) -> Claim:
-    co, res = a.results.coords, a.results
+    co = a.results.coords
     lrs = co["learning_rate"]
-    paired = res.config.data.coupling == "nested"
     test = np.isfinite(a.metrics.final_test).any()
     final, name = (a.metrics.final_test, "test") if test else (a.metrics.final_train, "train")
     ev = []
     for o, opt in enumerate(co["optimizer"]):
         for b, bs in enumerate(co["batch_size"]):
-            found = best_lr_contrast(final[o, b], paired)
+            found = best_lr_contrast(final[o, b])
             if found is None:
                 continue
             bsm, blg, est = found
-            if blg < bsm:  # the claimed direction: a rate good for small is too high for large
+            if lrs[blg] < lrs[bsm]:  # the claimed direction: a rate good for small is too high for large
                 res_ = outcome(direction(est, _scale_mean(final[o, b, blg, -1])), "greater")
             else:
                 res_ = CONTRADICTED
