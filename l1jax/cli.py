@@ -19,32 +19,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from l1jax.analysis.summary import summary
     from l1jax.engine.distributed import agree
-    from l1jax.engine.store import ChunkStore, check_out
+    from l1jax.engine.store import ChunkStore, open_out
     from l1jax.engine.sweep import run
 
     out = Path(args.out)
     first = jax.process_index() == 0
-    def open_store() -> ChunkStore:
-        if first:  # process 0 checks and clears the output before the others open it
-            check_out(out, cfg, args.overwrite)
-            return ChunkStore(out, cfg, overwrite=args.overwrite)
-        return ChunkStore(out, cfg, writes_index=False)
-
-    store = None
+    lock = store = None
     for stage, turn in (("checking the output directory", first), ("opening the output directory", not first)):
         error = None
         if turn:
-            try:
-                store = open_store()
-            except ConfigError as e:
+            try:  # process 0 locks, checks and clears the output before the others open it
+                if first:
+                    lock, store = open_out(out, cfg, args.overwrite)
+                else:
+                    store = ChunkStore(out, cfg, writes_index=False)
+            except (ConfigError, OSError) as e:
                 error = e
         agree(error, stage)
-    results = run(cfg, quiet=args.quiet or not first, memory_budget=args.memory_budget, store=store)
-    if not first:
-        print(f"process {jax.process_index()}: done; process 0 writes {out}")
-        return 0
-    results.save(out)
-    store.discard_scratch()
+    try:
+        results = run(cfg, quiet=args.quiet or not first, memory_budget=args.memory_budget, store=store)
+        if not first:
+            print(f"process {jax.process_index()}: done; process 0 writes {out}")
+            return 0
+        results.save(out, store.fingerprint)
+        store.discard_scratch()
+    finally:
+        if lock is not None:
+            lock.release()
     print(summary(results))
     print(f"results: {out / 'results.npz'} (arrays), {out / 'manifest.json'} (config, coordinates, "
           f"provenance)\nnext: `l1jax report {out}` (figures, metrics.csv, claims.json, report.md), "
@@ -129,7 +130,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
+_MAX_BYTES = 2**60
+_MAX_BASE_SEED = 2**32 - 1  # as for [sweep] base_seed
 
 
 def _bytes(v: str) -> int:
@@ -140,8 +143,9 @@ def _bytes(v: str) -> int:
         n = float(text[: len(text) - len(unit)]) * _UNITS[unit]
     except ValueError:
         n = -1.0
-    if not n >= 1:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a memory size (e.g. 8G, 512M, 1000000)")
+    if not 1 <= n <= _MAX_BYTES:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a memory size from 1 byte to 1024P "
+                                         "(e.g. 8G, 512M, 1000000)")
     return int(n)
 
 
@@ -149,6 +153,13 @@ def _positive(v: str) -> int:
     n = int(v)
     if n < 1:
         raise argparse.ArgumentTypeError(f"{v!r} is not a positive integer")
+    return n
+
+
+def _seed(v: str) -> int:
+    n = int(v)
+    if not 0 <= n <= _MAX_BASE_SEED:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a base seed (an integer from 0 to {_MAX_BASE_SEED})")
     return n
 
 
@@ -186,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
     s = sub.add_parser("seed", help="the article's experiment: its code vs the engine")
     s.add_argument("--seeds", type=_positive, default=100, help="engine replicates")
-    s.add_argument("--base-seed", type=int, default=0)
+    s.add_argument("--base-seed", type=_seed, default=0)
     s.set_defaults(func=cmd_seed)
     rp = sub.add_parser("report", help="figures, metrics.csv, claims.json and report.md of a finished run")
     rp.add_argument("dir", help="a directory written by `l1jax run`")
@@ -227,13 +238,26 @@ def main(argv: list[str] | None = None) -> int:
         enable_compilation_cache()
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        kept = " (finished chunks are kept: rerun the same command to resume)" if args.command in (
+            "run", "study") else ""
+        print(f"l1jax: interrupted{kept}", file=sys.stderr)
+        return 130
     except ConfigError as e:
-        print(f"l1jax: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a path that cannot be written or read: the user's to fix
-        where = f": {e.filename}" if e.filename else ""
-        print(f"l1jax: error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except OSError as e:  # a path that cannot be written or read, a full disk: the user's to fix
+        return _fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
+    except Exception as e:  # noqa: BLE001 - only the device running out of memory is worded
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return _fail("the device ran out of memory: pass a smaller --memory-budget (finished "
+                     f"chunks are kept) [{str(e).splitlines()[0][:200]}]")
+
+
+def _fail(message: str) -> int:
+    """Print a user or environment error as one line; exit status 2."""
+    print(f"l1jax: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from l1jax.analysis import plots, stats
 from l1jax.analysis.analyze import Analysis, analyze, has_test_set
 from l1jax.analysis.tables import metric_summary, write_metrics_csv
 from l1jax.engine.config import Config
-from l1jax.engine.results import Results, atomic_file
+from l1jax.engine.files import atomic_file
+from l1jax.engine.results import Results
 from l1jax.engine.sweep import host_description
 from l1jax.engine.table import load_csv
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from l1jax.analysis import stats
 from l1jax.analysis.analyze import Analysis, has_test_set
-from l1jax.engine.results import atomic_file, batch_columns
+from l1jax.engine.files import atomic_file
+from l1jax.engine.results import batch_columns
 
 COLUMNS = ("sweep", "optimizer", "full_batch", "batch_size", "learning_rate", "size", "metric",
            "mean", "sd", "se", "ci_low", "ci_high", "n_runs", "n_diverged")

@@ -8,10 +8,8 @@ from __future__ import annotations
 import csv
 import importlib
 import json
-import os
 import struct
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from l1jax.engine import files
 from l1jax.engine.config import Config, ConfigError, config_from_dict
+from l1jax.engine.files import atomic_file
 
 if TYPE_CHECKING:
     import pandas
@@ -35,7 +35,6 @@ ARRAY_DIMS = {
 }
 CSV_COLUMNS = ("seed", "size", "learning_rate", "full_batch", "batch_size", "optimizer", "epoch",
                "train_l1", "test_l1", "param_error", "diverged")
-OWN_FILES = ("results.npz", "manifest.json")  # with chunks/: what an export must not overwrite
 
 
 def batch_columns(batch: int | str) -> tuple[bool, int]:
@@ -45,11 +44,14 @@ def batch_columns(batch: int | str) -> tuple[bool, int]:
 
 
 def check_export_path(results_dir: str | Path, target: str | Path) -> None:
-    """Refuse an export target that is one of the results directory's own files."""
+    """Refuse an export target inside the results directory (whose files it could replace),
+    or one that names a directory."""
     own, path = Path(results_dir).resolve(), Path(target).resolve()
-    if path in [own / name for name in OWN_FILES] or path.is_relative_to(own / "chunks"):
-        raise ConfigError(f"{target} is part of the results in {results_dir}: choose another "
-                          "file to export to")
+    if path.is_relative_to(own):
+        raise ConfigError(f"{target} is inside the results directory {results_dir}: export to a "
+                          "file outside it")
+    if path.is_dir():
+        raise ConfigError(f"{target} is a directory: name a file to export to")
 
 
 @dataclass
@@ -95,50 +97,67 @@ class Results:
 
     # ------------------------------------------------------------ persistence
 
-    def save(self, out: str | Path) -> None:
-        """Write ``results.npz`` and ``manifest.json`` into ``out``, each atomically."""
+    def save(self, out: str | Path, fingerprint: str | None = None) -> None:
+        """Write ``results.npz`` and then ``manifest.json`` into ``out``, each atomically and both
+        carrying the config's ``fingerprint`` (default: computed from the config), the old
+        manifest removed first: a reader finds the new pair, or no manifest, never a mix."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "results.npz.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, **self.arrays)
-        os.replace(tmp, out / "results.npz")
-        manifest = {"config": self.config.to_dict(), "coords": self.coords,
+        tag = fingerprint or files.fingerprint(self.config)
+        (out / "manifest.json").unlink(missing_ok=True)
+        with atomic_file(out / "results.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **self.arrays, _fingerprint=np.array(tag))
+        manifest = {"config": self.config.to_dict(), "fingerprint": tag, "coords": self.coords,
                     "dims": {k: list(v) for k, v in ARRAY_DIMS.items()}, **self.meta}
-        tmp = out / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, out / "manifest.json")
+        files.write_atomic(out / "manifest.json",
+                           (json.dumps(manifest, indent=2, default=str) + "\n").encode())
 
     @classmethod
     def load(cls, out: str | Path, mmap: bool = False) -> "Results":
         """Read a results directory written by :meth:`save`; ``mmap=True`` maps the arrays
-        read-only from disk instead of reading them (results larger than RAM)."""
+        read-only from disk instead of reading them (results larger than RAM), after checking
+        each member's CRC.  Arrays that do not match their manifest are refused."""
         out = Path(out)
         man_path, npz_path = out / "manifest.json", out / "results.npz"
         if not out.is_dir():
             raise ConfigError(f"{out} is not a directory: expected one written by `l1jax run`")
-        if not npz_path.is_file() and (out / "chunks").is_dir():
-            raise ConfigError(f"{out} holds an unfinished run (chunks/ but no results.npz): rerun "
+        if not man_path.is_file() and (npz_path.is_file() or (out / "chunks").is_dir()):
+            raise ConfigError(f"{out} holds an unfinished run (no manifest.json): rerun "
                               "`l1jax run` with its config and this --out to finish it")
         for p in (man_path, npz_path):
             if not p.is_file():
                 raise ConfigError(f"{p} does not exist: expected a directory written by `l1jax run`")
         try:
             manifest = json.loads(man_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            config = config_from_dict(manifest.pop("config"), base_dir=out, check_files=False)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
         try:
             if mmap:
                 mapped = _npz_memmap(npz_path)
-                arrays = {k: mapped[k] for k in ARRAY_DIMS}
+                tag, arrays = mapped.get("_fingerprint"), {k: mapped[k] for k in ARRAY_DIMS}
             else:
                 with np.load(npz_path) as z:
+                    tag = z["_fingerprint"] if "_fingerprint" in z.files else None
                     arrays = {k: z[k] for k in ARRAY_DIMS}
         except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
             raise ConfigError(f"{npz_path} is truncated or corrupt: {e}") from None
-        config = config_from_dict(manifest.pop("config"), base_dir=out, check_files=False)
-        meta = {k: v for k, v in manifest.items() if k not in ("coords", "dims")}
-        return cls(config, arrays, meta)
+        if tag is None or str(tag[()]) != manifest.get("fingerprint"):
+            raise ConfigError(f"{npz_path} does not belong to {man_path.name} (another run's "
+                              "results, or one being rewritten): rerun `l1jax run` for this --out")
+        results = cls(config, arrays, {k: v for k, v in manifest.items() if k not in ("coords", "dims")})
+        results.check_shapes(npz_path)
+        return results
+
+    def check_shapes(self, where: Path) -> None:
+        """Refuse arrays whose shapes disagree with the config's coordinates."""
+        co = self.coords
+        for name, dims in ARRAY_DIMS.items():
+            want = tuple(len(co[d]) for d in dims if d != "param")
+            got = self.arrays[name].shape[:len(want)]
+            if got != want:
+                raise ConfigError(f"{where}: {name} has shape {got} but the manifest's config "
+                                  f"gives {want} ({', '.join(dims)}): the files do not belong together")
 
     # ------------------------------------------------------------ tidy view
 
@@ -226,12 +245,17 @@ class Results:
 
 def _npz_memmap(path: Path) -> dict[str, np.ndarray]:
     """Read-only memory maps of the arrays of an uncompressed .npz (as ``np.savez`` writes it):
-    each member is a .npy file stored contiguously after its zip header."""
+    each member is a .npy file stored contiguously after its zip header.  Each member's CRC is
+    checked first (one streaming read), and object arrays, which would map raw pointers, are
+    refused."""
     out = {}
     with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
         for info in zf.infolist():
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"{info.filename} is compressed")
+            with zf.open(info) as member:  # zipfile checks the CRC when a member is read through
+                while member.read(1 << 24):
+                    pass
             f.seek(info.header_offset)
             head = f.read(30)
             if head[:4] != b"PK\x03\x04":
@@ -242,23 +266,11 @@ def _npz_memmap(path: Path) -> dict[str, np.ndarray]:
             read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                     else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = read(f)
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects, which l1jax never writes")
             out[info.filename.removesuffix(".npy")] = np.memmap(
                 path, dtype, "r", f.tell(), shape, "F" if fortran else "C")
     return out
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` that replaces it on success and is removed on failure,
-    so a reader never sees a half-written export."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _optional(module: str, extra: str, caller: str) -> ModuleType:

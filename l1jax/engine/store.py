@@ -1,20 +1,22 @@
 """Finished chunks of a sweep on disk, so a killed `l1jax run` continues where it stopped.
 
-``OUT/chunks/`` holds ``index.json`` (the config and the chunk plan) and, per finished chunk of
-replicates, ``seeds-S0-S1.npz`` and its SHA-256 in ``seeds-S0-S1.sha256``, each written to a
-temporary file and renamed (the old checksum removed first and the new one written last, so a
-checksum only ever names a complete chunk).  A rerun with the same config reuses the stored plan
-and every chunk whose checksum matches, so its results are bit-identical to an uninterrupted
-run; a chunk whose checksum does not match is an error that names the file.  No file is written
-by two processes, so the processes of a multi-host run share one directory.
+``OUT/chunks/`` holds ``index.json`` (the config, its fingerprint and the chunk plan) and, per
+finished chunk of replicates, ``seeds-S0-S1.npz`` and its SHA-256 in ``seeds-S0-S1.sha256``.  A
+chunk records the fingerprint of the config that wrote it and its seed range, and both are
+checked when it is read, so chunks are never reused for another config or other seeds.  Each
+file is written under a unique temporary name and renamed (the old checksum removed first and
+the new one written last, so a checksum only ever names a complete chunk).  A rerun with the
+same config reuses the stored plan and every valid chunk, so its results are bit-identical to an
+uninterrupted run.  One process at a time writes an output directory (:func:`open_out` takes
+its lock); under ``jax.distributed`` the others only write their own chunks into it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +24,62 @@ import jax
 import numpy as np
 
 from l1jax.engine.config import Config, ConfigError
+from l1jax.engine.files import DirLock, atomic_file, fingerprint, sha256_file, write_atomic
+
+_TAGS = ("_fingerprint", "_seeds")  # what a chunk file holds besides the run's arrays
+_DISCARD = "choose another --out, or pass --overwrite to discard it"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _stored_fingerprint(manifest: Path) -> str | None:
+    """The fingerprint a manifest records (None if unreadable or from before fingerprints)."""
+    try:
+        got = json.loads(manifest.read_text()).get("fingerprint")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return got if isinstance(got, str) else None
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def check_out(out: Path, cfg: Config, overwrite: bool) -> None:
-    """Refuse to replace the results of a different config in ``out`` unless asked to."""
+def clear_results(out: Path, cfg: Config, overwrite: bool) -> None:
+    """Refuse to replace the results of a different config in ``out`` unless ``overwrite``;
+    with it, delete them, manifest first, so no results.npz is ever labelled by a stale
+    manifest (until the new results are saved, ``out`` holds an unfinished, resumable run)."""
     man = out / "manifest.json"
-    if man.is_file() and not overwrite:
-        try:
-            old = json.loads(man.read_text()).get("config")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = None
-        if old != cfg.to_dict():
-            raise ConfigError(f"{out} holds results of a different config: choose another --out "
-                              "or pass --overwrite")
+    if not man.is_file() or _stored_fingerprint(man) == fingerprint(cfg):
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} holds results of a different config or data file: choose "
+                          "another --out or pass --overwrite")
+    man.unlink()
+    (out / "results.npz").unlink(missing_ok=True)
+
+
+def open_out(out: str | Path, cfg: Config, overwrite: bool = False) -> tuple[DirLock, "ChunkStore"]:
+    """Lock ``out`` for this writer, clear what ``overwrite`` replaces, and open its chunks."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is not a directory: name a new or existing directory")
+    lock = DirLock(out)
+    try:
+        clear_results(out, cfg, overwrite)
+        return lock, ChunkStore(out, cfg, overwrite=overwrite)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _valid_plan(chunks: Any, seeds: int) -> bool:
+    """Whether an index's chunk plan is contiguous [s0, s1) pairs covering seeds 0..seeds."""
+    if chunks is None:
+        return True
+    if not isinstance(chunks, list) or not chunks:
+        return False
+    ends = [0]
+    for c in chunks:
+        if not (isinstance(c, list) and len(c) == 2 and all(type(v) is int for v in c)
+                and c[0] == ends[-1] < c[1]):
+            return False
+        ends.append(c[1])
+    return ends[-1] == seeds
 
 
 class ChunkStore:
@@ -54,28 +88,43 @@ class ChunkStore:
     def __init__(self, out: str | Path, cfg: Config, overwrite: bool = False, writes_index: bool = True):
         """``writes_index=False`` (processes other than 0 of a multi-host run) leaves the index
         and ``overwrite`` to process 0, and requires the index it wrote: the directory must be
-        shared."""
+        shared.  With ``overwrite``, chunks of another config (or with no valid index) go;
+        chunks of this config stay, so an interrupted ``--overwrite`` resumes."""
         self.dir = Path(out) / "chunks"
         self.index_path = self.dir / "index.json"
-        self.config = cfg.to_dict()
-        self.writes_index = writes_index
-        if overwrite and writes_index and self.dir.exists():
+        self.fingerprint = fingerprint(cfg)
+        self.seeds = cfg.sweep.seeds
+        self.writes_index, self.overwrite = writes_index, overwrite
+        if self.dir.exists() and not self.dir.is_dir():
+            raise ConfigError(f"{self.dir} is not a directory: {_DISCARD}")
+        found = self._read_index() if self.index_path.exists() else None
+        ours = isinstance(found, dict) and found.get("fingerprint") == self.fingerprint
+        if overwrite and writes_index and self.dir.exists() and not ours:
             shutil.rmtree(self.dir)
-        self.index: dict[str, Any] = {"config": self.config, "chunks": None}
-        if self.index_path.is_file():
-            try:
-                index = json.loads(self.index_path.read_text())
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{self.index_path} is truncated or corrupt: {e}") from None
-            if index.get("config") != self.config:
-                raise ConfigError(f"{Path(out)} holds chunks of a different config: choose another "
-                                  "--out or pass --overwrite")
-            self.index = index
-        elif writes_index:
+            found = None
+        if found is None and self.index_path.exists():
+            raise ConfigError(f"{self.index_path} is not a valid chunk index: {_DISCARD}")
+        if found is None and writes_index and any(self.dir.glob("seeds-*.npz")):
+            raise ConfigError(f"{self.dir} holds chunks but no index (of another run?): {_DISCARD}")
+        if found is not None and not ours:
+            raise ConfigError(f"{Path(out)} holds chunks of a different config or data file: {_DISCARD}")
+        self.index: dict[str, Any] = found if ours else {
+            "config": cfg.to_dict(), "fingerprint": self.fingerprint, "chunks": None}
+        if not ours and writes_index:
             self._write_index()
-        else:
+        elif not ours:
             raise ConfigError(f"{self.index_path} is not there: with --distributed, --out must be a "
                               "directory that every process shares with process 0")
+
+    def _read_index(self) -> dict[str, Any] | None:
+        """The index if it is a readable, well-formed one, else None."""
+        try:
+            index = json.loads(self.index_path.read_text())
+        except (OSError, ValueError):
+            return None
+        ok = (isinstance(index, dict) and isinstance(index.get("config"), dict)
+              and _valid_plan(index.get("chunks"), self.seeds))
+        return index if ok else None
 
     def plan(self, chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The stored chunk plan if there is one (a resumed run keeps its boundaries), else ``chunks``."""
@@ -90,9 +139,11 @@ class ChunkStore:
 
     def scratch(self, name: str, shape: tuple[int, ...], fill: float, dtype: Any) -> np.ndarray:
         """A memory-mapped array filled with ``fill``, for assembling results larger than RAM
-        (one file per process, so the processes of a multi-host run do not collide)."""
+        (a fresh file per process, so the processes of a multi-host run do not collide)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"assembly-p{jax.process_index()}-{name}.npy"
+        fd, path = tempfile.mkstemp(dir=self.dir, prefix=f"assembly-p{jax.process_index()}-{name}-",
+                                    suffix=".npy")
+        os.close(fd)
         a = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
         a[...] = fill
         return a
@@ -103,29 +154,44 @@ class ChunkStore:
             p.unlink()
 
     def load(self, s0: int, s1: int) -> dict[str, np.ndarray] | None:
-        """A finished chunk's arrays, or None if it is not (validly) on disk."""
+        """A finished chunk's arrays, or None if it is not on disk; a chunk that is corrupt or
+        was written for another config or other seeds is an error that names the file."""
         path = self._file(s0, s1)
         check = path.with_suffix(".sha256")
+        for p in (path, check):
+            if p.exists() and not p.is_file():
+                raise ConfigError(f"{p} is not a file: delete it to recompute that chunk")
         if not check.is_file() or not path.is_file():
             return None
-        if _sha256(path) != check.read_text().strip():
+        if sha256_file(path) != check.read_text(errors="replace").strip():
             raise ConfigError(f"{path} is truncated or corrupt (its checksum does not match "
                               f"{check.name}): delete it to recompute that chunk")
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
+        tag, seeds = arrays.pop("_fingerprint", None), arrays.pop("_seeds", None)
+        wrong = (f"was written by a different config or data file: {_DISCARD}"
+                 if tag is None or str(tag) != self.fingerprint else
+                 f"holds seeds other than {s0} to {s1 - 1}: delete it to recompute that chunk"
+                 if seeds is None or seeds.tolist() != [s0, s1] else None)
+        if wrong and self.overwrite:  # --overwrite discards what is not this run's
+            check.unlink()
+            return None
+        if wrong:
+            raise ConfigError(f"{path} {wrong}")
+        return arrays
 
     def save(self, s0: int, s1: int, arrays: dict[str, np.ndarray]) -> None:
-        """Write a finished chunk, then its checksum (both atomically)."""
+        """Write a finished chunk, tagged with the fingerprint and its seeds, then its checksum."""
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self._file(s0, s1)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        digest = _sha256(tmp)
-        path.with_suffix(".sha256").unlink(missing_ok=True)
-        os.replace(tmp, path)
-        _atomic_write(path.with_suffix(".sha256"), (digest + "\n").encode())
+        tags = {"_fingerprint": np.array(self.fingerprint), "_seeds": np.array([s0, s1], np.int64)}
+        with atomic_file(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays, **tags)
+            digest = sha256_file(tmp)
+            path.with_suffix(".sha256").unlink(missing_ok=True)
+        write_atomic(path.with_suffix(".sha256"), (digest + "\n").encode())
 
     def _write_index(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.index_path, (json.dumps(self.index, indent=1) + "\n").encode())
+        write_atomic(self.index_path, (json.dumps(self.index, indent=1) + "\n").encode())

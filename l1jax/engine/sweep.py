@@ -25,7 +25,7 @@ from l1jax.engine.table import Table, load_csv
 from l1jax.engine.plan import (Group, block_group, bytes_per_seed, device_share, padding_efficiency, plan,
                         seed_chunks)
 from l1jax.engine.results import Results
-from l1jax.engine.store import ChunkStore, check_out
+from l1jax.engine.store import ChunkStore, open_out
 from l1jax.engine.train import TrainInputs, TrainOutputs, make_train
 
 
@@ -306,11 +306,13 @@ def run_to_dir(cfg: Config, out: str | Path, overwrite: bool = False, quiet: boo
                memory_budget: int | None = None) -> Results:
     """``l1jax run`` on one process: run the sweep into ``out`` (``results.npz`` and
     ``manifest.json``) through the chunk store, so an interrupted call resumes; a different
-    config already in ``out`` is refused unless ``overwrite``."""
-    out = Path(out)
-    check_out(out, cfg, overwrite)
-    store = ChunkStore(out, cfg, overwrite=overwrite)
-    results = run(cfg, quiet=quiet, memory_budget=memory_budget, store=store)
-    results.save(out)
-    store.discard_scratch()
+    config already in ``out`` is refused unless ``overwrite``, and so is a directory that
+    another run is writing."""
+    lock, store = open_out(out, cfg, overwrite)
+    try:
+        results = run(cfg, quiet=quiet, memory_budget=memory_budget, store=store)
+        results.save(out, store.fingerprint)
+        store.discard_scratch()
+    finally:
+        lock.release()
     return results

@@ -1,0 +1,80 @@
+"""Files a run writes, written safely: atomic replacement under unique temporary names that
+never follow a planted symlink, checksums, a config's fingerprint, and one writer per directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+from l1jax.engine.config import Config, ConfigError
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary file beside ``path`` that replaces it on success and is removed on
+    failure, so a reader never sees a half-written file.  The name is unique (two writers never
+    share it) and created exclusively, so a symlink planted there is never followed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)  # rename replaces a symlink at ``path``, never its target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through :func:`atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def fingerprint(cfg: Config) -> str:
+    """Hex SHA-256 naming what a run computes: its config and, for csv data, the file's bytes
+    (so results of an edited data file are never passed off as the new file's)."""
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    if cfg.data.source == "csv":
+        h.update(sha256_file(cfg.data.path).encode())
+    return h.hexdigest()
+
+
+class DirLock:
+    """An advisory lock on ``DIR/.lock``: one writer per output directory at a time (held until
+    :meth:`release` or the process ends, so a killed writer never leaves a stale lock)."""
+
+    def __init__(self, out: Path):
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        self.file: IO[bytes] | None = os.fdopen(fd, "r+b")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.file.read().decode(errors="replace").strip() or "another process"
+            self.release()
+            raise ConfigError(f"{out} is being written by {holder}: wait for it to finish or "
+                              "choose another --out") from None
+        self.file.truncate(0)
+        self.file.write(f"l1jax (pid {os.getpid()})\n".encode())
+        self.file.flush()
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
