@@ -11,13 +11,22 @@ import time
 import numpy as np
 import pytest
 
+from l1jax.engine.config import load_config
+from l1jax.engine.plan import bytes_per_seed, plan
+
 CONFIG = ("[data]\ntest_size = 0\n[train]\nepochs = 40000\nrecord_every = 40000\n"
           "learning_rate = [0.01]\n[sweep]\nsizes = [4000]\nseeds = 6\n")
 
 
+def budget_for_one_replicate(conf) -> int:
+    """A --memory-budget that fits one replicate of the config in ``conf``, not two."""
+    cfg = load_config(conf)
+    return max(bytes_per_seed(cfg, g, cfg.data.n_features) for g in plan(cfg))
+
+
 def _run(out, conf, **kw):
     cmd = [sys.executable, "-m", "l1jax", "run", str(conf), "--out", str(out), "--quiet",
-           "--no-cache", "--memory-budget", "1"]  # one replicate per chunk
+           "--no-cache", "--memory-budget", str(budget_for_one_replicate(conf))]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

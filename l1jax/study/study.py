@@ -17,7 +17,8 @@ from l1jax.analysis import claims as C
 from l1jax.analysis import plots
 from l1jax.analysis.report import (Report, describe_data, describe_training, evidence_section, report,
                                    theory_section, write_text)
-from l1jax.engine.config import Config, load_config
+from l1jax.engine.config import Config, ConfigError, load_config
+from l1jax.engine.files import DirLock
 from l1jax.engine.sweep import host_description, run_to_dir
 from l1jax.study.reproduce import SIZES, Reproduction, report as seed_report, reproduce
 
@@ -106,7 +107,18 @@ def study(out: Path, seeds_article: int = 100, overwrite: bool = False, quiet: b
           memory_budget: int | None = None, configs: dict[str, Config] | None = None) -> StudyRun:
     """Run and report everything; ``configs`` replaces the built-in sweeps (tests run tiny ones)."""
     configs = configs or {n: load_config(p) for n, p in SWEEPS.items()}
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is not a directory: name a new or existing directory")
+    lock = DirLock(out)  # one study per directory; each sweep's directory has its own lock too
+    try:
+        return _study(out, configs, seeds_article, overwrite, quiet, memory_budget)
+    finally:
+        lock.release()
+
+
+def _study(out: Path, configs: dict[str, Config], seeds_article: int, overwrite: bool, quiet: bool,
+           memory_budget: int | None) -> StudyRun:
+    """:func:`study` once ``out`` is locked."""
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
