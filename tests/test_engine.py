@@ -94,8 +94,11 @@ def test_nested_coupling_takes_prefixes_of_the_largest_dataset():
     np.testing.assert_array_equal(small.x, large.x[:37])
     np.testing.assert_array_equal(small.y, large.y[:37])
     np.testing.assert_array_equal(small.x_test, large.x_test)
+    np.testing.assert_array_equal(small.theta0, large.theta0)  # paired starts
+    assert not np.array_equal(small.shuffle_key, large.shuffle_key)
     indep = small_config()
-    assert not np.array_equal(one_dataset(indep, 1, 37).x, one_dataset(indep, 1, 200).x[:37])
+    a, b = one_dataset(indep, 1, 37), one_dataset(indep, 1, 200)
+    assert not np.array_equal(a.x, b.x[:37]) and not np.array_equal(a.theta0, b.theta0)
 
 
 def test_one_diverging_run_does_not_touch_the_others():

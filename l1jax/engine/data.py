@@ -31,12 +31,14 @@ class Streams(NamedTuple):
 
 
 def streams(base_seed: jax.Array, rep: jax.Array, size: jax.Array, nested: bool) -> Streams:
-    """Keys of datasets (rep[i], size[i]); with ``nested`` the data keys ignore the size."""
+    """Keys of datasets (rep[i], size[i]).  With ``nested`` the data and the initial parameters
+    ignore the size, so every size of a replicate trains on the first n samples of one dataset
+    from one start (paired starts: the start dominates the early rate); shuffles stay per size."""
     rep_key = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(base_seed), rep)
     run_key = jax.vmap(jax.random.fold_in)(rep_key, size)
     data_key = rep_key if nested else run_key
     fold = jax.vmap(jax.random.fold_in, (0, None))
-    return Streams(fold(data_key, TRAIN), fold(data_key, TEST), fold(run_key, INIT),
+    return Streams(fold(data_key, TRAIN), fold(data_key, TEST), fold(data_key, INIT),
                    fold(run_key, SHUFFLE))
 
 
