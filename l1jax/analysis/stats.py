@@ -242,6 +242,81 @@ def sd_ratio(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 2000, lev
         return float(np.nanstd(a, ddof=1) / np.nanstd(b, ddof=1)), float(lo), float(hi)
 
 
+def _leave_one_out(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd (ddof 1) of ``v`` [..., n] with each value left out in turn: [..., n] each,
+    from the sums in closed form (no loop)."""
+    n = v.shape[-1]
+    mean = v.mean(axis=-1, keepdims=True)
+    dev = v - mean
+    ss = (dev * dev).sum(axis=-1, keepdims=True) - dev * dev * n / (n - 1)
+    return (mean * n - v) / (n - 1), np.sqrt(np.maximum(ss, 0.0) / (n - 2))
+
+
+def _log_spread(mean: np.ndarray, sd: np.ndarray, relative: bool) -> np.ndarray:
+    return np.log(sd / np.abs(mean)) if relative else np.log(sd)
+
+
+def log_spread_ratio(a: np.ndarray, b: np.ndarray, paired: bool, relative: bool = False,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """log(spread(a) / spread(b)) over seeds, spread the sd or (``relative``) the coefficient of
+    variation sd / |mean|, with a jackknife Student t interval: over pairs of seeds when
+    ``paired`` (df n - 1), else each side's jackknife variance added (Satterthwaite df).  Pairs
+    (or values) with a non-finite side are left out; fewer than 3 give NaN.  Coverage checked in
+    tests/test_intervals.py (95% on normal data at 40 seeds, about 92% on exponential data)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if paired:
+        ok = np.isfinite(a) & np.isfinite(b)
+        a, b = a[ok], b[ok]
+    else:
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if min(a.size, b.size) < 3:
+        return math.nan, math.nan, math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        full = float(_log_spread(a.mean(), a.std(ddof=1), relative)
+                     - _log_spread(b.mean(), b.std(ddof=1), relative))
+        ja, jb = (_log_spread(*_leave_one_out(v), relative) for v in (a, b))
+        jvar = lambda j: (j.size - 1) / j.size * np.sum((j - j.mean()) ** 2)
+        if paired:
+            var, df = jvar(ja - jb), a.size - 1.0
+        else:
+            va, vb = jvar(ja), jvar(jb)
+            var = va + vb
+            df = var ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if var > 0 else math.inf
+    if not (np.isfinite(full) and np.isfinite(var)):
+        return full, math.nan, math.nan
+    half = float(t_quantile(1.0 - level, df)) * math.sqrt(var) if var > 0 else 0.0
+    return full, full - half, full + half
+
+
+def _binomial_tail(k: int, n: int, p: float, upper: bool) -> float:
+    """P(X >= k) (``upper``) or P(X <= k) for X ~ Binomial(n, p), summed in log space."""
+    j = np.arange(k, n + 1) if upper else np.arange(0, k + 1)
+    logf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
+    with np.errstate(divide="ignore"):
+        terms = logf[n] - logf[j] - logf[n - j] + j * math.log(p) + (n - j) * math.log1p(-p)
+    top = terms.max()
+    return float(math.exp(top) * np.exp(terms - top).sum())
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a proportion k / n: the p whose binomial tails at k
+    equal (1 - level) / 2, found by bisection (0 when k = 0, 1 when k = n)."""
+    alpha = (1.0 - level) / 2.0
+
+    def solve(upper: bool) -> float:  # tail(p) is monotone in p
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            tail = _binomial_tail(k, n, mid, upper)
+            if (tail < alpha) == upper:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    return (0.0 if k == 0 else solve(True)), (1.0 if k == n else solve(False))
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence numpy's warnings about empty, all-NaN or zero-spread groups: such groups simply
