@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from l1jax.engine.config import config_from_dict
+from l1jax.engine.config import ConfigError, config_from_dict
 from l1jax.engine.table import load_csv
 from l1jax.engine.plan import plan
 from l1jax.engine.sweep import group_inputs, run
@@ -57,3 +57,27 @@ def test_csv_without_test_rows_uses_every_row_at_full_size(csv_path):
     inputs = group_inputs(cfg, plan(cfg)[0], load_csv(cfg.data))
     sets = [sorted(map(tuple, one_dataset(cfg, r, 60, inputs).x.tolist())) for r in range(3)]
     assert sets[0] == sets[1] == sets[2]
+
+
+def test_csv_header_may_start_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufefftarget,f1\n".encode() + b"".join(b"%d,%d\n" % (2 * i, i) for i in range(50)))
+    table = load_csv(_cfg(path, test_fraction=0.0).data)
+    np.testing.assert_array_equal(table.y_train, 2 * table.x_train[:, 0])
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"data": {"source": "csv", "path": str(path), "target": "y"}})
+    assert str(e.value).endswith(f"columns of {path}: target, f1")
+
+
+def test_csv_values_up_to_the_float32_range_are_kept(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("f1,target\n3e38,1\n" + "1,2\n" * 49)
+    table = load_csv(_cfg(path, test_fraction=0.0).data)
+    assert np.isfinite(table.x_train).all() and table.x_train.max() == np.float32(3e38)
+
+
+def test_csv_config_round_trips_without_synthetic_keys(csv_path):
+    cfg = _cfg(csv_path)
+    data = cfg.to_dict()["data"]
+    assert "test_size" not in data and "n_features" not in data
+    assert config_from_dict(cfg.to_dict()) == cfg

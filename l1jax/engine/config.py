@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from l1jax.engine.errors import ConfigError
-from l1jax.engine.table import load_csv
+from l1jax.engine.table import F32_MAX, load_csv, read_text
 
 NOISES = ("gaussian", "laplace", "student_t", "contaminated")
 SOURCES = ("synthetic", "csv")
@@ -23,6 +25,13 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmspro
 SCHEDULES = ("constant", "cosine", "inverse_sqrt", "exponential")
 GRADIENTS = ("l1", "seed")
 INITS = ("normal", "zeros")
+# The engine counts in int32 (sizes, replicates, epochs, sample indices, optax's step count) and
+# computes in float32.  Its sample indices run over a replicate's slots (every size padded to
+# tiles that keep 95% of them useful: plan.MIN_EFFICIENCY) and a minibatch epoch's positions
+# (fewer than n + B, B at most the largest size): both stay below 2**31 when a replicate's sizes
+# sum to at most 2**30.
+INT32_MAX = 2**31 - 1
+MAX_SAMPLES = 2**30
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class Config:
 
 
 _CSV_ONLY = ("path", "target", "test_fraction", "standardize")
-_SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias")
+_SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias", "test_size")
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "sweep": SweepConfig}
 
 
@@ -107,23 +116,23 @@ def _choice(key: str, v: Any, options: tuple[str, ...]) -> str:
     return v
 
 
-def _pos_int(key: str, v: Any, minimum: int = 1) -> int:
-    if not _is_int(v) or v < minimum:
-        _fail(key, v, f"an integer >= {minimum}")
+def _pos_int(key: str, v: Any, minimum: int = 1, maximum: int = INT32_MAX) -> int:
+    if not _is_int(v) or not minimum <= v <= maximum:
+        _fail(key, v, f"an integer >= {minimum} and <= {maximum}")
     return v
 
 
 def _number(key: str, v: Any, lo: float | None = None, hi: float | None = None,
             lo_open: bool = False) -> float:
-    ok = _is_num(v)
-    if ok and lo is not None:
-        ok = v > lo if lo_open else v >= lo
-    if ok and hi is not None:
-        ok = v <= hi
-    if not ok:
+    """A finite number in range, also once rounded to float32 (the engine's precision), so
+    that 1e300 does not become inf nor a learning rate of 1e-50 become 0."""
+    def inside(x: float) -> bool:
+        return (lo is None or (x > lo if lo_open else x >= lo)) and (hi is None or x <= hi)
+
+    if not (_is_num(v) and abs(v) <= F32_MAX and inside(v) and inside(float(np.float32(v)))):
         rng = "" if lo is None else (f" {'>' if lo_open else '>='} {lo}")
         rng += "" if hi is None else f" and <= {hi}"
-        _fail(key, v, f"a finite number{rng}")
+        _fail(key, v, f"a finite number{rng} in float32 (|value| <= {F32_MAX:.2g})")
     return float(v)
 
 
@@ -145,24 +154,27 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
     kw["noise_scale"] = _number("data.noise_scale", d.get("noise_scale", 1.0), 0.0, lo_open=True)
     kw["noise_df"] = _number("data.noise_df", d.get("noise_df", 3.0), 1.0, lo_open=True)
     kw["outlier_fraction"] = _number("data.outlier_fraction", d.get("outlier_fraction", 0.1), 0.0, 1.0)
-    kw["test_size"] = _pos_int("data.test_size", d.get("test_size", 10000), minimum=0)
     kw["coupling"] = _choice("data.coupling", d.get("coupling", "independent"), COUPLINGS)
-    kw["true_bias"] = _number("data.true_bias", d.get("true_bias", 0.0))
     if src == "synthetic":
         for key in _CSV_ONLY:
             if key in d:
                 _fail(f"data.{key}", d[key], 'no value: it applies only to source = "csv"')
+        kw["test_size"] = _pos_int("data.test_size", d.get("test_size", 10000), minimum=0)
+        kw["true_bias"] = _number("data.true_bias", d.get("true_bias", 0.0))
         nf = _pos_int("data.n_features", d.get("n_features", 2))
         tw = d.get("true_weights", [2.0, 3.0])
-        if not isinstance(tw, list) or not all(_is_num(w) for w in tw):
+        if not isinstance(tw, list):
             _fail("data.true_weights", tw, "a list of finite numbers")
         if len(tw) != nf:
             _fail("data.true_weights", tw, f"a list of length n_features = {nf}")
-        kw["n_features"], kw["true_weights"] = nf, tuple(float(w) for w in tw)
+        kw["n_features"] = nf
+        kw["true_weights"] = tuple(_number("data.true_weights", w) for w in tw)
     else:
         for key in _SYNTHETIC_ONLY:
             if key in d:
-                _fail(f"data.{key}", d[key], 'no value: a csv source takes its features from the file')
+                why = ("a csv source holds out a fraction of its rows: set data.test_fraction"
+                       if key == "test_size" else "a csv source takes its features from the file")
+                _fail(f"data.{key}", d[key], f"no value: {why}")
         path = d.get("path")
         if not isinstance(path, str) or not path:
             _fail("data.path", path, "the path of a csv file")
@@ -183,7 +195,8 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
 
 def _check_train(t: dict[str, Any]) -> TrainConfig:
     kw: dict[str, Any] = {}
-    kw["epochs"] = _pos_int("train.epochs", t.get("epochs", 100))
+    # train.py marks "not diverged" with epochs + 1, an int32
+    kw["epochs"] = _pos_int("train.epochs", t.get("epochs", 100), maximum=INT32_MAX - 1)
     opts = _nonempty("train.optimizer", t.get("optimizer", "sgd"))
     kw["optimizer"] = tuple(_choice("train.optimizer", o, OPTIMIZERS) for o in opts)
     lrs = _nonempty("train.learning_rate", t.get("learning_rate", [0.01]))
@@ -191,8 +204,8 @@ def _check_train(t: dict[str, Any]) -> TrainConfig:
     kw["schedule"] = _choice("train.schedule", t.get("schedule", "constant"), SCHEDULES)
     bss = _nonempty("train.batch_size", t.get("batch_size", ["full"]))
     for b in bss:
-        if b != "full" and not (_is_int(b) and b >= 1):
-            _fail("train.batch_size", b, '"full" or an integer >= 1')
+        if b != "full" and not (_is_int(b) and 1 <= b <= INT32_MAX):
+            _fail("train.batch_size", b, f'"full" or an integer >= 1 and <= {INT32_MAX}')
     kw["batch_size"] = tuple(bss)
     kw["gradient"] = _choice("train.gradient", t.get("gradient", "l1"), GRADIENTS)
     kw["init"] = _choice("train.init", t.get("init", "normal"), INITS)
@@ -206,9 +219,12 @@ def _check_train(t: dict[str, Any]) -> TrainConfig:
 def _check_sweep(s: dict[str, Any]) -> SweepConfig:
     sizes = _nonempty("sweep.sizes", s.get("sizes", [100, 1000, 10000]))
     for n in sizes:
-        _pos_int("sweep.sizes", n)
+        _pos_int("sweep.sizes", n, maximum=MAX_SAMPLES)
     if len(set(sizes)) != len(sizes):
         _fail("sweep.sizes", sizes, "a list without repeated sizes")
+    if sum(sizes) > MAX_SAMPLES:
+        _fail("sweep.sizes", sizes, f"sizes summing to at most {MAX_SAMPLES}: a replicate's "
+              "samples, padded, are indexed in int32")
     seeds = _pos_int("sweep.seeds", s.get("seeds", 100))
     base = s.get("base_seed", 0)
     if not _is_int(base) or not 0 <= base < 2**32:
@@ -234,6 +250,13 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | str = ".",
     cfg = Config(data=_check_data(raw.get("data", {}), Path(base_dir)),
                  train=_check_train(raw.get("train", {})),
                  sweep=_check_sweep(raw.get("sweep", {})))
+    n = cfg.sweep.sizes[-1]
+    batch = min((b for b in cfg.train.batch_size if b != "full"), default=n)
+    steps = -(-n // min(batch, n))  # optimizer steps an epoch of the largest size takes
+    if cfg.train.epochs * steps > INT32_MAX:
+        _fail("train.epochs", cfg.train.epochs,
+              f"at most {INT32_MAX // steps} epochs: size {n} at batch size {batch} takes {steps} "
+              f"steps an epoch, and a run's steps are counted in int32 (at most {INT32_MAX})")
     if cfg.data.source == "csv" and check_files:
         table = load_csv(cfg.data)
         if cfg.sweep.sizes[-1] > table.n_train:
@@ -245,10 +268,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | str = ".",
 def load_config(path: str | Path) -> Config:
     """Read and validate a TOML study configuration."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+    text = read_text(p, f"config file {str(p)!r}", "a readable UTF-8 TOML file")
     try:
-        raw = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid TOML: {e}") from None
     return config_from_dict(raw, base_dir=p.parent)
