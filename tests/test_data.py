@@ -50,3 +50,15 @@ def test_epoch_order_is_a_permutation_that_changes_each_epoch(n):
         assert not (orders[0] == orders[1]).all() and not (orders[1] == orders[2]).all()
         # positions are not left in place: about 1 fixed point in expectation
         assert (orders[0] == np.arange(n)).sum() <= 6
+
+
+def test_feistel_domain_is_the_fewest_bits_covering_n():
+    """2^(a + b) >= n with a + b minimal (at least 2), also just above 2^24 where a float32
+    log2 rounds down and the cycle walk never ends."""
+    from l1jax.engine.data import _split_bits
+
+    n = np.array([1, 2, 3, 4, 5, 31, 32, 33, 2**24, 2**24 + 3, 2**25 + 1, 2**30], np.int32)
+    a, b = (np.asarray(v, np.int64) for v in _split_bits(jnp.asarray(n)))
+    k = a + b
+    assert (2 ** k >= n).all() and ((k == 2) | (2 ** (k - 1) < n)).all()
+    assert (np.abs(a - b) <= 1).all()

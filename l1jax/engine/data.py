@@ -146,7 +146,8 @@ def round_keys(key: jax.Array, epoch: jax.Array | int) -> jax.Array:
 
 def _split_bits(n: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Widths (a, b) of the two halves, a + b = k the fewest bits with 2^k >= n (k >= 2)."""
-    k = jnp.maximum(jnp.ceil(jnp.log2(jnp.maximum(n, 2).astype(jnp.float32))), 2).astype(jnp.uint32)
+    m = jnp.maximum(n, 2).astype(jnp.uint32) - jnp.uint32(1)  # integer bit count: a float32 log2
+    k = jnp.maximum(jnp.uint32(32) - jax.lax.clz(m), jnp.uint32(2))  # was one bit short above 2^24
     return k // 2, k - k // 2
 
 
