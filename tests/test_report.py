@@ -61,8 +61,9 @@ def test_report_writes_every_file_with_labels_from_the_results(two_optimizers):
     row = [l for l in text.splitlines() if l.startswith("| adam | minibatch 16 | 0.3 | 20 |")]
     assert len(row) == 1 and f"{final.mean():.4g} [" in row[0]
     claims = json.loads((out / "claims.json").read_text())["claims"]
-    assert [c["key"] for c in claims] == ["faster_small", "slower_steadier_large", "lowest_final_large",
-                                          "variable_small", "lr_interacts"]
+    assert [c["key"] for c in claims] == ["faster_small", "slower_steadier_large", "lowest_final_test",
+                                          "lowest_final_train", "variable_small", "lr_interacts"]
+    assert {e["outcome"] for c in claims for e in c["evidence"]} <= set(C.OUTCOMES)
     settings = {e["setting"] for c in claims for e in c["evidence"]}
     assert {"adam, full batch, lr 0.3", "sgd, batch 16, lr 0.05", "adam, batch 16"} <= settings
 
@@ -119,7 +120,7 @@ def test_report_of_other_kinds_says_what_does_not_apply(tmp_path, monkeypatch, k
         assert all(c.verdict == C.NOT_APPLICABLE for c in rep.claim_list)
         assert "one size (n = 30)" in text and "final_test_l1" in metrics
     else:
-        assert "no test set" in text and "final test L1" not in text
+        assert "no test set" in text and "final train L1 | final test L1" not in text
         assert "final_test_l1" not in metrics and "generalization_gap" not in metrics
         lost = df[(df.learning_rate == 1e8) & (df.metric == "final_train_l1")]
         assert (lost.n_diverged == 1).all() and lost["mean"].isna().all() and (lost.n_runs == 0).all()

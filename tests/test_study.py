@@ -19,30 +19,44 @@ def test_tiny_study_runs_reports_and_writes_its_own_report(tmp_path):
     rows = ["a,b,y"] + [f"{u},{v},{2 * u - v + rng.laplace()}" for u, v in x]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     train = {"epochs": 10, "learning_rate": [0.1, 0.3]}
-    main = config_from_dict({"data": {"test_size": 200, "coupling": "nested"},
-                             "train": {**train, "batch_size": ["full", 16]},
-                             "sweep": {"sizes": [20, 60], "seeds": 6}})
-    real = config_from_dict({"data": {"source": "csv", "path": str(tmp_path / "t.csv"), "target": "y",
-                                      "standardize": True},
-                             "train": train, "sweep": {"sizes": [15, 40], "seeds": 6}})
+    article = lambda batch, noise="gaussian": config_from_dict(
+        {"data": {"test_size": 100, "coupling": "nested", "noise": noise},
+         "train": {"epochs": 10, "learning_rate": [0.01], "batch_size": [batch]},
+         "sweep": {"sizes": [20, 200], "seeds": 8}})
+    configs = {
+        "article": article("full"), "article_minibatch": article(8),
+        "main": config_from_dict({"data": {"test_size": 200, "coupling": "nested"},
+                                  "train": {**train, "batch_size": ["full", 16]},
+                                  "sweep": {"sizes": [20, 60], "seeds": 6}}),
+        "real": config_from_dict({"data": {"source": "csv", "path": str(tmp_path / "t.csv"), "target": "y",
+                                           "standardize": True},
+                                  "train": train, "sweep": {"sizes": [15, 40], "seeds": 6}}),
+        "noise_laplace": article("full", "laplace")}
     out = tmp_path / "study"
-    r = study(out, seeds_article=2, configs={"main": main, "real": real})
+    r = study(out, seeds_article=40, configs=configs)
     text = r.report.read_text()
     figs = ["curves", "final", "heatmaps", "rate", "spread"]
-    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["article.png"] + [
-        f"{s}_{f}.png" for s in ("main", "real") for f in figs]
-    for sweep in ("main", "real"):  # each sweep is an ordinary run directory with its own report
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["article.png"] + sorted(
+        f"{s}_{f}.png" for s in configs for f in figs)
+    for sweep, cfg in configs.items():  # each sweep is an ordinary run directory with its own report
         assert (out / sweep / "results.npz").is_file() and (out / sweep / "report" / "metrics.csv").is_file()
-        assert Results.load(out / sweep).config == {"main": main, "real": real}[sweep]
+        assert Results.load(out / sweep).config == cfg
+    # the answer comes first, with the article setting's numbers and the theory's terms
+    sections = re.findall(r"^## (.*)$", text, flags=re.M)
+    assert sections[:5] == ["The answer", "The article's setting, claim by claim",
+                            "Why: the theory of the rate, against the engine", "The wider sweeps",
+                            "Beyond gaussian noise"] and sections[-1] == "Hardware and stage timings"
+    answer = text.split("## The article's setting")[0]
+    assert "In the article's own setting" in answer and "‖G‖² = " in answer and "minibatch twin" in answer
     rows = [l for l in text.splitlines() if re.match(r"\| \d \|", l)]
-    assert len(rows) == 6
-    verdicts = {C.SUPPORTED, C.CONTRADICTED, C.DEPENDS, C.INCONCLUSIVE, C.NOT_APPLICABLE, "n/a"}
+    assert len(rows) == 6 * 2  # six findings, in the article-setting and the wider-sweeps tables
+    verdicts = {C.SUPPORTED, C.CONTRADICTED, C.NO_DIFFERENCE, C.DEPENDS, C.INCONCLUSIVE, C.NOT_APPLICABLE}
     for row in rows:
-        cells = [c.strip().strip("*") for c in row.split("|")]
-        assert cells[3] in verdicts and cells[4] in verdicts
-    assert "**contradicted**" in rows[5]  # the article's code climbs
+        cells = [c.strip().strip("*").split(" (")[0].strip("*") for c in row.split("|")]
+        assert cells[3] in verdicts and cells[4] in verdicts, row
+    assert "steps uphill" in answer and "loss dropping: **contradicted**" in answer
     # a second study reuses the finished sweeps (resumable like any `l1jax run`)
-    again = study(out, seeds_article=2, configs={"main": main, "real": real})
+    again = study(out, seeds_article=40, configs={"main": configs["main"]})
     assert Results.load(out / "main").meta["resumed_chunks"] == 1 and again.report == r.report
 
 

@@ -12,11 +12,13 @@ from tqdm import tqdm
 from l1jax.analysis import stats
 from l1jax.analysis.metrics import RunMetrics, rate_window, run_metrics
 from l1jax.analysis.optima import Optima, exact_optima
+from l1jax.analysis.rate_theory import StartTerms, applies, pool_terms, synthetic_terms
 from l1jax.analysis.theory import bayes_l1_floor, expected_test_l1
 from l1jax.engine.config import Config
 from l1jax.engine.plan import seed_chunks
 from l1jax.engine.results import Results
 from l1jax.engine.sweep import default_memory_budget
+from l1jax.engine.table import load_csv
 
 CURVE_BYTES = 8 * 8  # per recorded value of a chunk: float64 copies of train and test, masks
 
@@ -37,6 +39,7 @@ class Analysis(NamedTuple):
     k: int  # the rate window, in epochs
     floor: float | None  # Bayes L1 floor; None for csv data (its noise law is unknown)
     theory: np.ndarray | None  # [size] large-n expected test L1 of the exact fit; None for csv
+    rate_terms: StartTerms | None  # population terms of the rate theory; None where it does not apply
 
 
 def has_test_set(cfg: Config) -> bool:
@@ -79,4 +82,14 @@ def analyze(res: Results, k: int | None = None, memory_budget: int | None = None
     if cfg.data.source == "synthetic":
         floor = bayes_l1_floor(cfg.data)
         theory = np.asarray(expected_test_l1(cfg.data, np.asarray(cfg.sweep.sizes, float)))
-    return Analysis(res, opt, RunMetrics(**per_run), curves, k, floor, theory)
+    return Analysis(res, opt, RunMetrics(**per_run), curves, k, floor, theory, rate_terms(cfg))
+
+
+def rate_terms(cfg: Config) -> StartTerms | None:
+    """The rate theory's population terms for a sweep (None if its training is not plain
+    gradient steps on the L1 subgradient at a constant rate)."""
+    if applies(cfg) is not None:
+        return None
+    if cfg.data.source == "csv":
+        return pool_terms(cfg, load_csv(cfg.data, cfg.sweep.base_seed))
+    return synthetic_terms(cfg)

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
+from l1jax.analysis import rate_theory as RT
 from l1jax.analysis import stats  # noqa: E402
 from l1jax.analysis.analyze import Analysis, has_test_set  # noqa: E402
 from l1jax.analysis.theory import expected_test_l1  # noqa: E402
@@ -143,10 +144,20 @@ def fig_rate(a: Analysis, path: Path) -> Path:
     n = np.asarray(co["size"], float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     ms = list(modes(a))
+    theory = False
     for (o, b, l, label), colour in zip(ms, colours(len(ms))):
-        for ax, v in zip(axes, (a.metrics.rate_epoch, a.metrics.rate_step)):
+        for ax, v, steps in zip(axes, (a.metrics.rate_epoch, a.metrics.rate_step),
+                                (1.0, RT.steps_per_epoch(n.astype(int), co["batch_size"][b]))):
             s = stats.t_summary(stats.moments(v[o, b, l]), v.shape[-1])
             _errorbar(ax, n, s, colour, label)
+            if a.rate_terms is not None and co["optimizer"][o] == "sgd":
+                lstar = np.nanmean(a.optima.lstar, axis=-1)
+                pred = RT.predicted_rate(a.rate_terms, n, co["batch_size"][b], co["learning_rate"][l],
+                                         a.k, lstar) / steps
+                ax.plot(n, pred, ls="--", color=colour, lw=1, alpha=0.8)
+                theory = True
+    if theory:  # one legend entry for every dashed line
+        axes[0].plot([], [], ls="--", color="0.3", lw=1, label="theory: lr (|G|² + tr Σ/n) per step")
     k = a.k
     for ax, unit in zip(axes, ("epoch", "optimizer step")):
         _log_sizes(ax, co["size"])

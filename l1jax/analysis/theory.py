@@ -71,3 +71,15 @@ def expected_test_l1(cfg: DataConfig, n: float | np.ndarray) -> float | np.ndarr
     """
     p = cfg.n_features + 1
     return bayes_l1_floor(cfg) + p / (4.0 * noise_density_at_zero(cfg) * np.asarray(n, float))
+
+
+def expected_train_l1(cfg: DataConfig, n: float | np.ndarray) -> float | np.ndarray:
+    """Large-n expected minimal training L1 E L*_n of n samples: floor - p / (4 f(0) n).
+
+    The fit uses its own noise: expanding the training L1 around theta*, its score at theta* is
+    the mean of n terms sign(eps)(x, 1) with covariance Sigma / n, and its curvature 2 f(0) Sigma,
+    so the minimum lies below L_n(theta*) (mean E|eps|) by half the score's squared Mahalanobis
+    norm, E = tr(Sigma^-1 Sigma / n) / (4 f(0)) = p / (4 f(0) n): small sets fit below the floor.
+    """
+    p = cfg.n_features + 1
+    return bayes_l1_floor(cfg) - p / (4.0 * noise_density_at_zero(cfg) * np.asarray(n, float))

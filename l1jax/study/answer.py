@@ -1,0 +1,156 @@
+"""The study's answer in words: sentences, and the tables they stand on, generated from the
+analysed sweeps (nothing typed by hand), the article's own setting first."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from l1jax.analysis import claims as C
+from l1jax.analysis import rate_theory as RT
+from l1jax.analysis import stats
+from l1jax.analysis.analyze import Analysis
+from l1jax.analysis.report import Report
+
+NOISE_NAMES = {"gaussian": "gaussian", "laplace": "Laplace", "student_t": "Student t (3 df)",
+               "contaminated": "contaminated (10% at 10x scale)"}
+
+
+class SizeRates(NamedTuple):
+    """Initial rate per epoch of one setting, size by size: mean over seeds [95% t interval],
+    and the theory's first-order and saturated predictions (NaN where it does not apply)."""
+
+    sizes: list[int]
+    summary: stats.Summary
+    first_order: np.ndarray
+    predicted: np.ndarray
+
+
+def size_rates(a: Analysis, o: int = 0, b: int = 0, l: int = 0, per_step: bool = False) -> SizeRates:
+    """Rates of setting (optimizer o, batch b, lr l) of an analysed sweep."""
+    co = a.results.coords
+    v = (a.metrics.rate_step if per_step else a.metrics.rate_epoch)[o, b, l].astype(float)
+    s = stats.t_summary(stats.moments(v), v.shape[-1])
+    n = np.asarray(co["size"])
+    nan = np.full(len(n), np.nan)
+    terms = a.rate_terms
+    if terms is None or co["optimizer"][o] != "sgd":
+        return SizeRates(list(n), s, nan, nan)
+    batch, lr = co["batch_size"][b], co["learning_rate"][l]
+    steps = 1.0 if not per_step else RT.steps_per_epoch(n, batch)
+    first = RT.first_order_rate(terms, n, batch, lr) / steps
+    lstar = np.nanmean(a.optima.lstar, axis=-1)
+    return SizeRates(list(n), s, first, RT.predicted_rate(terms, n, batch, lr, a.k, lstar) / steps)
+
+
+def _ci(s: stats.Summary, i: int) -> str:
+    return f"{s.mean[i]:.4g} [{s.ci_low[i]:.4g}, {s.ci_high[i]:.4g}]"
+
+
+def _sizes_sentence(r: SizeRates) -> str:
+    parts = [f"{_ci(r.summary, i)} at n = {n}" for i, n in enumerate(r.sizes)]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _evidence(claim: C.Claim) -> C.Evidence | None:
+    return claim.evidence[0] if claim.evidence else None
+
+
+def article_paragraph(full: Report, mini: Report | None) -> list[str]:
+    """The answer in the article's own setting: rates size by size, the verdict, the mechanism."""
+    a = full.analysis
+    r = size_rates(a)
+    c1 = _evidence(full.claim_list[0])
+    terms = a.rate_terms
+    seeds = a.results.config.sweep.seeds
+    lines = [f"**In the article's own setting** (full-batch gradient descent on the true L1 subgradient, "
+             f"lr {a.results.coords['learning_rate'][0]:g}, {a.results.config.train.epochs} epochs, "
+             f"{seeds} seeds), the training L1 falls by {_sizes_sentence(r)} per epoch over the first "
+             f"{a.k} epochs (means, 95% t intervals)."]
+    if c1 is not None:
+        lines.append(f"Smaller datasets do not fall faster: the paired difference n = {r.sizes[0]} minus "
+                     f"n = {r.sizes[-1]} is {c1.estimate}, against a margin of ±{c1.margin:.3g} "
+                     f"({C.MARGIN:.0%} of the rate): **{c1.outcome}**.")
+    if terms is not None:
+        n0, n1 = r.sizes[0], r.sizes[-1]
+        extra = terms.trace / n0 / (terms.grad2 + terms.trace / n1)
+        lines.append(f"Why: to first order one step lowers the training L1 by lr·E‖g_n‖² = "
+                     f"lr·(‖G‖² + tr Σ / n), with ‖G‖² = {terms.grad2:.3g} (the population subgradient "
+                     f"at the random start) and tr Σ = {terms.trace:.3g} (its per-sample variance). With "
+                     f"2 features tr Σ / n is tiny: it adds {extra:.2%} to the rate at n = {n0} — a "
+                     f"predicted difference of {r.first_order[0] - r.first_order[-1]:.3g}, far inside "
+                     f"the margin; predicted rates {', '.join(f'{v:.4g}' for v in r.first_order)}.")
+    if mini is not None:
+        m = size_rates(mini.analysis)
+        c1m = _evidence(mini.claim_list[0])
+        steps = RT.steps_per_epoch(np.asarray(m.sizes), mini.analysis.results.coords["batch_size"][0])
+        lines.append(f"**Its minibatch twin** (batches of 32, same lr and epochs, "
+                     f"{mini.analysis.results.config.sweep.seeds} seeds) reverses the claim: an epoch takes "
+                     f"ceil(n/32) = {', '.join(map(str, steps))} steps, so the rate per epoch is "
+                     f"{_sizes_sentence(m)}; theory, capped at the gap to L* over the window: "
+                     f"{', '.join(f'{v:.3g}' for v in m.predicted)}"
+                     + (f" (n = {m.sizes[0]} minus n = {m.sizes[-1]}: {c1m.estimate}, **{c1m.outcome}**)."
+                        if c1m else "."))
+    return [" ".join(lines), ""]
+
+
+def real_paragraph(real: Report) -> list[str]:
+    """Why smaller real-data sets fall faster per step: tr Sigma / n with 10 features."""
+    a = real.analysis
+    terms = a.rate_terms
+    c1 = real.claim_list[0]
+    lines = [f"**On real data** ({a.results.config.data.target} of the diabetes table, "
+             f"{a.results.arrays['theta'].shape[-1] - 1} standardized features, full batch), claim 1 is "
+             f"**{c1.verdict}** ({c1.counts})."]
+    if terms is not None:
+        r = size_rates(a)
+        lines.append(f"The same first-order law explains it: here tr Σ / ‖G‖² = "
+                     f"{terms.trace / terms.grad2:.3g} (‖G‖² = {terms.grad2:.3g}, tr Σ = {terms.trace:.3g} "
+                     f"over the training pool of {terms.pool} rows), so at n = {r.sizes[0]} the variance "
+                     f"term adds {terms.trace * (terms.pool - r.sizes[0]) / (terms.pool - 1) / r.sizes[0] / terms.grad2:.0%} "
+                     f"to the rate; at lr {a.results.coords['learning_rate'][0]:g} the rate per epoch is "
+                     f"{_sizes_sentence(r)}, predicted {', '.join(f'{v:.3g}' for v in r.predicted)}.")
+    return [" ".join(lines), ""]
+
+
+def claims_overview(reports: dict[str, Report], titles: dict[str, str]) -> list[str]:
+    """Where each claim holds and where it fails: verdict per sweep, with counts per batch mode."""
+    names = list(reports)
+    first = reports[names[0]].claim_list
+    lines = ["| # | the article's claim | " + " | ".join(titles.get(n, n) for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for i, c in enumerate(first):
+        cells = []
+        for n in names:
+            got = reports[n].claim_list[i]
+            cells.append(f"**{got.verdict}**" + (f" ({got.counts})" if got.evidence and
+                                                 got.verdict == C.DEPENDS else ""))
+        lines.append(f"| {i + 1} | {c.text} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def rate_table(rows: list[tuple[str, SizeRates]]) -> list[str]:
+    """Measured against predicted initial rate per epoch, size by size."""
+    lines = ["| sweep and setting | n | measured rate per epoch [95% t] | first-order theory | "
+             "theory, saturated at the gap |", "|---|---|---|---|---|"]
+    for label, r in rows:
+        for i, n in enumerate(r.sizes):
+            lines.append(f"| {label} | {n} | {_ci(r.summary, i)} | {r.first_order[i]:.4g} | "
+                         f"{r.predicted[i]:.4g} |")
+    return lines
+
+
+def noise_table(reports: dict[str, Report]) -> list[str]:
+    """The article's question under each noise law: rates at the smallest and largest size and
+    the verdict of every claim, one row per noise family."""
+    lines = ["| noise | L1 floor | rate per epoch, smallest n | rate per epoch, largest n | "
+             "claim 1 | claim 2 | claim 3 (test) | claim 3 (train) | claim 4 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for rep in reports.values():
+        a = rep.analysis
+        r = size_rates(a)
+        verdicts = " | ".join(c.verdict for c in rep.claim_list[:5])
+        lines.append(f"| {NOISE_NAMES.get(a.results.config.data.noise, a.results.config.data.noise)} | "
+                     f"{a.floor:.4g} | {_ci(r.summary, 0)} | {_ci(r.summary, -1)} | {verdicts} |")
+    return lines
