@@ -57,7 +57,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from l1jax.analysis.report import report
 
     r = report(args.dir, args.out, quiet=args.quiet, memory_budget=args.memory_budget)
-    verdicts = "; ".join(f"{i}: {c.verdict}" for i, c in enumerate(r.claim_list, start=1))
+    verdicts = "; ".join(f"{c.number}: {c.verdict}" for c in r.claim_list)
     print(f"the article's claims on this sweep: {verdicts}")
     print(f"report: {r.report}\nfigures: {r.figures[0].parent}/ ({', '.join(f.name for f in r.figures)})\n"
           f"tables: {r.metrics} (one row per grid point and metric), {r.claims} (verdicts and evidence)")

@@ -48,7 +48,7 @@ def test_tiny_study_runs_reports_and_writes_its_own_report(tmp_path):
                             "Beyond gaussian noise"] and sections[-1] == "Hardware and stage timings"
     answer = text.split("## The article's setting")[0]
     assert "In the article's own setting" in answer and "‖G‖² = " in answer and "minibatch twin" in answer
-    rows = [l for l in text.splitlines() if re.match(r"\| \d \|", l)]
+    rows = [l for l in text.splitlines() if re.match(r"\| \d[ab]? \|", l)]
     assert len(rows) == 6 * 2  # six findings, in the article-setting and the wider-sweeps tables
     verdicts = {C.SUPPORTED, C.CONTRADICTED, C.NO_DIFFERENCE, C.DEPENDS, C.INCONCLUSIVE, C.NOT_APPLICABLE}
     for row in rows:

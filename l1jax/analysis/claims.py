@@ -35,6 +35,8 @@ OUTCOMES = (SUPPORTED, CONTRADICTED, NO_DIFFERENCE, INCONCLUSIVE)
 FAMILY_LEVEL = 0.95  # each claim's comparisons hold together at this level (Bonferroni)
 MARGIN = 0.05  # mean differences within +-5% of the large-size mean are "no difference"
 LOG_MARGIN = math.log(1.25)  # spread ratios within 0.8x to 1.25x are "no difference"
+NUMBERS = {"faster_small": "1", "slower_steadier_large": "2", "lowest_final_test": "3a",
+           "lowest_final_train": "3b", "variable_small": "4", "lr_interacts": "5", "article_code": "6"}
 T_MEAN = "Student t"
 JACKKNIFE = "jackknife t"
 
@@ -64,7 +66,7 @@ class Evidence(NamedTuple):
 
 
 class Claim(NamedTuple):
-    key: str
+    key: str  # its number in the article's list is NUMBERS[key] (claim 3 is two findings)
     text: str  # the article's claim
     verdict: str
     detail: str  # which settings gave which outcome
@@ -72,6 +74,10 @@ class Claim(NamedTuple):
     rule: str
     figure: str
     evidence: list[Evidence]
+
+    @property
+    def number(self) -> str:
+        return NUMBERS[self.key]
 
 
 # ------------------------------------------------------------------ rule primitives
@@ -352,7 +358,7 @@ def sweep_claims(a: Analysis) -> list[Claim]:
 def claims_json(claims: list[Claim]) -> list[dict[str, Any]]:
     """The claims as plain JSON types: per claim its verdict, rule and per-setting evidence."""
     num = lambda v: float(v) if np.isfinite(v) else None
-    return [{"key": c.key, "claim": c.text, "verdict": c.verdict, "detail": c.detail,
+    return [{"key": c.key, "number": c.number, "claim": c.text, "verdict": c.verdict, "detail": c.detail,
              "counts": c.counts, "rule": c.rule, "figure": c.figure,
              "evidence": [{"setting": e.setting, "quantity": e.quantity,
                            "estimate": num(e.estimate.value), "ci_low": num(e.estimate.low),

@@ -120,13 +120,13 @@ def claims_overview(reports: dict[str, Report], titles: dict[str, str]) -> list[
     first = reports[names[0]].claim_list
     lines = ["| # | the article's claim | " + " | ".join(titles.get(n, n) for n in names) + " |",
              "|---|---|" + "---|" * len(names)]
-    for i, c in enumerate(first):
+    for i, c in enumerate(first):  # every sweep judges the same claims, in the same order
         cells = []
         for n in names:
             got = reports[n].claim_list[i]
             cells.append(f"**{got.verdict}**" + (f" ({got.counts})" if got.evidence and
                                                  got.verdict == C.DEPENDS else ""))
-        lines.append(f"| {i + 1} | {c.text} | " + " | ".join(cells) + " |")
+        lines.append(f"| {c.number} | {c.text} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -150,9 +150,9 @@ def _study(out: Path, configs: dict[str, Config], seeds_article: int, overwrite:
         tick(f"{name} report")
     bar.close()
     path = write_study_report(out, repro, reports, timings)
-    verdicts = [f"{i}. {c.text} " + ", ".join(f"{TITLES.get(n, n)}: {r.claim_list[i - 1].verdict}"
-                                               for n, r in reports.items())
-                for i, c in enumerate(next(iter(reports.values())).claim_list, start=1)]
+    verdicts = [f"{c.number}. {c.text} " + ", ".join(f"{TITLES.get(n, n)}: {r.claim_list[i].verdict}"
+                                                  for n, r in reports.items())
+                for i, c in enumerate(next(iter(reports.values())).claim_list)]
     art = article_claim(repro)
-    verdicts.append(f"{len(verdicts) + 1}. {art.text} {art.verdict}")
+    verdicts.append(f"{art.number}. {art.text} {art.verdict}")
     return StudyRun(path, figdir, [out / n for n in configs], "\n".join(verdicts))
