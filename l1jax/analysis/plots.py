@@ -157,7 +157,8 @@ def fig_rate(a: Analysis, path: Path) -> Path:
                 ax.plot(n, pred, ls="--", color=colour, lw=1, alpha=0.8)
                 theory = True
     if theory:  # one legend entry for every dashed line
-        axes[0].plot([], [], ls="--", color="0.3", lw=1, label="theory: lr (|G|² + tr Σ/n) per step")
+        axes[0].plot([], [], ls="--", color="0.3", lw=1,
+                     label="theory: steps × lr (|G|² + tr Σ/n), capped at the gap")
     k = a.k
     for ax, unit in zip(axes, ("epoch", "optimizer step")):
         _log_sizes(ax, co["size"])

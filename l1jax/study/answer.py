@@ -69,30 +69,38 @@ def article_paragraph(full: Report, mini: Report | None) -> list[str]:
              f"{seeds} seeds), the training L1 falls by {_sizes_sentence(r)} per epoch over the first "
              f"{a.k} epochs (means, 95% t intervals)."]
     if c1 is not None:
-        lines.append(f"Smaller datasets do not fall faster: the paired difference n = {r.sizes[0]} minus "
+        lines.append(f"{FINDING[c1.outcome]}: the paired difference n = {r.sizes[0]} minus "
                      f"n = {r.sizes[-1]} is {c1.estimate}, against a margin of ±{c1.margin:.3g} "
-                     f"({C.MARGIN:.0%} of the rate): **{c1.outcome}**.")
+                     f"({C.MARGIN:.0%} of the rate): claim 1 **{c1.outcome}**.")
     if terms is not None:
         n0, n1 = r.sizes[0], r.sizes[-1]
         extra = terms.trace / n0 / (terms.grad2 + terms.trace / n1)
+        diff = r.first_order[0] - r.first_order[-1]
+        where = ("inside" if c1 is not None and abs(diff) < c1.margin else "outside")
         lines.append(f"Why: to first order one step lowers the training L1 by lr·E‖g_n‖² = "
                      f"lr·(‖G‖² + tr Σ / n), with ‖G‖² = {terms.grad2:.3g} (the population subgradient "
-                     f"at the random start) and tr Σ = {terms.trace:.3g} (its per-sample variance). With "
-                     f"2 features tr Σ / n is tiny: it adds {extra:.2%} to the rate at n = {n0} — a "
-                     f"predicted difference of {r.first_order[0] - r.first_order[-1]:.3g}, far inside "
-                     f"the margin; predicted rates {', '.join(f'{v:.4g}' for v in r.first_order)}.")
+                     f"at the random start) and tr Σ = {terms.trace:.3g} (its per-sample variance); with "
+                     f"{a.results.config.data.n_features} features tr Σ / n adds {extra:.2%} to the rate "
+                     f"at n = {n0}, a predicted difference of {diff:.3g}, {where} the margin; predicted "
+                     f"rates {', '.join(f'{v:.4g}' for v in r.first_order)}.")
     if mini is not None:
         m = size_rates(mini.analysis)
         c1m = _evidence(mini.claim_list[0])
-        steps = RT.steps_per_epoch(np.asarray(m.sizes), mini.analysis.results.coords["batch_size"][0])
-        lines.append(f"**Its minibatch twin** (batches of 32, same lr and epochs, "
-                     f"{mini.analysis.results.config.sweep.seeds} seeds) reverses the claim: an epoch takes "
-                     f"ceil(n/32) = {', '.join(map(str, steps))} steps, so the rate per epoch is "
-                     f"{_sizes_sentence(m)}; theory, capped at the gap to L* over the window: "
+        batch = mini.analysis.results.coords["batch_size"][0]
+        steps = RT.steps_per_epoch(np.asarray(m.sizes), batch)
+        lines.append(f"**Its minibatch twin** (batches of {batch}, same lr and epochs, "
+                     f"{mini.analysis.results.config.sweep.seeds} seeds): an epoch takes ceil(n/{batch}) = "
+                     f"{', '.join(map(str, steps))} steps, so the rate per epoch is {_sizes_sentence(m)}; "
+                     f"first-order theory capped at the gap to L* over the window: "
                      f"{', '.join(f'{v:.3g}' for v in m.predicted)}"
-                     + (f" (n = {m.sizes[0]} minus n = {m.sizes[-1]}: {c1m.estimate}, **{c1m.outcome}**)."
-                        if c1m else "."))
+                     + (f". {FINDING[c1m.outcome]}: n = {m.sizes[0]} minus n = {m.sizes[-1]} is "
+                        f"{c1m.estimate}, claim 1 **{c1m.outcome}**." if c1m else "."))
     return [" ".join(lines), ""]
+
+
+FINDING = {C.SUPPORTED: "Smaller datasets fall faster", C.CONTRADICTED: "Larger datasets fall faster",
+           C.NO_DIFFERENCE: "Smaller datasets do not fall faster, nor slower",
+           C.INCONCLUSIVE: "These seeds cannot tell which size falls faster"}
 
 
 def real_paragraph(real: Report) -> list[str]:
@@ -105,7 +113,7 @@ def real_paragraph(real: Report) -> list[str]:
              f"**{c1.verdict}** ({c1.counts})."]
     if terms is not None:
         r = size_rates(a)
-        lines.append(f"The same first-order law explains it: here tr Σ / ‖G‖² = "
+        lines.append(f"The first-order law says why: here tr Σ / ‖G‖² = "
                      f"{terms.trace / terms.grad2:.3g} (‖G‖² = {terms.grad2:.3g}, tr Σ = {terms.trace:.3g} "
                      f"over the training pool of {terms.pool} rows), so at n = {r.sizes[0]} the variance "
                      f"term adds {terms.trace * (terms.pool - r.sizes[0]) / (terms.pool - 1) / r.sizes[0] / terms.grad2:.0%} "
