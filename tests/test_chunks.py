@@ -5,6 +5,7 @@ import numpy as np
 from l1jax.engine.plan import bytes_per_seed, plan, seed_chunks
 from l1jax.engine.sweep import run
 from tests.helpers import small_config
+from tests.test_resume import budget_for_one_replicate
 
 
 def test_seed_chunks_cover_every_seed_once_within_budget():
@@ -38,7 +39,8 @@ def test_cli_memory_budget(tmp_path, capsys):
 
     conf = tmp_path / "c.toml"
     conf.write_text("[train]\nepochs = 2\n[sweep]\nsizes = [10]\nseeds = 3\n[data]\ntest_size = 0\n")
-    assert main(["run", str(conf), "--out", str(tmp_path / "o"), "--memory-budget", "1"]) == 0
+    budget = str(budget_for_one_replicate(conf))
+    assert main(["run", str(conf), "--out", str(tmp_path / "o"), "--memory-budget", budget]) == 0
     assert "(3 chunks of seeds, 0 reused from disk)" in capsys.readouterr().out
     import pytest
     with pytest.raises(SystemExit) as e:
@@ -87,7 +89,8 @@ def test_results_assembled_on_disk_and_memory_mapped(tmp_path):
     cfg = small_config(train={"epochs": 4, "learning_rate": [0.1]}, sweep={"sizes": [9, 40], "seeds": 3})
     in_ram = run(cfg)
     store = ChunkStore(tmp_path, cfg)
-    on_disk = run(cfg, store=store, on_disk=True, memory_budget=1)
+    one = max(bytes_per_seed(cfg, g, 2) for g in plan(cfg))  # a replicate a chunk
+    on_disk = run(cfg, store=store, on_disk=True, memory_budget=one)
     assert on_disk.meta["assembled_on_disk"] and not in_ram.meta["assembled_on_disk"]
     assert all(isinstance(v, np.memmap) for v in on_disk.arrays.values())
     on_disk.save(tmp_path)

@@ -12,6 +12,7 @@ import pytest
 from l1jax.engine.config import load_config
 from l1jax.engine.results import Results
 from l1jax.engine.sweep import run
+from tests.test_resume import budget_for_one_replicate
 
 CONFIG = ("[data]\ntest_size = 50\n[train]\nepochs = 5\nlearning_rate = [0.05, 0.2]\n"
           "batch_size = ['full', 8]\n[sweep]\nsizes = [9, 40]\nseeds = 5\n")
@@ -24,10 +25,10 @@ def _free_port() -> int:
 
 
 def _two_processes(conf, outs) -> tuple[list[subprocess.Popen], list[tuple[str, str]]]:
-    port = _free_port()
+    port, budget = _free_port(), str(budget_for_one_replicate(conf))
     procs = [subprocess.Popen(
         [sys.executable, "-m", "l1jax", "run", str(conf), "--out", str(out), "--no-cache",
-         "--memory-budget", "1", "--distributed", "--coordinator", f"127.0.0.1:{port}",
+         "--memory-budget", budget, "--distributed", "--coordinator", f"127.0.0.1:{port}",
          "--num-processes", "2", "--process-id", str(i)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
         for i, out in enumerate(outs)]

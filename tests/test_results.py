@@ -65,6 +65,10 @@ def test_cli_progress_is_log_lines_off_a_terminal_and_silent_when_quiet(tmp_path
                     "seeds = 2\n[data]\ntest_size = 0\n")
     assert main(["run", str(conf), "--out", str(tmp_path / "a")]) == 0
     lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("sweep: ")]
-    assert len(lines) == 2 and lines[-1].startswith("sweep: 8/8 runs") and "runs/s" in lines[-1]  # a line a program
+    assert lines[0].startswith("sweep: 8 runs, 288 sample-epochs, 2 programs to compile, 1 chunk ")
+    assert [l[:33] for l in lines[1:] if "compiling" in l] == ["sweep: compiling program 1 of 2 (",
+                                                               "sweep: compiling program 2 of 2 ("]
+    done = [l for l in lines if "runs/s" in l]  # a line a program
+    assert len(done) == 2 and done[-1].startswith("sweep: 8/8 runs")
     assert main(["run", str(conf), "--out", str(tmp_path / "b"), "--quiet"]) == 0
     assert "sweep: " not in capsys.readouterr().err

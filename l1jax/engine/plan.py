@@ -28,6 +28,8 @@ from typing import NamedTuple
 import numpy as np
 
 from l1jax.engine.config import Config
+from l1jax.engine.errors import ConfigError
+from l1jax.engine.table import Table
 
 MIN_EFFICIENCY = 0.95  # full batch: useful fraction of padded slots when choosing the tile
 MAX_TILE = 1024
@@ -168,17 +170,60 @@ def plan(cfg: Config) -> list[Group]:
     return groups
 
 
-def bytes_per_seed(cfg: Config, group: Group, n_features: int) -> int:
-    """Estimated device memory one replicate of a group needs: its packed data (x and y, plus a
-    float per slot of slack), the temporaries of a pass over it, its test sets, and per-run
-    records and optimizer state.  Conservative: sizes planned with it never run out of memory."""
-    slots = sum(group.tiles_per_dataset) * group.tile
-    lrs, p = len(cfg.train.learning_rate), n_features + 1
-    data = slots * 4 * (n_features + 2)
-    temporaries = slots * 4 * 4
-    test = len(group.sizes) * (cfg.data.test_size if cfg.data.source == "synthetic" else 0) * 4 * (p + 2)
-    runs = len(group.sizes) * lrs * 4 * (3 * len(cfg.recorded_epochs) + 4 * p + 8)
-    return data + temporaries + test + runs
+def sample_bytes(n_features: int) -> int:
+    """Peak bytes of generating one sample (a training slot or a test row): 4 (d + 2) + 6 floats of
+    bits, uniforms, x, y and copies (measured on the CPU: 85 bytes at 2 features, 177 at 8)."""
+    return 4 * (4 * (n_features + 2) + 6)
+
+
+RECORD_COPIES = 4  # a record lives in the scan's output, its concatenation and two host copies
+
+
+def recorded_count(cfg: Config) -> int:
+    """How many epochs are recorded (``len(cfg.recorded_epochs)``, without building the list)."""
+    e, r = cfg.train.epochs, cfg.train.record_every
+    return e // r + 1 + (e % r != 0)
+
+
+def bytes_per_seed(cfg: Config, group: Group, n_features: int, table: Table | None = None) -> int:
+    """Estimated peak memory of one replicate of a group: generating its training and test sets,
+    a csv table's subsample orders, the minibatch lane schedule, and its runs' records and state.
+    Conservative: sizes planned with it never run out of memory (``table`` for a csv source)."""
+    n_sizes, lrs, p = len(group.sizes), len(cfg.train.learning_rate), n_features + 1
+    test_rows = cfg.data.test_size if table is None else len(table.y_test)
+    samples = sum(group.tiles_per_dataset) * group.tile + n_sizes * test_rows
+    orders = 0 if table is None else n_sizes * table.n_train * 4 * 4
+    schedule = 0 if group.full_batch else 3 * 8 * sum(-(-n // group.width) for n in group.sizes)
+    runs = n_sizes * lrs * 4 * (RECORD_COPIES * 3 * recorded_count(cfg) + 4 * p + 8)
+    return samples * sample_bytes(n_features) + orders + schedule + runs
+
+
+def check_fits(cfg: Config, per_seed: int, budget: int, device_bytes: int | None = None) -> None:
+    """Refuse, before any compute, a sweep whose one replicate needs more than ``budget`` bytes or
+    the ``device_bytes`` its device has: one ConfigError line with the estimate and the limit."""
+    by_device = device_bytes is not None and device_bytes < budget
+    limit = device_bytes if by_device else budget
+    if per_seed <= limit:
+        return
+    where = (f"the {memory_text(limit)} this device offers" if by_device
+             else f"the memory budget of {memory_text(limit)}")
+    advice = "" if by_device else ", or pass a larger --memory-budget"
+    runs = f"{counted(recorded_count(cfg), 'recorded epoch')} x {counted(len(cfg.train.learning_rate), 'learning rate')}"
+    raise ConfigError(f"one replicate needs about {memory_text(per_seed)} (sizes up to {max(cfg.sweep.sizes)}, "
+                      f"{runs}), more than {where}: use smaller sizes or fewer recorded epochs{advice}")
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` (with thousands separators) and ``noun``, plural unless n is 1."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def memory_text(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the number at least 1, for messages."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return counted(n, "byte")
 
 
 # Bytes of packed data (x and y) a block of replicates may hold on the CPU: a block trains all
@@ -237,3 +282,23 @@ def seed_chunks(seeds: int, per_seed: int, budget: int, devices: int = 1) -> lis
     count = math.ceil(seeds / fit)
     size = math.ceil(seeds / count)
     return [(s, min(s + size, seeds)) for s in range(0, seeds, size)]
+
+
+def work_summary(cfg: Config, groups: list[Group], chunks: list[tuple[int, int]], per_seed: int,
+                 budget: int) -> str:
+    """One line on the work of ``chunks``: runs, sample-epochs, programs to compile, chunks and
+    the memory estimate of the largest chunk."""
+    seeds = sum(b - a for a, b in chunks)
+    widest = max((b - a for a, b in chunks), default=0)
+    lrs = len(cfg.train.learning_rate)
+    runs = seeds * lrs * sum(len(g.sizes) for g in groups)
+    sample_epochs = seeds * lrs * cfg.train.epochs * sum(sum(g.sizes) for g in groups)
+    return (f"{counted(runs, 'run')}, {counted(sample_epochs, 'sample-epoch')}, "
+            f"{counted(program_count(groups, chunks), 'program')} to compile, {counted(len(chunks), 'chunk')} "
+            f"of up to {counted(widest, 'replicate')} (about {memory_text(widest * per_seed)} each, "
+            f"memory budget {memory_text(budget)})")
+
+
+def program_count(groups: list[Group], chunks: list[tuple[int, int]]) -> int:
+    """Programs that running ``chunks`` compiles: one per group and chunk length."""
+    return len(groups) * len({b - a for a, b in chunks})

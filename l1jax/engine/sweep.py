@@ -22,8 +22,8 @@ from l1jax import __version__
 from l1jax.engine import distributed
 from l1jax.engine.config import Config
 from l1jax.engine.table import Table, load_csv
-from l1jax.engine.plan import (Group, block_group, bytes_per_seed, device_share, padding_efficiency, plan,
-                        seed_chunks)
+from l1jax.engine.plan import (Group, block_group, bytes_per_seed, check_fits, counted, device_share,
+                               padding_efficiency, plan, program_count, seed_chunks, work_summary)
 from l1jax.engine.results import Results
 from l1jax.engine.store import ChunkStore, open_out
 from l1jax.engine.train import TrainInputs, TrainOutputs, make_train
@@ -149,13 +149,22 @@ def available_ram() -> int:
     return 8 << 30
 
 
+def device_memory() -> int | None:
+    """Bytes one device has: the accelerator's memory limit (None if it does not say), or the
+    RAM available on the CPU."""
+    if jax.default_backend() == "cpu":
+        return available_ram()
+    stats = jax.devices()[0].memory_stats()
+    return stats["bytes_limit"] if stats and "bytes_limit" in stats else None
+
+
 def default_memory_budget() -> int:
     """Bytes a sweep may hold at once: 60% of the accelerator's memory, or half the RAM that
     is available on the CPU."""
-    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        return int(0.6 * stats["bytes_limit"])
-    return available_ram() // 2
+    if jax.default_backend() == "cpu":
+        return available_ram() // 2
+    memory = device_memory()
+    return int(0.6 * memory) if memory else available_ram() // 2
 
 
 class Progress:
@@ -166,6 +175,20 @@ class Progress:
         self.total, self.done, self.start = total, 0, time.perf_counter()
         self.mode = "off" if quiet else ("bar" if sys.stderr.isatty() else "log")
         self.bar = tqdm(total=total, unit="run", desc="sweep") if self.mode == "bar" else None
+
+    def announce(self, line: str) -> None:
+        """Print ``line`` on stderr before the work starts, unless quiet."""
+        if self.mode != "off":
+            tqdm.write(f"sweep: {line}", file=sys.stderr)
+
+    def compiling(self, index: int, count: int, group: Group) -> None:
+        """Say that program ``index`` of ``count`` starts compiling (its first call waits for it)."""
+        what = f"compiling program {index} of {count}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(what, refresh=True)
+        elif self.mode == "log":
+            print(f"sweep: {what} ({group.optimizer}, batch {group.batch or 'full'}, "
+                  f"{counted(group.seeds, 'replicate')}) ...", file=sys.stderr, flush=True)
 
     def update(self, runs: int, what: str) -> None:
         self.done += runs
@@ -181,6 +204,21 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class AnnouncedPrograms(dict):
+    """Compiled programs by key (``run_group``'s cache): a lookup that misses, after which
+    ``run_group`` compiles the program, tells ``progress`` that compiling starts."""
+
+    def __init__(self, progress: Progress, count: int):
+        super().__init__()
+        self.progress, self.count = progress, count
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        if not found:
+            self.progress.compiling(len(self) + 1, self.count, key[0])
+        return found
 
 
 def _place(arrays: dict[str, np.ndarray], out: TrainOutputs, cfg: Config, g: Group, s0: int) -> None:
@@ -214,10 +252,14 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     devices = list(devices or jax.local_devices())
     table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     groups = plan(cfg)
+    p = n_features(cfg, table) + 1
+    budget = memory_budget or default_memory_budget()
+    per_seed = max(bytes_per_seed(cfg, g, p - 1, table) for g in groups)
+    check_fits(cfg, per_seed, budget, device_memory())
     t = cfg.train
     shape = (len(t.optimizer), len(t.batch_size), len(t.learning_rate), len(cfg.sweep.sizes),
              cfg.sweep.seeds)
-    n_rec, p = len(cfg.recorded_epochs), n_features(cfg, table) + 1
+    n_rec = len(cfg.recorded_epochs)
     specs = {k: (shape + (n_rec,), np.nan, np.float32) for k in ("train_l1", "test_l1", "param_error")}
     specs["theta"] = (shape + (p,), np.nan, np.float32)  # (shape, fill, dtype) as np.full takes them
     specs["diverged_epoch"] = (shape, -1, np.int32)
@@ -230,10 +272,8 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
         raise ValueError("results can be assembled on disk only with a store")
     arrays = {k: store.scratch(k, *spec) if on_disk else np.full(*spec)
               for k, spec in specs.items()} if writer else {}
-    budget = memory_budget or default_memory_budget()
     per_device = 1 if jax.default_backend() == "cpu" else len(devices)
-    chunks = seed_chunks(cfg.sweep.seeds, max(bytes_per_seed(cfg, g, p - 1) for g in groups),
-                         budget, per_device)
+    chunks = seed_chunks(cfg.sweep.seeds, per_seed, budget, per_device)
     if store is not None:
         chunks = store.plan(chunks)
     n_proc = jax.process_count()
@@ -243,10 +283,11 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     runs_per_seed = sum(g.n_datasets for g in groups) * len(t.learning_rate) // cfg.sweep.seeds
     resumed = 0
     infos: list[dict[str, Any]] = []
-    programs: dict[Any, Any] = {}
     kept: dict[int, dict[str, np.ndarray]] = {}  # off process 0: chunks run here, until sent
     start = time.perf_counter()
     progress = Progress(runs_per_seed * sum(chunks[i][1] - chunks[i][0] for i in mine), quiet)
+    progress.announce(work_summary(cfg, groups, [chunks[i] for i in mine], per_seed, budget))
+    programs = AnnouncedPrograms(progress, program_count(groups, [chunks[i] for i in mine]))
     error = None
     try:
         for i in mine:

@@ -7,7 +7,7 @@ in tiles or lanes), in blocks of replicates on the CPU.  Wrap it in one ``jax.ji
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -97,6 +97,16 @@ def _first_bad(diverged: jax.Array, bad: jax.Array, epoch: jax.Array) -> jax.Arr
 
 def _all_finite(theta: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(theta), axis=-1)
+
+
+def _scan_epochs(epoch: Callable[[Any, jax.Array], Any], carry: Any, start: jax.Array, length: int) -> Any:
+    """``length`` epochs from epoch ``start``, counted in the carry: no per-epoch input or output,
+    so memory does not grow with the epochs between records."""
+    def body(ce: tuple[Any, jax.Array], _: None) -> tuple[tuple[Any, jax.Array], None]:
+        c, e = ce
+        return (epoch(c, e), e + 1), None
+    (carry, _), _ = jax.lax.scan(body, (carry, start), None, length=length)
+    return carry
 
 
 def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | None = None,
@@ -221,17 +231,23 @@ def _make_block_train(cfg: Config, group: Group, n_features: int,
             (theta, state), _ = jax.lax.scan(step, tables, schedule)
             theta, state = theta[:n_data], jax.tree.map(lambda v: v[:n_data], state)
             div = _first_bad(c.diverged, ~_all_finite(theta), e + 1)
-            return Carry(theta, state, div), None
+            return Carry(theta, state, div)
+
+        def epoch_full_from(start):
+            """A full-batch epoch that also carries the training L1 of epoch ``start``."""
+            def epoch(cl: tuple[Carry, jax.Array], e):
+                c, loss = epoch_full(cl[0], e)
+                return c, jnp.where(e == start, loss, cl[1])
+            return epoch
 
         def block(length):
             def run_block(c: Carry, start):
                 test, err = others(c.theta)
                 if group.full_batch:
-                    c, losses = jax.lax.scan(epoch_full, c, start + jnp.arange(length))
-                    train = losses[0]
+                    c, train = _scan_epochs(epoch_full_from(start), (c, jnp.zeros(c.diverged.shape)), start, length)
                 else:
                     train = train_l1(c.theta)
-                    c, _ = jax.lax.scan(epoch_minibatch, c, start + jnp.arange(length))
+                    c = _scan_epochs(epoch_minibatch, c, start, length)
                 return c, (train, test, err)
             return run_block
 
