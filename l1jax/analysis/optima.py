@@ -1,4 +1,6 @@
-"""Exact optima of a sweep's datasets: L*, the exact L1 fit and its held-out L1, per (size, seed)."""
+"""Exact optima of a sweep's datasets: L*, the exact L1 fit, its held-out L1 and whether its
+optimality certificate holds, per (size, seed) (``optimum.py``: stage 1 in the compiled program,
+stage 2 on the host)."""
 
 from __future__ import annotations
 
@@ -6,15 +8,13 @@ import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from l1jax.engine import data as D
 from l1jax.engine.config import Config
 from l1jax.engine.table import load_csv
-from l1jax.analysis.optimum import lad_optimum
+from l1jax.analysis.optimum import finish, lad_vertex
 from l1jax.engine.plan import full_batch_group, seed_chunks
-from l1jax.engine.step import mean_l1
 from l1jax.engine.sweep import compile_program, default_memory_budget, group_inputs, n_features
 from l1jax.engine.train import TrainInputs, build_data, build_test
 
@@ -31,6 +31,15 @@ class Optima(NamedTuple):
     theta: np.ndarray  # [size, seed, p]
     lstar: np.ndarray  # minimal train L1
     test_l1: np.ndarray  # held-out L1 of the exact fit (NaN without a test set)
+    certified: np.ndarray  # bool: the float64 optimality certificate holds (else L* is unverified)
+
+
+def held_out_l1(theta: np.ndarray, x: jax.Array, y: jax.Array) -> np.ndarray:
+    """Mean |x.w + b - y| in float64 of each fit theta [D, p] over its held-out set: x [d, D or 1,
+    M] feature-major, y [D or 1, M] (``build_test``): [D]."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    pred = theta[:, -1:] + sum(theta[:, j, None] * x[j] for j in range(len(x)))
+    return np.mean(np.abs(pred - y), axis=1)
 
 
 def exact_optima(cfg: Config, memory_budget: int | None = None,
@@ -51,15 +60,12 @@ def exact_optima(cfg: Config, memory_budget: int | None = None,
     # drops them), so one program serves all
     group = dataclasses.replace(full, seeds=chunks[0][1] - chunks[0][0])
 
-    def solve(inp: TrainInputs) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def vertex(inp: TrainInputs) -> tuple[jax.Array, ...]:
+        """Stage 1's bases and fits, the data they are of and the held-out sets, if any."""
         keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
-        theta, lstar = lad_optimum(build_data(cfg, group, inp, keys), group.n_datasets)
-        if has_test:
-            tx, ty = build_test(cfg, inp, keys)
-            test = mean_l1(tx, ty, theta[:, None, :])[:, 0]
-        else:
-            test = jnp.full(lstar.shape, jnp.nan)
-        return theta, lstar, test
+        data = build_data(cfg, group, inp, keys)
+        basis, theta, _ = lad_vertex(data, group.n_datasets)
+        return basis, theta, data, *(build_test(cfg, inp, keys) if has_test else ())
 
     program = None
     parts = []
@@ -67,11 +73,14 @@ def exact_optima(cfg: Config, memory_budget: int | None = None,
     for s0, s1 in chunks:
         inputs = group_inputs(cfg, group, table, s0)
         if program is None:
-            program, _ = compile_program(solve, inputs)
-        theta, lstar, test = (np.asarray(v) for v in program(inputs))
+            program, _ = compile_program(vertex, inputs)
+        basis, theta, data, *test_set = program(inputs)
+        fit = finish(data, group.n_datasets, basis, theta)
+        test = held_out_l1(fit.theta, *test_set) if has_test else np.full(fit.loss.shape, np.nan)
         keep = slice(0, s1 - s0)
-        parts.append((theta.reshape(*shape, -1)[:, keep], lstar.reshape(shape)[:, keep],
-                      test.reshape(shape)[:, keep]))
+        parts.append((fit.theta.reshape(*shape, -1)[:, keep], fit.loss.reshape(shape)[:, keep],
+                      test.reshape(shape)[:, keep], fit.certified.reshape(shape)[:, keep]))
         if on_chunk is not None:
             on_chunk(s1 - s0)
-    return Optima(*(np.concatenate(v, axis=1) for v in zip(*parts)))
+    theta, lstar, test, certified = (np.concatenate(v, axis=1) for v in zip(*parts))
+    return Optima(theta.astype(np.float32), lstar.astype(np.float32), test.astype(np.float32), certified)
