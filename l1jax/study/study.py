@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import plots
-from l1jax.analysis.report import (Report, evidence_section, report, theory_section, verdict_rules,
-                                   write_text)
+from l1jax.analysis.report import (Report, certified_line, evidence_section, report, theory_section,
+                                   verdict_rules, write_text)
 from l1jax.engine.config import Config, ConfigError, load_config
 from l1jax.engine.files import DirLock
 from l1jax.engine.sweep import host_description, run_to_dir
@@ -91,7 +91,8 @@ def write_study_report(out: Path, repro: Reproduction, reports: dict[str, Report
             cap = f"{title(n)}: {captions[f.name]}"
             lines += [f"### {cap}", "", f"![{cap}](figures/{n}_{f.name})", ""]
     for n, r in reports.items():
-        lines += [f"## Exact optimum and theory: {title(n)}", "", *theory_section(r.analysis)]
+        lines += [f"## Exact optimum and theory: {title(n)}", "", certified_line(r.analysis.optima), "",
+                  *theory_section(r.analysis)]
     for n, r in reports.items():
         lines += [f"## Every setting: {title(n)}", "", *evidence_section(r.claim_list)]
     lines += ["## Every setting: the article's code", "", *evidence_section([art])]
