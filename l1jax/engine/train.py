@@ -7,6 +7,7 @@ in tiles or lanes), in blocks of replicates on the CPU.  Wrap it in one ``jax.ji
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -43,6 +44,8 @@ class TrainOutputs(NamedTuple):
 
 
 class Carry(NamedTuple):
+    """What the scan over epochs carries: every run's parameters, optimizer state and divergence."""
+
     theta: jax.Array
     state: object
     diverged: jax.Array  # [D, H] first bad epoch, or a sentinel past the last epoch
@@ -92,10 +95,12 @@ def _first_tiles(group: Group) -> np.ndarray:
 
 
 def _first_bad(diverged: jax.Array, bad: jax.Array, epoch: jax.Array) -> jax.Array:
+    """The first bad epoch of each run: ``epoch`` where ``bad`` and none was seen before."""
     return jnp.where(bad, jnp.minimum(diverged, epoch), diverged)
 
 
 def _all_finite(theta: jax.Array) -> jax.Array:
+    """Whether each run's parameters [D, H] are all finite."""
     return jnp.all(jnp.isfinite(theta), axis=-1)
 
 
@@ -149,125 +154,228 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
     return train
 
 
+class StepRule(NamedTuple):
+    """How every run steps: its optimizer, schedule and gradient mode, whether one pass over the
+    data serves all learning rates (``shared``), the learning rates [H] and steps per run [D]."""
+
+    optimizer: str
+    schedule: str
+    gradient: str
+    shared: bool
+    lr: jax.Array
+    total_steps: jax.Array
+
+
+class TrainingSet(NamedTuple):
+    """The group's training sets, packed, and their sizes [D] as floats (to take means)."""
+
+    data: D.Packed
+    count: jax.Array
+
+
+class HeldOut(NamedTuple):
+    """What a record measures against: held-out sets (None without) and the true parameters
+    (None for csv data)."""
+
+    test_x: jax.Array | None
+    test_y: jax.Array | None
+    true_theta: jax.Array | None
+
+
+class Record(NamedTuple):
+    """The numbers recorded at one epoch, each [D, H] (or with a leading epoch axis)."""
+
+    train_l1: jax.Array
+    test_l1: jax.Array
+    param_error: jax.Array
+
+
+class MinibatchLayout(NamedTuple):
+    """Where a minibatch step finds its rows: the packed data as flat slots, each dataset's first
+    slot, size and steps per run (each with an extra row D, where idle lanes read and write),
+    the batch width and the group's lane schedule (per row: each lane's dataset and step)."""
+
+    xs: jax.Array  # [d, slots]
+    ys: jax.Array  # [slots]
+    first_slot: jax.Array  # [D + 1]
+    size: jax.Array  # [D + 1] int32
+    total_steps: jax.Array  # [D + 1]
+    width: int
+    schedule: tuple[jax.Array, jax.Array]  # [rows, lanes] dataset (D if idle), step in the epoch
+
+
+class ParamTables(NamedTuple):
+    """Every run's parameters [D + 1, H, p] and optimizer state, with row D for idle lanes."""
+
+    theta: jax.Array
+    state: Any
+
+
+def _with_idle_row(v: jax.Array) -> jax.Array:
+    """``v`` [D, ...] with a copy of its first row appended as row D, the idle lanes' row."""
+    return jnp.concatenate([v, v[:1]])
+
+
+def _update(rule: StepRule, grad: jax.Array, state: Any, theta: jax.Array,
+            total_steps: jax.Array) -> tuple[jax.Array, Any]:
+    """One optimizer step of every run from its gradient."""
+    return update_all(rule.optimizer, rule.schedule, grad, state, theta, rule.lr, total_steps)
+
+
+def minibatch_layout(group: Group, data: D.Packed, size: jax.Array,
+                     total_steps: jax.Array) -> MinibatchLayout:
+    """The minibatch view of a group's packed data (see ``MinibatchLayout``)."""
+    first_slot = jnp.asarray(_first_tiles(group) * group.tile)
+    return MinibatchLayout(data.x.reshape(data.x.shape[0], -1), data.y.reshape(-1),
+                           _with_idle_row(first_slot), _with_idle_row(size),
+                           _with_idle_row(total_steps), group.width,
+                           tuple(jnp.asarray(v) for v in group.schedule))
+
+
+def minibatch_step(tables: ParamTables, row: tuple[jax.Array, jax.Array], layout: MinibatchLayout,
+                   round_keys: jax.Array, rule: StepRule) -> tuple[ParamTables, None]:
+    """One row of the lane schedule: each lane takes one batch step of its dataset's runs (idle
+    lanes and empty batches leave their row unchanged); a ``lax.scan`` body."""
+    dataset, step = row  # [lanes]
+    n_data = layout.size.shape[0] - 1
+    width = layout.width
+    theta = tables.theta[dataset]
+    state = jax.tree.map(lambda v: v[dataset], tables.state)
+    size = layout.size[dataset]
+    position = step[:, None] * width + jnp.arange(width, dtype=jnp.int32)  # [lanes, B]
+    valid = position < size[:, None]  # the last batch is ragged
+    # padding positions ask for position 0 (a cycle walk from a position >= size need not end)
+    sample = jax.vmap(D.visit_order)(round_keys[dataset], size, jnp.where(valid, position, 0))
+    slot = layout.first_slot[dataset][:, None] + sample
+    batch_count = jnp.where(dataset < n_data, jnp.clip(size - step * width, 0, width), 0)
+    _, grad_sum = tile_sums(layout.xs[:, slot], layout.ys[slot], batch_count, theta,
+                            rule.gradient, rule.shared)
+    batch_size = batch_count.astype(jnp.float32)
+    grad = gradient_from_sums(grad_sum, jnp.maximum(batch_size, 1.0)[:, None, None], rule.gradient)
+    new_theta, new_state = _update(rule, grad, state, theta, layout.total_steps[dataset])
+    active = batch_size > 0
+
+    def put(table: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+        keep_new = active.reshape(-1, *([1] * (new.ndim - 1)))
+        return table.at[dataset].set(jnp.where(keep_new, new, old))
+
+    return ParamTables(put(tables.theta, new_theta, theta),
+                       jax.tree.map(put, tables.state, new_state, state)), None
+
+
+def minibatch_epoch(carry: Carry, epoch: jax.Array, layout: MinibatchLayout, shuffle_keys: jax.Array,
+                    rule: StepRule) -> Carry:
+    """One epoch of minibatch steps for every run: a scan over the rows of the lane schedule."""
+    n_data = shuffle_keys.shape[0]
+    round_keys = _with_idle_row(jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch))  # [D + 1, rounds]
+    tables = ParamTables(_with_idle_row(carry.theta), jax.tree.map(_with_idle_row, carry.state))
+    step = functools.partial(minibatch_step, layout=layout, round_keys=round_keys, rule=rule)
+    tables, _ = jax.lax.scan(step, tables, layout.schedule)
+    theta, state = tables.theta[:n_data], jax.tree.map(lambda v: v[:n_data], tables.state)
+    diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
+    return Carry(theta, state, diverged)
+
+
+def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
+                     rule: StepRule) -> tuple[Carry, jax.Array]:
+    """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
+    count = train_set.count
+    l1_sum, grad_sum = packed_sums(train_set.data, carry.theta, count.shape[0], rule.gradient, rule.shared)
+    loss = l1_sum / count[:, None]
+    grad = gradient_from_sums(grad_sum, count[:, None, None], rule.gradient)
+    theta, state = _update(rule, grad, carry.state, carry.theta, rule.total_steps)
+    diverged = _first_bad(carry.diverged, ~jnp.isfinite(loss), epoch)
+    diverged = _first_bad(diverged, ~_all_finite(theta), epoch + 1)
+    return Carry(theta, state, diverged), loss
+
+
+def _full_batch_epoch_keeping_loss(carry_loss: tuple[Carry, jax.Array], epoch: jax.Array,
+                                   start: jax.Array, train_set: TrainingSet,
+                                   rule: StepRule) -> tuple[Carry, jax.Array]:
+    """A full-batch epoch that also carries the training L1 of epoch ``start`` (to record it)."""
+    carry, loss = full_batch_epoch(carry_loss[0], epoch, train_set, rule)
+    return carry, jnp.where(epoch == start, loss, carry_loss[1])
+
+
+def train_l1(theta: jax.Array, train_set: TrainingSet, rule: StepRule) -> jax.Array:
+    """Mean training L1 [D, H] of every run at ``theta``."""
+    count = train_set.count
+    return packed_sums(train_set.data, theta, count.shape[0], rule.gradient, rule.shared)[0] / count[:, None]
+
+
+def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple[jax.Array, jax.Array]:
+    """Held-out L1 and distance to the true parameters [D, H] at ``theta`` (NaN where unknown)."""
+    nan = jnp.full(theta.shape[:2], jnp.nan)
+    test = mean_l1(held_out.test_x, held_out.test_y, theta, shared) if held_out.test_x is not None else nan
+    err = jnp.linalg.norm(theta - held_out.true_theta, axis=-1) if held_out.true_theta is not None else nan
+    return test, err
+
+
+def record(theta: jax.Array, train_set: TrainingSet, held_out: HeldOut, rule: StepRule) -> Record:
+    """Every number recorded at ``theta``."""
+    return Record(train_l1(theta, train_set, rule), *held_out_metrics(theta, held_out, rule.shared))
+
+
+def record_block(carry: Carry, start: jax.Array, length: int, train_set: TrainingSet,
+                 held_out: HeldOut, rule: StepRule,
+                 layout: MinibatchLayout | None, shuffle_keys: jax.Array) -> tuple[Carry, Record]:
+    """Record epoch ``start``, then train ``length`` epochs: full-batch if ``layout`` is None
+    (its first epoch's loss is the recorded training L1), else minibatch."""
+    test, err = held_out_metrics(carry.theta, held_out, rule.shared)
+    if layout is None:
+        epoch = functools.partial(_full_batch_epoch_keeping_loss, start=start, train_set=train_set, rule=rule)
+        carry, train = _scan_epochs(epoch, (carry, jnp.zeros(carry.diverged.shape)), start, length)
+    else:
+        train = train_l1(carry.theta, train_set, rule)
+        epoch = functools.partial(minibatch_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule)
+        carry = _scan_epochs(epoch, carry, start, length)
+    return carry, Record(train, test, err)
+
+
 def _make_block_train(cfg: Config, group: Group, n_features: int,
                       shared: bool) -> Callable[[TrainInputs], TrainOutputs]:
-    """Training of all runs of ``group`` at once (epochs scanned)."""
+    """Training of all runs of ``group`` at once: record blocks of ``record_every`` epochs
+    scanned, then a shorter last block if the epochs do not divide, then the final record."""
     tc = cfg.train
     epochs, every = tc.epochs, tc.record_every
     rec = np.asarray(cfg.recorded_epochs)
     lengths = np.diff(rec)  # epochs per record block: `every`, except maybe the last
     n_full = int(np.sum(lengths == every))
     tail = int(lengths[-1]) if lengths[-1] != every else 0
-    n_data, tile = group.n_datasets, group.tile
     has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
-    star = (jnp.asarray(cfg.data.true_weights + (cfg.data.true_bias,), jnp.float32)
-            if cfg.data.source == "synthetic" else None)
+    true_theta = (jnp.asarray(cfg.data.true_weights + (cfg.data.true_bias,), jnp.float32)
+                  if cfg.data.source == "synthetic" else None)
 
     def train(inp: TrainInputs) -> TrainOutputs:
         keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
-        data = build_data(cfg, group, inp, keys)
-        test_x, test_y = build_test(cfg, inp, keys) if has_test else (None, None)
-        count = inp.size.astype(jnp.float32)
-        n_lr = inp.lr.shape[0]
-        theta0 = initial_theta(tc.init, keys, n_lr, n_features + 1)
-        total = jnp.full((n_data,), epochs, jnp.float32) if group.full_batch else (
-            epochs * jnp.ceil(count / group.width))
-        update = lambda g, s, th: update_all(group.optimizer, tc.schedule, g, s, th, inp.lr, total)
-        if not group.full_batch:  # slots of the data in a row; a dataset's first slot; the lanes
-            xs, ys = data.x.reshape(data.x.shape[0], -1), data.y.reshape(-1)
-            first_slot = jnp.asarray(_first_tiles(group) * tile)
-            width = group.width
-            schedule = tuple(jnp.asarray(v) for v in group.schedule)
+        train_set = TrainingSet(build_data(cfg, group, inp, keys), inp.size.astype(jnp.float32))
+        held_out = HeldOut(*(build_test(cfg, inp, keys) if has_test else (None, None)), true_theta)
+        theta0 = initial_theta(tc.init, keys, inp.lr.shape[0], n_features + 1)
+        total_steps = (jnp.full((group.n_datasets,), epochs, jnp.float32) if group.full_batch
+                       else epochs * jnp.ceil(train_set.count / group.width))
+        rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps)
+        layout = (None if group.full_batch
+                  else minibatch_layout(group, train_set.data, inp.size, total_steps))
+        block = functools.partial(record_block, train_set=train_set, held_out=held_out, rule=rule,
+                                  layout=layout, shuffle_keys=keys.shuffle)
 
-        def train_l1(theta):
-            return packed_sums(data, theta, n_data, tc.gradient, shared)[0] / count[:, None]
-
-        def others(theta):
-            nan = jnp.full(theta.shape[:2], jnp.nan)
-            test = mean_l1(test_x, test_y, theta, shared) if has_test else nan
-            err = jnp.linalg.norm(theta - star, axis=-1) if star is not None else nan
-            return test, err
-
-        def epoch_full(c: Carry, e):
-            a, g = packed_sums(data, c.theta, n_data, tc.gradient, shared)
-            loss = a / count[:, None]
-            theta, state = update(gradient_from_sums(g, count[:, None, None], tc.gradient),
-                                  c.state, c.theta)
-            div = _first_bad(c.diverged, ~jnp.isfinite(loss), e)
-            div = _first_bad(div, ~_all_finite(theta), e + 1)
-            return Carry(theta, state, div), loss
-
-        def epoch_minibatch(c: Carry, e):
-            rk = jax.vmap(D.round_keys, (0, None))(keys.shuffle, e)  # [D, rounds]
-            pad = lambda v: jnp.concatenate([v, v[:1]])  # row n_data: where idle lanes write
-            rk_, size_, total_, first_ = pad(rk), pad(inp.size), pad(total), pad(first_slot)
-
-            def step(tables, row):
-                d, s = row  # [lanes]: each lane's dataset (n_data if idle) and its step
-                theta_t, state_t = tables
-                theta = theta_t[d]
-                state = jax.tree.map(lambda v: v[d], state_t)
-                n = size_[d]
-                p = s[:, None] * width + jnp.arange(width, dtype=jnp.int32)  # [lanes, B]
-                valid = p < n[:, None]  # the last batch is ragged
-                # padding positions ask for position 0 (a cycle walk from p >= n need not end)
-                idx = jax.vmap(D.visit_order)(rk_[d], n, jnp.where(valid, p, 0))
-                slot = first_[d][:, None] + idx
-                count_b = jnp.where(d < n_data, jnp.clip(n - s * width, 0, width), 0)
-                _, g = tile_sums(xs[:, slot], ys[slot], count_b, theta, tc.gradient, shared)
-                n_b = count_b.astype(jnp.float32)
-                new_theta, new_state = update_all(
-                    group.optimizer, tc.schedule,
-                    gradient_from_sums(g, jnp.maximum(n_b, 1.0)[:, None, None], tc.gradient),
-                    state, theta, inp.lr, total_[d])
-                active = n_b > 0
-                keep = lambda new, old: jnp.where(
-                    active.reshape(-1, *([1] * (new.ndim - 1))), new, old)
-                put = lambda t, new, old: t.at[d].set(keep(new, old))
-                return (put(theta_t, new_theta, theta),
-                        jax.tree.map(put, state_t, new_state, state)), None
-
-            tables = (pad(c.theta), jax.tree.map(pad, c.state))
-            (theta, state), _ = jax.lax.scan(step, tables, schedule)
-            theta, state = theta[:n_data], jax.tree.map(lambda v: v[:n_data], state)
-            div = _first_bad(c.diverged, ~_all_finite(theta), e + 1)
-            return Carry(theta, state, div)
-
-        def epoch_full_from(start):
-            """A full-batch epoch that also carries the training L1 of epoch ``start``."""
-            def epoch(cl: tuple[Carry, jax.Array], e):
-                c, loss = epoch_full(cl[0], e)
-                return c, jnp.where(e == start, loss, cl[1])
-            return epoch
-
-        def block(length):
-            def run_block(c: Carry, start):
-                test, err = others(c.theta)
-                if group.full_batch:
-                    c, train = _scan_epochs(epoch_full_from(start), (c, jnp.zeros(c.diverged.shape)), start, length)
-                else:
-                    train = train_l1(c.theta)
-                    c = _scan_epochs(epoch_minibatch, c, start, length)
-                return c, (train, test, err)
-            return run_block
-
-        state0 = init_states(group.optimizer, tc.schedule, theta0, inp.lr, total)
-        c = Carry(theta0, state0, jnp.full(theta0.shape[:2], epochs + 1, jnp.int32))
-        c, recs = jax.lax.scan(block(every), c, jnp.arange(n_full, dtype=jnp.int32) * every)
-        parts = [recs]
+        state0 = init_states(group.optimizer, tc.schedule, theta0, inp.lr, total_steps)
+        carry = Carry(theta0, state0, jnp.full(theta0.shape[:2], epochs + 1, jnp.int32))
+        carry, records = jax.lax.scan(functools.partial(block, length=every), carry,
+                                      jnp.arange(n_full, dtype=jnp.int32) * every)
+        parts = [records]
         if tail:
-            c, last = block(tail)(c, jnp.int32(n_full * every))
+            carry, last = block(carry, jnp.int32(n_full * every), tail)
             parts.append(jax.tree.map(lambda v: v[None], last))
-        test, err = others(c.theta)
-        parts.append(jax.tree.map(lambda v: v[None], (train_l1(c.theta), test, err)))
-        train_l1s, test_l1s, errs = (jnp.concatenate(v) for v in zip(*parts))
-        bad_rec = ~jnp.isfinite(train_l1s)
+        parts.append(jax.tree.map(lambda v: v[None], record(carry.theta, train_set, held_out, rule)))
+        out = jax.tree.map(lambda *v: jnp.concatenate(v), *parts)
+        bad_rec = ~jnp.isfinite(out.train_l1)
         first_rec = jnp.min(jnp.where(bad_rec, jnp.asarray(rec, jnp.int32)[:, None, None], epochs + 1), axis=0)
-        div = jnp.minimum(c.diverged, first_rec)
-        return TrainOutputs(train_l1s, test_l1s, errs, c.theta, jnp.where(div > epochs, -1, div))
+        div = jnp.minimum(carry.diverged, first_rec)
+        return TrainOutputs(out.train_l1, out.test_l1, out.param_error, carry.theta,
+                            jnp.where(div > epochs, -1, div))
 
     return train
-
 
 
 class Dataset(NamedTuple):
