@@ -13,7 +13,7 @@ import scipy.stats
 from l1jax.analysis import claims as C
 from l1jax.analysis.report import report
 from l1jax.cli import main
-from l1jax.engine.config import config_from_dict
+from l1jax.engine.config import ConfigError, config_from_dict
 from l1jax.engine.results import Results
 from l1jax.engine.sweep import run_to_dir
 
@@ -119,6 +119,10 @@ def test_report_of_other_kinds_says_what_does_not_apply(tmp_path, monkeypatch, k
         assert "No Bayes floor or theory for csv data" in text and "Bayes L1 floor" not in text
         assert all(c.verdict == C.NOT_APPLICABLE for c in rep.claim_list)
         assert "one size (n = 30)" in text and "final_test_l1" in metrics
+        with open(tmp_path / "conf" / "t.csv", "a") as f:  # the data file changes after the run
+            f.write("1,2,3,4\n")
+        with pytest.raises(ConfigError, match="t.csv has changed since the run"):
+            report(tmp_path / "run", tmp_path / "rep2")
     else:
         assert "no test set" in text and "final train L1 | final test L1" not in text
         assert "final_test_l1" not in metrics and "generalization_gap" not in metrics

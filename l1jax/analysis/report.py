@@ -16,8 +16,8 @@ from l1jax.analysis.analyze import Analysis, analyze, has_test_set
 from l1jax.analysis.theory import expected_train_l1
 from l1jax.analysis.optima import Optima
 from l1jax.analysis.tables import metric_summary, write_metrics_csv
-from l1jax.engine.config import Config
-from l1jax.engine.files import atomic_file
+from l1jax.engine.config import Config, ConfigError
+from l1jax.engine.files import atomic_file, fingerprint
 from l1jax.engine.results import Results
 from l1jax.engine.sweep import host_description
 from l1jax.engine.table import load_csv
@@ -190,6 +190,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
     name = name or run_dir.resolve().name
     t0 = time.perf_counter()
     res = Results.load(run_dir, mmap=True)
+    if res.config.data.source == "csv" and fingerprint(res.config) != res.meta.get("fingerprint"):
+        raise ConfigError(f"{res.config.data.path} has changed since the run in {run_dir}: the exact "
+                          "optima would come from other data; rerun `l1jax run` on the current file")
     out.mkdir(parents=True, exist_ok=True)
     with stats.quiet():  # groups with no finite run or no spread are worded, not warned about
         a = analyze(res, memory_budget=memory_budget, quiet=quiet)
