@@ -10,9 +10,12 @@ import pytest
 
 from l1jax.cli import main
 from l1jax.engine.results import Results
-from tests.test_resume import CONFIG as SLOW, budget_for_one_replicate
+from tests.test_resume import budget_for_one_replicate
 
 CONFIG = "[data]\ntest_size = 0\n[train]\nepochs = 3\n[sweep]\nsizes = [10]\nseeds = 2\n"
+# about a second per one-replicate chunk on a 2-core CPU, so Ctrl-C lands mid-sweep
+SLOW = ("[data]\ntest_size = 0\n[train]\nepochs = 400000\nrecord_every = 400000\n"
+        "learning_rate = [0.01]\n[sweep]\nsizes = [4000]\nseeds = 6\n")
 
 
 @pytest.fixture
