@@ -4,8 +4,9 @@ A full-batch epoch of a linear L1 run must read each sample's features and targe
 (4 (d + 1) bytes in float32), so *useful sample-epochs per second* is the figure and the
 roofline is the measured streaming bandwidth divided by those bytes.  Each workload reports
 l1jax cold (compilation included, no persistent cache) and warm (compiled), the article-style
-NumPy loop (true subgradient) and one-jit-per-exact-size JAX, measured on a subset of seeds
-where slow and extrapolated linearly in seeds (each seed is the same work), and says so.
+NumPy loop (true subgradient), one-jit-per-exact-size JAX and a Numba loop parallel over runs
+(``l1jax.peers``, optional: ``pip install l1jax[bench]``), measured on a subset of seeds where
+slow and extrapolated linearly in seeds (each seed is the same work), and says so.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -177,6 +178,55 @@ def jit_per_size(w: Workload, budget_s: float) -> dict[str, Any]:
             "programs": len(w.sizes)}
 
 
+def peer_runs(w: Workload, seeds: int, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The Numba peer's runs (seed, size, learning rate), each on its own contiguous data of the
+    NumPy loop's distribution: x [2, N], y [N], slice bounds ``start`` [R + 1], starts theta0
+    [R, 3] ~ N(0, 1), lr [R]."""
+    n = np.array([size for _ in range(seeds) for size in w.sizes for _ in w.learning_rates])
+    start = np.concatenate([[0], np.cumsum(n)])
+    x, y = _numpy_data(rng, int(start[-1]))
+    lr = np.tile(np.float32(w.learning_rates), seeds * len(w.sizes))
+    return np.ascontiguousarray(x.T), y, start, rng.standard_normal((len(n), 3), dtype=np.float32), lr
+
+
+def local_order(start: np.ndarray) -> np.ndarray:
+    """uint32 [N]: each run's sample indices 0..n-1 within its slice."""
+    n = np.diff(start)
+    return (np.arange(start[-1]) - np.repeat(start[:-1], n)).astype(np.uint32)
+
+
+def _peer_job(peers: Any, w: Workload, seeds: int, rng: np.random.Generator) -> Callable[[], None]:
+    """A call that trains ``seeds`` seeds of the workload's runs from their starts with Numba."""
+    x, y, start, theta0, lr = peer_runs(w, seeds, rng)
+    if w.batch == "full":
+        return lambda: peers.train_full(x, y, start, theta0.copy(), lr, w.epochs)
+    order = local_order(start)
+    return lambda: peers.train_minibatch(x, y, start, theta0.copy(), lr, w.epochs, int(w.batch), order, 0)
+
+
+def numba_loop(w: Workload, budget_s: float) -> dict[str, Any]:
+    """The Numba peer: compile (a tiny run of the same kernel), then cold = compile + first run
+    and warm = best of three, on as many seeds as make one run about a quarter of ``budget_s``
+    (timed on one seed)."""
+    try:
+        import numba
+
+        from l1jax import peers
+    except ImportError:
+        return {"note": "not installed"}
+    rng = np.random.default_rng(0)
+    compile_s = _timed(_peer_job(peers, dataclasses.replace(w, sizes=(2,), epochs=1), 1, rng))
+    per_seed = _timed(_peer_job(peers, w, 1, rng))
+    seeds = max(1, min(w.seeds, int(budget_s / (4 * per_seed))))
+    job = _peer_job(peers, w, seeds, rng)
+    first = _timed(job)
+    warm = min(_timed(job) for _ in range(3))
+    scale = w.seeds / seeds
+    return {"version": numba.__version__, "threads": numba.get_num_threads(), "compile_s": compile_s,
+            "cold_s": compile_s + first * scale, "warm_s": warm * scale, "measured_seeds": seeds}
+
+
 def peak_memory_bytes() -> int:
     dev = jax.devices()[0]
     stats = dev.memory_stats() if dev.platform != "cpu" else None
@@ -196,6 +246,8 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
     npl = numpy_loop(w, peer_budget_s)
     per = jit_per_size(w, peer_budget_s)
     layouts = pass_layouts(w)
+    peak = peak_memory_bytes()  # before the Numba peer's data, as in the records without it
+    nb = numba_loop(w, peer_budget_s)
     rate = lambda s: None if not s else work / s
     warm = rate(mine["warm_s"])
     dev = jax.devices()[0]
@@ -206,9 +258,10 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
         "l1jax": {**mine, "cold_rate": rate(mine["cold_s"]), "warm_rate": warm},
         "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
         "jit_per_size": {**per, "rate": rate(per.get("seconds"))},
+        "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s"))},
         "pass_layouts": layouts,
         "bandwidth_bytes_per_s": bw, "roofline_rate": roof, "roofline_fraction": warm / roof,
-        "peak_memory_bytes": peak_memory_bytes(),
+        "peak_memory_bytes": peak,
     }
 
 
@@ -216,33 +269,49 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return "–" if v is None else f"{v:.3g}{unit}"
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else a / b
+
+
+def _numba_cells(r: dict[str, Any]) -> str:
+    """Numba warm (measured seeds) and cold (compile s), and l1jax warm and cold over them."""
+    nb, m = r.get("numba"), r["l1jax"]
+    if nb is None or "note" in nb:
+        return f"{'not measured' if nb is None else nb['note']} | | |"
+    return (f"{_fmt(nb['warm_rate'])} ({nb['measured_seeds']}/{r['spec']['seeds']}) | "
+            f"{_fmt(nb['cold_rate'])} ({nb['compile_s']:.1f}) | "
+            f"{_fmt(_ratio(m['warm_rate'], nb['warm_rate']), 'x')} | {_fmt(_ratio(m['cold_rate'], nb['cold_rate']), 'x')}")
+
+
 def markdown(records: list[dict[str, Any]]) -> str:
     """docs/benchmarks.md from every recorded run; workloads never run on a GPU say so."""
     lines = ["# Benchmarks", "",
-             "Generated by `python scripts/bench.py --workload NAME --json docs/bench/NAME-DEVICE.json`"
-             " from the JSON records in `docs/bench/`. Rates are useful sample-epochs per second; "
+             "Each record is one command, `python scripts/bench.py --workload NAME` (with "
+             "`pip install -e '.[bench]'` for the Numba peer): it measures everything in one process, "
+             "writes `docs/bench/NAME-DEVICE.json` and rebuilds this page from the JSON records in "
+             "`docs/bench/`. Rates are useful sample-epochs per second; "
              "ratios are l1jax warm (best of three runs) or cold (compilation and first run) over the peer. Peers measured on a subset of seeds are "
              "extrapolated linearly in seeds (`measured` column).", "",
              "| workload | device (host) | l1jax warm | l1jax cold | compile s (programs) | padding eff. | "
-             "NumPy loop (measured seeds) | warm/NumPy | cold/NumPy | jit per size | warm/jit | roofline | "
+             "NumPy loop (measured seeds) | warm/NumPy | cold/NumPy | jit per size | warm/jit | "
+             "Numba warm (measured seeds) | Numba cold (compile s) | warm/Numba | cold/Numba | roofline | "
              "warm/roofline | peak memory |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     seen = set()
     for r in records:
         m, n, j = r["l1jax"], r["numpy_loop"], r["jit_per_size"]
-        ratio = lambda a, b: None if not a or not b else a / b
         seen.add((r["workload"], r["device"].split(":")[0]))
         lines.append(
             f"| {r['workload']} | {r['device']} ({r['host']}) | {_fmt(m['warm_rate'])} | {_fmt(m['cold_rate'])} | "
             f"{m['compile_s']:.1f} ({m['programs']}) | {m['padding_efficiency']:.1%} | "
             f"{_fmt(n['rate'])} ({n['measured_seeds']}/{r['spec']['seeds']}) | "
-            f"{_fmt(ratio(m['warm_rate'], n['rate']), 'x')} | {_fmt(ratio(m['cold_rate'], n['rate']), 'x')} | "
-            f"{_fmt(j['rate'])} | {_fmt(ratio(m['warm_rate'], j['rate']), 'x')} | "
+            f"{_fmt(_ratio(m['warm_rate'], n['rate']), 'x')} | {_fmt(_ratio(m['cold_rate'], n['rate']), 'x')} | "
+            f"{_fmt(j['rate'])} | {_fmt(_ratio(m['warm_rate'], j['rate']), 'x')} | {_numba_cells(r)} | "
             f"{_fmt(r['roofline_rate'])} | {r['roofline_fraction']:.1%} | "
             f"{r['peak_memory_bytes'] / 2**20:.0f} MiB |")
     for name in WORKLOADS:
         if (name, "gpu") not in seen:
-            lines.append(f"| {name} | gpu | not measured | | | | | | | | | | | |")
+            lines.append(f"| {name} | gpu | not measured |" + " |" * 15)
     compared = [r for r in records if r.get("pass_layouts")]
     if compared:
         lines += ["", "With several learning rates, the pass over the data is one reduction for all of "
@@ -259,7 +328,19 @@ def markdown(records: list[dict[str, Any]]) -> str:
               "replicates in blocks whose data stays in cache for all their epochs "
               "(`plan.block_seeds`), so it is not a bound there; on accelerators a program is one "
               "block and reads the data once per epoch for all learning rates (`plan.shared_lr_pass`). "
-              "`scripts/gpu_bench.sh` runs every workload on a GPU machine in one call.", ""]
+              "`scripts/gpu_bench.sh` runs every workload on a GPU machine in one call.", "",
+              "The Numba peer (`l1jax/peers.py`) is the loop a performance-minded user writes instead: "
+              "`@njit(parallel=True)`, `prange` over runs, each run on its own contiguous feature-major "
+              "float32 data with its parameters in registers, the same L1 subgradient and SGD steps "
+              "(minibatch: the run's index array reshuffled once per epoch by an inline SplitMix64 "
+              "Fisher-Yates, the last batch ragged and averaged over its real count). Its only fastmath "
+              "flag is `reassoc`, which lets LLVM vectorize the float32 sums; a reordered sum has the "
+              "same float32 rounding bound as the sequential one (tests/test_bench.py checks the peer "
+              "against the float64 reference), and without it the full-batch loop stays scalar, about "
+              "ten times slower. Cold is compilation (a tiny run of the same kernel) plus the first run, "
+              "warm the best of three; its data generation is not timed. It runs on as many seeds as "
+              "make one run about a quarter of `--peer-budget`. \"not measured\": the record predates "
+              "the peer; \"not installed\": numba was missing.", ""]
     return "\n".join(lines)
 
 

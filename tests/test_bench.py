@@ -1,16 +1,19 @@
 """`l1jax bench` writes only where it is told; scripts/bench.py tells it the repo's docs/."""
 
+import dataclasses
 import json
 import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import l1jax.bench
 import l1jax.cli
-from l1jax.bench import write_docs, write_record
+from l1jax.bench import Workload, local_order, numba_loop, peer_runs, write_docs, write_record
 from l1jax.cli import main
+from l1jax.reference import train_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,3 +68,51 @@ def test_script_passes_the_repo_docs_paths(monkeypatch, extra, want):
         runpy.run_path(str(ROOT / "scripts" / "bench.py"), run_name="__main__")
     assert e.value.code == 0
     assert seen == [["bench", "--workload", "bench-cpu", *extra, *want]]
+
+
+# Float32 peer vs float64 reference, residual signs agreeing (checked data): each update adds the
+# rounding of a batch sum of <= 64 terms |sign * x| <= 1 (<= 64 * 2^-24 relative, times lr <= 0.5)
+# and of theta itself (|theta| < 4: 2.4e-7), so the <= 32 updates here drift < 2e-5; a wrong
+# ragged mean, sign or bias term moves theta by >= lr / n ~ 1.5e-3.
+PEER_ATOL = 2e-5
+
+
+PEER_WORKLOAD = Workload(sizes=(5, 33, 64), seeds=1, epochs=4, learning_rates=(0.1, 0.5), batch=8)
+
+
+def test_numba_peer_matches_the_reference_full_batch_and_minibatch():
+    pytest.importorskip("numba")
+    from l1jax import peers
+
+    w = PEER_WORKLOAD
+    x, y, start, theta0, lr = peer_runs(w, w.seeds, np.random.default_rng(0))
+    full, mini, order, orders = theta0.copy(), theta0.copy(), local_order(start), []
+    peers.train_full(x, y, start, full, lr, w.epochs)
+    for e in range(w.epochs):  # one epoch a call: ``order`` is then the epoch's visiting order
+        peers.train_minibatch(x, y, start, mini, lr, 1, w.batch, order, e)
+        orders.append(order.copy())
+    for r, (a, z) in enumerate(zip(start[:-1], start[1:])):
+        args = x[:, a:z].T, y[a:z], theta0[r], float(lr[r]), w.epochs
+        perms = [o[a:z] for o in orders]
+        assert all(np.array_equal(np.sort(p), np.arange(z - a)) for p in perms)
+        np.testing.assert_allclose(full[r], train_reference(*args).theta, rtol=0, atol=PEER_ATOL)
+        np.testing.assert_allclose(mini[r], train_reference(*args, batch=w.batch, perms=perms).theta,
+                                   rtol=0, atol=PEER_ATOL)
+
+
+def test_numba_loop_times_both_kernels():
+    pytest.importorskip("numba")
+    for w in (PEER_WORKLOAD, dataclasses.replace(PEER_WORKLOAD, batch="full")):
+        got = numba_loop(w, 1.0)
+        assert got["measured_seeds"] == 1 and 0 < got["compile_s"] <= got["cold_s"] and got["warm_s"] > 0
+
+
+def test_without_numba_the_record_and_row_say_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)
+    assert numba_loop(PEER_WORKLOAD, 1.0) == {"note": "not installed"}
+    record = json.loads((ROOT / "docs" / "bench" / "bench-sgd-cpu.json").read_text())
+    record["numba"] = {"note": "not installed", "cold_rate": None, "warm_rate": None}
+    write_record(record, tmp_path / "bench" / "x.json")
+    write_docs(tmp_path / "benchmarks.md")
+    row = next(l for l in (tmp_path / "benchmarks.md").read_text().splitlines() if l.startswith("| bench-sgd"))
+    assert "| not installed | | | |" in row and row.count("|") == 19
