@@ -74,7 +74,9 @@ def test_ctrl_c_is_one_line_keeps_chunks_and_resumes(tmp_path):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "l1jax", "run", str(conf), "--out", str(out), "--quiet",
            "--no-cache", "--memory-budget", str(budget_for_one_replicate(conf))]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that starts jobs in the background ignores SIGINT, and so would the child: restore it
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not list(out.glob("chunks/seeds-*.sha256")) and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)
