@@ -216,8 +216,8 @@ def _one_size(a: Analysis) -> str | None:
     return f"one size (n = {n[0]}): nothing to compare across sizes" if len(n) < 2 else None
 
 
-_FOUR = (f"the interval within +-margin: no difference; excluding 0 on the claimed side: supported; "
-         f"on the other side: contradicted; else inconclusive")
+_FOUR = ("the interval within +-margin: no difference; excluding 0 on the claimed side: supported; "
+         "on the other side: contradicted; else inconclusive")
 
 
 # ------------------------------------------------------------------ the claims

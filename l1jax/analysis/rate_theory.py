@@ -43,8 +43,7 @@ class StartTerms(NamedTuple):
     grad2: float  # E ||G(theta_0)||^2
     trace: float  # E tr Sigma(theta_0)
     loss0: float  # E L(theta_0): the population (or pool) L1 at the start
-    grad2_se: float
-    trace_se: float
+    grad2_se: float  # also the standard error of trace, which is E||(x, 1)||^2 - grad2
     pool: int | None  # N for csv data (finite-population factor), None for synthetic
 
 
@@ -148,7 +147,7 @@ def pool_terms(cfg: Config, table: Table, n_starts: int = 4096, seed: int = 0) -
 
 def _terms(g2: np.ndarray, tr: np.ndarray, loss0: np.ndarray, pool: int | None) -> StartTerms:
     se = lambda v: float(np.std(v, ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
-    return StartTerms(float(g2.mean()), float(tr.mean()), float(loss0.mean()), se(g2), se(tr), pool)
+    return StartTerms(float(g2.mean()), float(tr.mean()), float(loss0.mean()), se(g2), pool)
 
 
 def steps_per_epoch(n: np.ndarray, batch: int | str) -> np.ndarray:

@@ -227,21 +227,6 @@ def sd_interval(values: np.ndarray, axis: int = -1, n_boot: int = 2000, level: f
     return sd.reshape(shape), lo.reshape(shape), hi.reshape(shape)
 
 
-def sd_ratio(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 2000, level: float = 0.95,
-             seed: int = 0) -> tuple[float, float, float]:
-    """sd(a) / sd(b) over seeds with a percentile bootstrap interval; ``paired`` resamples the
-    seeds of a and b together (common random numbers), else independently."""
-    a, b = (np.where(np.isfinite(x), x, np.nan) for x in (np.asarray(a, float), np.asarray(b, float)))
-    alpha = (1.0 - level) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"), quiet():
-        if paired:
-            sa, sb = _boot_sd(np.stack([a, b]), n_boot, seed)
-        else:
-            sa, sb = _boot_sd(a[None], n_boot, seed)[0], _boot_sd(b[None], n_boot, seed + 1)[0]
-        lo, hi = np.nanquantile(sa / sb, [alpha, 1.0 - alpha])
-        return float(np.nanstd(a, ddof=1) / np.nanstd(b, ddof=1)), float(lo), float(hi)
-
-
 def _leave_one_out(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sd (ddof 1) of ``v`` [..., n] with each value left out in turn: [..., n] each,
     from the sums in closed form (no loop)."""
