@@ -52,13 +52,64 @@ def test_epoch_order_is_a_permutation_that_changes_each_epoch(n):
         assert (orders[0] == np.arange(n)).sum() <= 6
 
 
-def test_feistel_domain_is_the_fewest_bits_covering_n():
-    """2^(a + b) >= n with a + b minimal (at least 2), also just above 2^24 where a float32
-    log2 rounds down and the cycle walk never ends."""
-    from l1jax.engine.data import _split_bits
+def test_shuffle_grid_covers_n_with_a_small_excess_and_both_sides_mixing():
+    """a b >= n with sides near sqrt(n) (at least 2 once n > 1, at most 2^16) and the smallest
+    excess a b - n among them: 0 where n factors near its square root, a few otherwise."""
+    from l1jax.engine.data import MAX_SIDE, grid_sides
 
-    n = np.array([1, 2, 3, 4, 5, 31, 32, 33, 2**24, 2**24 + 3, 2**25 + 1, 2**30], np.int32)
-    a, b = (np.asarray(v, np.int64) for v in _split_bits(jnp.asarray(n)))
-    k = a + b
-    assert (2 ** k >= n).all() and ((k == 2) | (2 ** (k - 1) < n)).all()
-    assert (np.abs(a - b) <= 1).all()
+    for n in [1, 2, 3, 4, 5, 22, 31, 32, 33, 37, 1000, 32768, 20643, 2**24 + 3, 2**31 - 1]:
+        a, b = grid_sides(n)
+        root = np.sqrt(n)
+        assert a * b >= n and b == -(-n // a) and max(a, b) <= MAX_SIDE
+        assert n == 1 or (a >= 2 and a >= root / 2 - 1)
+        assert a * b - n < 30
+    assert grid_sides(32768) == (128, 256) and grid_sides(1000) == (25, 40)
+
+
+def _mix_reference(x: int) -> int:
+    mask = 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & mask
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & mask
+    return x ^ (x >> 16)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 37, 211, 5786])
+def test_epoch_order_equals_plain_cycle_walking(n):
+    """The tabulated walks give exactly the permutation of walking each position's cycle one
+    network pass at a time (Python integers, written from the description, not the code)."""
+    from l1jax.engine.data import FEISTEL_ROUNDS, epoch_permutation, grid_sides, round_keys
+
+    key = jax.random.key(5)
+    a, b = grid_sides(n)
+    for e in range(2):
+        k = [int(v) for v in np.asarray(round_keys(key, e))]
+
+        def network(v: int) -> int:
+            left, right, m, m_next = v // b, v % b, a, b
+            for r in range(FEISTEL_ROUNDS):
+                f = ((_mix_reference(right ^ k[r]) >> 16) * m) >> 16
+                left, right, m, m_next = right, (left + f) % m, m_next, m
+            return left * b + right
+
+        want = []
+        for p in range(n):
+            v = network(p)
+            while v >= n:
+                v = network(v)
+            want.append(v)
+        assert np.asarray(epoch_permutation(key, e, n)).tolist() == want
+
+
+@pytest.mark.parametrize("n", [37, 100])
+def test_epoch_orders_look_uniform(n):
+    """Over 4000 epochs: where sample 0 is visited, which sample comes first, and the difference
+    between the first two samples (mod n) are each uniform (chi-square), as for a random order."""
+    from l1jax.engine.data import epoch_permutation
+
+    key = jax.random.key(11)
+    perms = np.asarray(jax.vmap(lambda e: epoch_permutation(key, e, n))(jnp.arange(4000)))
+    for v, support in ((perms[:, 0], n), (np.argmax(perms == 0, axis=1), n),
+                       ((perms[:, 1] - perms[:, 0]) % n - 1, n - 1)):
+        assert stats.chisquare(np.bincount(v, minlength=support)).pvalue > 1e-3

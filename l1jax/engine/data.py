@@ -8,6 +8,7 @@ at size ``n`` is ``fold_in(fold_in(fold_in(fold_in(key(base), rep), n), TRAIN), 
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -118,14 +119,43 @@ def subsample_order(key: jax.Array, n_pool: int) -> jax.Array:
 
 # ---------------------------------------------------------------- shuffles
 #
-# An epoch visits a dataset's samples in the order sigma(0), sigma(1), ... where sigma is a keyed
-# pseudo-random bijection of [0, n): a Feistel network on [0, 2^k) (2^k >= n, halves of
-# floor(k/2) and ceil(k/2) bits that swap widths each round) with cycle walking, which needs
-# fewer than 2 tries per position on average since 2^k < 2n.  Position p's sample is computed
-# on its own in O(1), with no sort and no shuffled copy of the data; the round keys come from
-# threefry fold_in(shuffle key, epoch).
+# An epoch visits a dataset's n samples in the order sigma(0), sigma(1), ... where sigma is a keyed
+# pseudo-random bijection of [0, n): a Feistel network on the grid Z_a x Z_b (a b >= n, both sides
+# near sqrt(n), ``grid_sides``) whose rounds add their hash modulo the side they write, with cycle
+# walking: a position whose image lands in the excess [n, a b) takes the first image below n on
+# its cycle.  Walks start only from the a b - n excess values (a handful: the sides are chosen to
+# make it small), so they are tabulated once per epoch and dataset (``cycle_walks``) and a position
+# costs one pass of the network and a few selects, with no loop, sort or data-dependent branch.
+# The round keys come from threefry fold_in(shuffle key, epoch).
 
-FEISTEL_ROUNDS = 6
+FEISTEL_ROUNDS = 8  # fewer left pairs of positions visibly non-uniform on grids as small as 3 x 11
+MAX_SIDE = 1 << 16  # a round scales a 16-bit hash to its side, so sides stay at most 2^16
+
+
+class Domain(NamedTuple):
+    """Per dataset its size n and grid sides a, b (uint32 arrays that broadcast together)."""
+
+    n: jax.Array
+    a: jax.Array
+    b: jax.Array
+
+
+def grid_sides(n: int) -> tuple[int, int]:
+    """Sides (a, b = ceil(n / a)) of size n's grid: a from ceil(sqrt(n)) / 2 to ceil(sqrt(n))
+    (at least 2 where n > 1, so every round mixes) with the smallest excess a b - n, the largest
+    such a; at most 29 for every size tried up to 2^31."""
+    hi = math.isqrt(n - 1) + 1 if n > 1 else 1  # ceil(sqrt(n))
+    a = np.arange(max(-(-hi // 2), -(-n // MAX_SIDE), min(2, hi)), hi + 1, dtype=np.int64)
+    excess = -(-n // a) * a - n
+    best = int(a[np.flatnonzero(excess == excess.min())[-1]])
+    return best, -(-n // best)
+
+
+def domains(sizes: np.ndarray) -> Domain:
+    """The Domain of each size (host numpy, uint32)."""
+    sides = {int(n): grid_sides(int(n)) for n in np.unique(sizes)}
+    a, b = (np.asarray([sides[int(n)][i] for n in sizes], np.uint32).reshape(np.shape(sizes)) for i in (0, 1))
+    return Domain(np.asarray(sizes, np.uint32), a, b)
 
 
 def _mix(x: jax.Array) -> jax.Array:
@@ -144,33 +174,60 @@ def round_keys(key: jax.Array, epoch: jax.Array | int) -> jax.Array:
     return _mix(k[0] ^ _mix(k[1] + r * jnp.uint32(0x9E3779B9)))
 
 
-def _split_bits(n: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Widths (a, b) of the two halves, a + b = k the fewest bits with 2^k >= n (k >= 2)."""
-    m = jnp.maximum(n, 2).astype(jnp.uint32) - jnp.uint32(1)  # integer bit count: a float32 log2
-    k = jnp.maximum(jnp.uint32(32) - jax.lax.clz(m), jnp.uint32(2))  # was one bit short above 2^24
-    return k // 2, k - k // 2
+def split_position(p: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Grid coordinates (p // b, p % b) of values p (uint32)."""
+    p = p.astype(jnp.uint32)
+    return p // b, p % b
 
 
-def _feistel(i: jax.Array, keys: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
-    """One pass of the network over i < 2^(a + b): left a bits, right b bits; each round maps
-    (L, R) to (R, L ^ F(R)), so the widths swap, and an even number of rounds restores them."""
-    one = jnp.uint32(1)
-    left, right, wl, wr = i >> b, i & ((one << b) - 1), a, b
+def _network(left: jax.Array, right: jax.Array, keys: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """The network on Z_a x Z_b: round r maps (L, R) to (R, (L + F_r(R)) mod m), m the side L
+    lives on, so the sides swap each round and an even number of rounds restores them; F_r scales
+    the top 16 bits of lowbias32(R xor key_r) to [0, m).  ``keys`` [..., rounds]."""
+    m, m_next = a, b
     for r in range(FEISTEL_ROUNDS):
-        left, right, wl, wr = right, left ^ (_mix(right ^ keys[r]) & ((one << wl) - 1)), wr, wl
-    return (left << wr) | right
+        h = _mix(right ^ keys[..., r]) >> 16
+        s = left + ((h * m) >> 16)
+        left, right, m, m_next = right, jnp.where(s >= m, s - m, s), m_next, m
+    return left * b + right
 
 
-def visit_order(keys: jax.Array, n: jax.Array, p: jax.Array) -> jax.Array:
-    """Sample visited at positions p (any shape, each < n) of an epoch with round ``keys``."""
-    a, b = _split_bits(n)
-    nn = n.astype(jnp.uint32)
-    walk = lambda v: jnp.where(v >= nn, _feistel(v, keys, a, b), v)
-    out = jax.lax.while_loop(lambda v: jnp.any(v >= nn), walk, _feistel(p.astype(jnp.uint32), keys, a, b))
-    return out.astype(jnp.int32)
+def cycle_walks(keys: jax.Array, dom: Domain, width: int) -> jax.Array:
+    """[..., width]: for each excess value v = n + k (k < a b - n) the first value below n on v's
+    cycle, found by applying the network at most a b - n times (entries past the excess, and
+    cycles of excess values only, which no position reaches, are left as they are)."""
+    n, a, b = (v[..., None] for v in dom)
+    v = n + jnp.arange(width, dtype=jnp.uint32)
+    limit = a * b - n  # a walk from v meets each other excess value at most once
+    k = keys[..., None, :]
+
+    def walking(state: tuple[jax.Array, jax.Array]) -> jax.Array:
+        v, steps = state
+        return (v >= n) & (steps < limit)
+
+    def step(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        v, steps = state
+        return jnp.where(walking(state), _network(*split_position(v, b), k, a, b), v), steps + 1
+
+    return jax.lax.while_loop(lambda s: jnp.any(walking(s)), step, (v, jnp.zeros_like(v)))[0]
+
+
+def visit(left: jax.Array, right: jax.Array, keys: jax.Array, dom: Domain, walks: jax.Array) -> jax.Array:
+    """Sample visited at positions with grid coordinates (left, right) (from ``split_position``):
+    one pass of the network, then excess images replaced by their tabulated walks.  ``keys``
+    [..., rounds] and ``walks`` [..., width] broadcast with the positions."""
+    v = _network(left, right, keys, dom.a, dom.b)
+    sample = v
+    for k in range(walks.shape[-1]):
+        sample = jnp.where(v == dom.n + jnp.uint32(k), walks[..., k], sample)
+    return sample.astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:
     """The order in which a size-n dataset's samples are visited in one epoch."""
-    return visit_order(round_keys(key, epoch), jnp.int32(n), jnp.arange(n, dtype=jnp.int32))
+    a, b = grid_sides(n)
+    dom = Domain(*(jnp.uint32(v) for v in (n, a, b)))
+    keys = round_keys(key, epoch)
+    return visit(*split_position(jnp.arange(n, dtype=jnp.uint32), dom.b), keys, dom,
+                 cycle_walks(keys, dom, a * b - n))

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from l1jax.engine.config import Config
+from l1jax.engine.data import FEISTEL_ROUNDS, grid_sides
 from l1jax.engine.errors import ConfigError
 from l1jax.engine.table import Table
 
@@ -193,9 +194,19 @@ def bytes_per_seed(cfg: Config, group: Group, n_features: int, table: Table | No
     test_rows = cfg.data.test_size if table is None else len(table.y_test)
     samples = sum(group.tiles_per_dataset) * group.tile + n_sizes * test_rows
     orders = 0 if table is None else n_sizes * table.n_train * 4 * 4
-    schedule = 0 if group.full_batch else 3 * 8 * sum(-(-n // group.width) for n in group.sizes)
+    schedule = 0 if group.full_batch else minibatch_bytes(group, n_features)
     runs = n_sizes * lrs * 4 * (RECORD_COPIES * 3 * recorded_count(cfg) + 4 * p + 8)
     return samples * sample_bytes(n_features) + orders + schedule + runs
+
+
+def minibatch_bytes(group: Group, n_features: int) -> int:
+    """Bytes per replicate of a minibatch program's own arrays: per batch slot its shuffle grid
+    coordinates and the epoch's sample slots with temporaries (6 words), per step its dataset,
+    batch size, steps, round keys and cycle walks, and a copy of the data as flat slots."""
+    walks = max(a * b - n for n, (a, b) in ((n, grid_sides(n)) for n in group.sizes))
+    steps = sum(-(-n // group.width) for n in group.sizes)
+    slots = sum(group.tiles_per_dataset) * group.tile
+    return steps * (24 * group.width + 4 * (3 + FEISTEL_ROUNDS + walks)) + 4 * (n_features + 1) * slots
 
 
 def check_fits(cfg: Config, per_seed: int, budget: int, device_bytes: int | None = None) -> None:
@@ -230,15 +241,21 @@ def memory_text(n: int) -> str:
 # its epochs before the next block starts, so its data and the temporaries of its passes should
 # stay in cache (chosen by timing bench-cpu with blocks of 1 to 64 replicates).
 CPU_BLOCK_BYTES = 3 << 20
+# The same for minibatch blocks, whose rows read scattered batches from all of a block's data: a
+# wider block has more lanes per row (fewer rows to run) but misses cache more (bench-sgd on the
+# 2-core EPYC, 32 MB L3: blocks of 8 replicates, 8.5 MB, ran faster than blocks of 4, 16 or 64).
+CPU_MINIBATCH_BLOCK_BYTES = 12 << 20
 
 
 def block_seeds(group: Group, n_features: int, backend: str) -> int:
     """Replicates per block: on the CPU the largest divisor of ``group.seeds`` whose packed data
-    fits ``CPU_BLOCK_BYTES`` (at least 1); on accelerators all of them (one block, full width)."""
+    fits ``CPU_BLOCK_BYTES`` (``CPU_MINIBATCH_BLOCK_BYTES`` for minibatch groups; at least 1); on
+    accelerators all of them (one block, full width)."""
     if backend != "cpu":
         return group.seeds
     per_seed = sum(group.tiles_per_dataset) * group.tile * 4 * (n_features + 1)
-    fits = [k for k in range(1, group.seeds + 1) if group.seeds % k == 0 and k * per_seed <= CPU_BLOCK_BYTES]
+    limit = CPU_BLOCK_BYTES if group.full_batch else CPU_MINIBATCH_BLOCK_BYTES
+    fits = [k for k in range(1, group.seeds + 1) if group.seeds % k == 0 and k * per_seed <= limit]
     return max(fits, default=1)
 
 

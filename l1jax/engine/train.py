@@ -191,17 +191,30 @@ class Record(NamedTuple):
 
 
 class MinibatchLayout(NamedTuple):
-    """Where a minibatch step finds its rows: the packed data as flat slots, each dataset's first
-    slot, size and steps per run (each with an extra row D, where idle lanes read and write),
-    the batch width and the group's lane schedule (per row: each lane's dataset and step)."""
+    """Where minibatch steps find their samples.  The packed data as flat slots; per dataset (with
+    an extra row D for idle lanes) its first slot and shuffle domain; per cell of the lane schedule
+    its dataset (D where the lane is idle), batch size (0 there) and steps per run [rows, lanes],
+    and the shuffle grid coordinates of its batch positions [rows, lanes, B]."""
 
-    xs: jax.Array  # [d, slots]
-    ys: jax.Array  # [slots]
+    samples: jax.Array  # [d + 1, slots]: x then y
     first_slot: jax.Array  # [D + 1]
-    size: jax.Array  # [D + 1] int32
-    total_steps: jax.Array  # [D + 1]
-    width: int
-    schedule: tuple[jax.Array, jax.Array]  # [rows, lanes] dataset (D if idle), step in the epoch
+    domain: D.Domain  # [D + 1] each
+    walk_width: int  # the largest excess of the group's shuffle grids
+    dataset: jax.Array  # [rows, lanes]
+    count: jax.Array  # [rows, lanes] int32
+    total_steps: jax.Array  # [rows, lanes]
+    left: jax.Array  # [rows, lanes, B] uint32
+    right: jax.Array
+
+
+class Batches(NamedTuple):
+    """What one row of the lane schedule steps on, each with a leading rows axis when scanned:
+    every lane's dataset, batch size and steps per run, and the slots of its batch [lanes, B]."""
+
+    dataset: jax.Array
+    count: jax.Array
+    total_steps: jax.Array
+    slot: jax.Array
 
 
 class ParamTables(NamedTuple):
@@ -224,40 +237,52 @@ def _update(rule: StepRule, grad: jax.Array, state: Any, theta: jax.Array,
 
 def minibatch_layout(group: Group, data: D.Packed, size: jax.Array,
                      total_steps: jax.Array) -> MinibatchLayout:
-    """The minibatch view of a group's packed data (see ``MinibatchLayout``)."""
+    """The minibatch view of a group's packed data (see ``MinibatchLayout``); positions past a
+    dataset's size (in its ragged last batch, or idle) ask for position 0."""
+    dataset, step = group.schedule
+    dom = D.domains(np.append(group.arrays().size, group.sizes[0]))
+    size, width = _with_idle_row(size), group.width
+    count = jnp.where(jnp.asarray(dataset == group.n_datasets), 0,
+                      jnp.clip(size[dataset] - jnp.asarray(step) * width, 0, width))
+    position = jnp.asarray(step)[..., None] * width + jnp.arange(width, dtype=jnp.int32)  # [rows, lanes, B]
+    left, right = D.split_position(jnp.where(position < size[dataset][..., None], position, 0),
+                                   jnp.asarray(dom.b)[dataset][..., None])
     first_slot = jnp.asarray(_first_tiles(group) * group.tile)
-    return MinibatchLayout(data.x.reshape(data.x.shape[0], -1), data.y.reshape(-1),
-                           _with_idle_row(first_slot), _with_idle_row(size),
-                           _with_idle_row(total_steps), group.width,
-                           tuple(jnp.asarray(v) for v in group.schedule))
+    samples = jnp.concatenate([data.x.reshape(data.x.shape[0], -1), data.y.reshape(1, -1)])
+    return MinibatchLayout(samples, _with_idle_row(first_slot), D.Domain(*(jnp.asarray(v) for v in dom)),
+                           int(np.max(dom.a * dom.b - dom.n)), jnp.asarray(dataset), count,
+                           _with_idle_row(total_steps)[dataset], left, right)
 
 
-def minibatch_step(tables: ParamTables, row: tuple[jax.Array, jax.Array], layout: MinibatchLayout,
-                   round_keys: jax.Array, rule: StepRule) -> tuple[ParamTables, None]:
+def epoch_slots(layout: MinibatchLayout, shuffle_keys: jax.Array, epoch: jax.Array) -> Batches:
+    """Every row's batches of one epoch as the slots of their samples: each dataset's samples in
+    the epoch's shuffled order (computed once, in one vectorized pass, before the rows scan)."""
+    keys = _with_idle_row(jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch))  # [D + 1, rounds]
+    walks = D.cycle_walks(keys, layout.domain, layout.walk_width)  # [D + 1, width]
+    cell = layout.dataset
+    at_cell = lambda v: v[cell][:, :, None]
+    sample = D.visit(layout.left, layout.right, at_cell(keys), D.Domain(*map(at_cell, layout.domain)),
+                     at_cell(walks))
+    return Batches(cell, layout.count, layout.total_steps, layout.first_slot[cell][..., None] + sample)
+
+
+def minibatch_step(tables: ParamTables, row: Batches, samples: jax.Array,
+                   rule: StepRule) -> tuple[ParamTables, None]:
     """One row of the lane schedule: each lane takes one batch step of its dataset's runs (idle
     lanes and empty batches leave their row unchanged); a ``lax.scan`` body."""
-    dataset, step = row  # [lanes]
-    n_data = layout.size.shape[0] - 1
-    width = layout.width
-    theta = tables.theta[dataset]
-    state = jax.tree.map(lambda v: v[dataset], tables.state)
-    size = layout.size[dataset]
-    position = step[:, None] * width + jnp.arange(width, dtype=jnp.int32)  # [lanes, B]
-    valid = position < size[:, None]  # the last batch is ragged
-    # padding positions ask for position 0 (a cycle walk from a position >= size need not end)
-    sample = jax.vmap(D.visit_order)(round_keys[dataset], size, jnp.where(valid, position, 0))
-    slot = layout.first_slot[dataset][:, None] + sample
-    batch_count = jnp.where(dataset < n_data, jnp.clip(size - step * width, 0, width), 0)
-    _, grad_sum = tile_sums(layout.xs[:, slot], layout.ys[slot], batch_count, theta,
-                            rule.gradient, rule.shared)
-    batch_size = batch_count.astype(jnp.float32)
+    theta = tables.theta[row.dataset]
+    state = jax.tree.map(lambda v: v[row.dataset], tables.state)
+    batch = samples[:, row.slot]  # [d + 1, lanes, B]
+    x, y = batch[:-1], batch[-1]
+    _, grad_sum = tile_sums(x, y, row.count, theta, rule.gradient, rule.shared)
+    batch_size = row.count.astype(jnp.float32)
     grad = gradient_from_sums(grad_sum, jnp.maximum(batch_size, 1.0)[:, None, None], rule.gradient)
-    new_theta, new_state = _update(rule, grad, state, theta, layout.total_steps[dataset])
+    new_theta, new_state = _update(rule, grad, state, theta, row.total_steps)
     active = batch_size > 0
 
     def put(table: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
         keep_new = active.reshape(-1, *([1] * (new.ndim - 1)))
-        return table.at[dataset].set(jnp.where(keep_new, new, old))
+        return table.at[row.dataset].set(jnp.where(keep_new, new, old))
 
     return ParamTables(put(tables.theta, new_theta, theta),
                        jax.tree.map(put, tables.state, new_state, state)), None
@@ -267,10 +292,9 @@ def minibatch_epoch(carry: Carry, epoch: jax.Array, layout: MinibatchLayout, shu
                     rule: StepRule) -> Carry:
     """One epoch of minibatch steps for every run: a scan over the rows of the lane schedule."""
     n_data = shuffle_keys.shape[0]
-    round_keys = _with_idle_row(jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch))  # [D + 1, rounds]
     tables = ParamTables(_with_idle_row(carry.theta), jax.tree.map(_with_idle_row, carry.state))
-    step = functools.partial(minibatch_step, layout=layout, round_keys=round_keys, rule=rule)
-    tables, _ = jax.lax.scan(step, tables, layout.schedule)
+    step = functools.partial(minibatch_step, samples=layout.samples, rule=rule)
+    tables, _ = jax.lax.scan(step, tables, epoch_slots(layout, shuffle_keys, epoch))
     theta, state = tables.theta[:n_data], jax.tree.map(lambda v: v[:n_data], tables.state)
     diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
     return Carry(theta, state, diverged)
