@@ -72,6 +72,19 @@ def test_orphan_chunks_of_another_config_are_refused(tmp_path, fresh):
     assert Results.load(out).config.train.learning_rate == (0.2,)
 
 
+def test_results_of_an_engine_with_other_numbers_are_refused(tmp_path, fresh, monkeypatch):
+    """A store written before a change of the engine's numbers (``NUMBERS_VERSION``) is neither
+    resumed nor kept: the same config now computes other numbers."""
+    out = tmp_path / "o"
+    shutil.copytree(fresh[0.05], out)
+    before = (out / "results.npz").read_bytes()
+    monkeypatch.setattr(files, "NUMBERS_VERSION", files.NUMBERS_VERSION + 1)
+    with pytest.raises(ConfigError, match="different config, data file or engine version"):
+        run_to_dir(A, out, memory_budget=BUDGET)
+    assert (out / "results.npz").read_bytes() == before
+    _same(fresh[0.05], run_to_dir(A, out, overwrite=True, memory_budget=BUDGET))
+
+
 def test_swapped_chunks_are_refused(tmp_path):
     out = tmp_path / "o"
     run_to_dir(A, out, memory_budget=BUDGET)

@@ -45,10 +45,16 @@ def sha256_file(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+# Bumped whenever a change to the engine changes any run's numbers, so that results of an older
+# engine are never resumed or reported as this one's.  2: minibatch shuffles on a grid (issue 14).
+NUMBERS_VERSION = 2
+
+
 def fingerprint(cfg: Config) -> str:
-    """Hex SHA-256 naming what a run computes: its config and, for csv data, the file's bytes
-    (so results of an edited data file are never passed off as the new file's)."""
-    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    """Hex SHA-256 naming what a run computes: its config, the engine's ``NUMBERS_VERSION`` and,
+    for csv data, the file's bytes (so results of an edited data file, or of an engine that
+    computed other numbers, are never passed off as this run's)."""
+    h = hashlib.sha256(json.dumps({"config": cfg.to_dict(), "numbers": NUMBERS_VERSION}, sort_keys=True).encode())
     if cfg.data.source == "csv":
         h.update(sha256_file(cfg.data.path).encode())
     return h.hexdigest()

@@ -47,7 +47,7 @@ def clear_results(out: Path, cfg: Config, overwrite: bool) -> None:
     if not man.is_file() or _stored_fingerprint(man) == fingerprint(cfg):
         return
     if not overwrite:
-        raise ConfigError(f"{out} holds results of a different config or data file: choose "
+        raise ConfigError(f"{out} holds results of a different config, data file or engine version: choose "
                           "another --out or pass --overwrite")
     man.unlink()
     (out / "results.npz").unlink(missing_ok=True)
@@ -107,7 +107,7 @@ class ChunkStore:
         if found is None and writes_index and any(self.dir.glob("seeds-*.npz")):
             raise ConfigError(f"{self.dir} holds chunks but no index (of another run?): {_DISCARD}")
         if found is not None and not ours:
-            raise ConfigError(f"{Path(out)} holds chunks of a different config or data file: {_DISCARD}")
+            raise ConfigError(f"{Path(out)} holds chunks of a different config, data file or engine version: {_DISCARD}")
         self.index: dict[str, Any] = found if ours else {
             "config": cfg.to_dict(), "fingerprint": self.fingerprint, "chunks": None}
         if not ours and writes_index:
@@ -169,7 +169,7 @@ class ChunkStore:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
         tag, seeds = arrays.pop("_fingerprint", None), arrays.pop("_seeds", None)
-        wrong = (f"was written by a different config or data file: {_DISCARD}"
+        wrong = (f"was written by a different config, data file or engine version: {_DISCARD}"
                  if tag is None or str(tag) != self.fingerprint else
                  f"holds seeds other than {s0} to {s1 - 1}: delete it to recompute that chunk"
                  if seeds is None or seeds.tolist() != [s0, s1] else None)
