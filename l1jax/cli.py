@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and not args.distributed and (
             args.coordinator or args.num_processes or args.process_id is not None):
         parser().error("--coordinator, --num-processes and --process-id need --distributed")
+    from l1jax.engine.devices import use_cpu_cores
+
+    use_cpu_cores()
     if not getattr(args, "no_cache", True):
         from l1jax.engine.cache import enable_compilation_cache
 

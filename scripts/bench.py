@@ -10,6 +10,9 @@ from pathlib import Path
 import jax
 
 from l1jax.cli import main
+from l1jax.engine.devices import use_cpu_cores
+
+use_cpu_cores()  # before jax.devices() below starts the backends, as `l1jax bench` does
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(ROOT / "out" / "figures-study"), help="the study's run directory")
     args = p.parse_args(argv)
+    from l1jax.engine.devices import use_cpu_cores
     from l1jax.study.study import study
+
+    use_cpu_cores()  # as `l1jax study` does
 
     out = Path(args.out)
     run = study(out, quiet=False)

@@ -9,6 +9,7 @@ import sys
 import time
 
 from l1jax.engine.config import config_from_dict
+from l1jax.engine.devices import use_cpu_cores
 from l1jax.engine.store import ChunkStore
 from l1jax.engine.sweep import run
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--memory-budget", type=int, default=None, help="bytes per chunk")
     args = p.parse_args(argv)
+    use_cpu_cores()  # as `l1jax run` does
     cfg = config_from_dict({
         "data": {"test_size": 0},
         "train": {"epochs": args.epochs, "record_every": args.epochs, "learning_rate": LEARNING_RATES},
