@@ -253,7 +253,8 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
     dev = jax.devices()[0]
     return {
         "workload": name, "spec": w.__dict__, "useful_sample_epochs": work,
-        "device": f"{dev.platform}: {dev.device_kind}", "host": host_description(),
+        "device": f"{dev.platform}: {dev.device_kind}", "devices": len(jax.local_devices()),
+        "host": host_description(),
         "jax": jax.__version__,
         "l1jax": {**mine, "cold_rate": rate(mine["cold_s"]), "warm_rate": warm},
         "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
@@ -271,6 +272,11 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
+
+
+def _count(r: dict[str, Any]) -> str:
+    """" x N" for a record made on N devices (records before the count was kept show nothing)."""
+    return f" x{r['devices']}" if "devices" in r else ""
 
 
 def _numba_cells(r: dict[str, Any]) -> str:
@@ -302,7 +308,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
         m, n, j = r["l1jax"], r["numpy_loop"], r["jit_per_size"]
         seen.add((r["workload"], r["device"].split(":")[0]))
         lines.append(
-            f"| {r['workload']} | {r['device']} ({r['host']}) | {_fmt(m['warm_rate'])} | {_fmt(m['cold_rate'])} | "
+            f"| {r['workload']} | {r['device']}{_count(r)} ({r['host']}) | {_fmt(m['warm_rate'])} | {_fmt(m['cold_rate'])} | "
             f"{m['compile_s']:.1f} ({m['programs']}) | {m['padding_efficiency']:.1%} | "
             f"{_fmt(n['rate'])} ({n['measured_seeds']}/{r['spec']['seeds']}) | "
             f"{_fmt(_ratio(m['warm_rate'], n['rate']), 'x')} | {_fmt(_ratio(m['cold_rate'], n['rate']), 'x')} | "

@@ -50,8 +50,9 @@ def test_docs_table_is_rebuilt_from_the_sibling_bench_directory(tmp_path):
     write_record(record, tmp_path / "bench" / "x.json")
     assert json.loads((tmp_path / "bench" / "x.json").read_text()) == record
     write_docs(tmp_path / "benchmarks.md")
+    count = f" x{record['devices']}" if "devices" in record else ""  # devices, when recorded
     rows = [l for l in (tmp_path / "benchmarks.md").read_text().splitlines()
-            if l.startswith(f"| {record['workload']} | {record['device']} (")]
+            if l.startswith(f"| {record['workload']} | {record['device']}{count} (")]
     assert len(rows) == 1
 
 
