@@ -10,7 +10,7 @@ PROBE = ("from l1jax.engine.devices import use_cpu_cores; use_cpu_cores(); impor
          "print(len(jax.local_devices()))")
 
 
-@pytest.mark.parametrize("flags, want", [("", len(os.sched_getaffinity(0))),
+@pytest.mark.parametrize("flags, want", [("", len(os.sched_getaffinity(0))),  # Linux, as CI
                                          ("--xla_force_host_platform_device_count=3", 3)])
 def test_one_cpu_device_per_core_unless_chosen(flags, want):
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}

@@ -21,7 +21,9 @@ def use_cpu_cores() -> None:
         return
     if jax.config.jax_num_cpu_devices != -1:
         return
+    # the cores this process may use (Linux); macOS and Windows only know the machine's count
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
-        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
+        jax.config.update("jax_num_cpu_devices", cores or 1)
     except RuntimeError:  # backends already initialized: keep what the caller's process has
         pass
