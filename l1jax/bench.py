@@ -61,8 +61,12 @@ def useful_sample_epochs(w: Workload) -> float:
     return float(sum(w.sizes)) * w.seeds * w.epochs * len(w.learning_rates)
 
 
-def streaming_bandwidth(n_bytes: int = 1 << 29) -> float:
-    """Bytes/s of a jitted sum over a float32 array (best of 5): the memory roofline."""
+def streaming_bandwidth(n_bytes: int | None = None) -> float:
+    """Bytes/s of a jitted sum over a float32 array (best of 5): the memory roofline.  512 MiB
+    on the CPU; 2 GiB on accelerators, where 512 MiB under-measured an H200 (1.8 TB/s against
+    3.0 TB/s for the same sum over 2 GiB)."""
+    if n_bytes is None:
+        n_bytes = 1 << (29 if jax.default_backend() == "cpu" else 31)
     x = jnp.ones(n_bytes // 4, jnp.float32)
     f = jax.jit(jnp.sum)
     f(x).block_until_ready()
@@ -336,8 +340,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
               "The roofline is the streaming bandwidth from main memory. On the CPU l1jax trains "
               "replicates in blocks whose data stays in cache for all their epochs "
               "(`plan.block_seeds`), so it is not a bound there; on accelerators a program is one "
-              "block and reads the data once per epoch for all learning rates (`plan.shared_lr_pass`). "
-              "`scripts/gpu_bench.sh` runs every workload on a GPU machine in one call.", "",
+              "block. With several learning rates, `plan.shared_lr_pass` picks the pass layout per "
+              "backend from the comparison above. `scripts/gpu_bench.sh` runs every workload on a GPU "
+              "machine in one call; on GPU rows the NumPy, jit-per-size (on the GPU) and Numba peers "
+              "run on that machine, Numba on its host CPU cores (the `threads` field of the record).", "",
               "The Numba peer (`l1jax/peers.py`) is the loop a performance-minded user writes instead: "
               "`@njit(parallel=True)`, `prange` over runs, each run on its own contiguous feature-major "
               "float32 data with its parameters in registers, the same L1 subgradient and SGD steps "
