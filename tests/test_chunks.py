@@ -1,7 +1,10 @@
 """Memory-planned chunks of replicates: a run's numbers do not depend on the chunking."""
 
 import numpy as np
+import pytest
 
+from l1jax.engine import plan as plan_module
+from l1jax.engine.errors import ConfigError
 from l1jax.engine.plan import bytes_per_seed, plan, seed_chunks
 from l1jax.engine.sweep import run
 from tests.helpers import small_config
@@ -32,6 +35,23 @@ def test_chunked_sweep_equals_one_call():
     for k, v in whole.arrays.items():
         np.testing.assert_array_equal(chunked.arrays[k], v, err_msg=k)
     assert not np.isnan(chunked.train_l1).any()
+
+
+def test_chunks_keep_slot_indices_within_int32(monkeypatch):
+    """A device's share never holds more sample slots than int32 indices address: with that
+    limit lowered to two replicates' slots the sweep splits into chunks, and its numbers do not
+    move; a limit below one replicate is refused before any compute."""
+    cfg = small_config(train={"epochs": 3, "batch_size": [8]}, sweep={"sizes": [9, 40], "seeds": 5})
+    whole = run(cfg)
+    slots = max(sum(g.tiles_per_dataset) * g.tile for g in plan(cfg))
+    monkeypatch.setattr(plan_module, "INDEX_LIMIT", 2 * slots + 1)
+    capped = run(cfg)
+    assert capped.meta["seed_chunks"] == [(0, 2), (2, 4), (4, 5)]
+    for k, v in whole.arrays.items():
+        np.testing.assert_array_equal(capped.arrays[k], v, err_msg=k)
+    monkeypatch.setattr(plan_module, "INDEX_LIMIT", slots - 1)
+    with pytest.raises(ConfigError, match=f"one replicate holds {slots:,} sample slots"):
+        run(cfg)
 
 
 def test_cli_memory_budget(tmp_path, capsys):

@@ -47,7 +47,8 @@ def sha256_file(path: str | Path) -> str:
 
 # Bumped whenever a change to the engine changes any run's numbers, so that results of an older
 # engine are never resumed or reported as this one's.  2: minibatch shuffles on a grid (issue 14).
-NUMBERS_VERSION = 2
+# 3: GPUs sum each learning rate's terms in its own reduction (float32 rounding of the sums).
+NUMBERS_VERSION = 3
 
 
 def fingerprint(cfg: Config) -> str:

@@ -34,6 +34,7 @@ from l1jax.engine.table import Table
 
 MIN_EFFICIENCY = 0.95  # full batch: useful fraction of padded slots when choosing the tile
 MAX_TILE = 1024
+INDEX_LIMIT = 2**31 - 1  # slots a device's share may hold: JAX indexes them with int32
 
 
 class GroupArrays(NamedTuple):
@@ -293,10 +294,22 @@ def shared_lr_pass(backend: str) -> bool:
     return backend not in ("cpu", "gpu")
 
 
-def seed_chunks(seeds: int, per_seed: int, budget: int, devices: int = 1) -> list[tuple[int, int]]:
+def replicates_per_device(groups: list[Group]) -> int:
+    """The most replicates a device may hold so that every sample slot of its share has an int32
+    index (a minibatch epoch addresses samples by flat slot); a ConfigError if one is too many."""
+    slots = max(sum(g.tiles_per_dataset) * g.tile for g in groups)
+    if slots > INDEX_LIMIT:
+        raise ConfigError(f"one replicate holds {slots:,} sample slots, more than the {INDEX_LIMIT:,} "
+                          f"that int32 indices address: use smaller sizes")
+    return INDEX_LIMIT // slots
+
+
+def seed_chunks(seeds: int, per_seed: int, budget: int, devices: int = 1,
+                cap: int | None = None) -> list[tuple[int, int]]:
     """Split replicates 0..seeds-1 into equal chunks (the last may be smaller) whose share on
-    each of ``devices`` fits ``budget`` bytes; equal chunks share compiled programs."""
-    fit = devices * max(1, budget // max(per_seed, 1))
+    each of ``devices`` fits ``budget`` bytes and at most ``cap`` replicates; equal chunks share
+    compiled programs."""
+    fit = devices * max(1, min(budget // max(per_seed, 1), cap or seeds))
     count = math.ceil(seeds / fit)
     size = math.ceil(seeds / count)
     return [(s, min(s + size, seeds)) for s in range(0, seeds, size)]

@@ -23,7 +23,8 @@ from l1jax.engine import distributed
 from l1jax.engine.config import Config
 from l1jax.engine.table import Table, load_csv
 from l1jax.engine.plan import (Group, block_group, bytes_per_seed, check_fits, counted, device_share,
-                               padding_efficiency, plan, program_count, seed_chunks, work_summary)
+                               padding_efficiency, plan, program_count, replicates_per_device, seed_chunks,
+                               work_summary)
 from l1jax.engine.results import Results
 from l1jax.engine.store import ChunkStore, open_out
 from l1jax.engine.train import TrainInputs, TrainOutputs, make_train
@@ -256,6 +257,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     budget = memory_budget or default_memory_budget()
     per_seed = max(bytes_per_seed(cfg, g, p - 1, table) for g in groups)
     check_fits(cfg, per_seed, budget, device_memory())
+    cap = replicates_per_device(groups)
     t = cfg.train
     shape = (len(t.optimizer), len(t.batch_size), len(t.learning_rate), len(cfg.sweep.sizes),
              cfg.sweep.seeds)
@@ -273,7 +275,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     arrays = {k: store.scratch(k, *spec) if on_disk else np.full(*spec)
               for k, spec in specs.items()} if writer else {}
     per_device = 1 if jax.default_backend() == "cpu" else len(devices)
-    chunks = seed_chunks(cfg.sweep.seeds, per_seed, budget, per_device)
+    chunks = seed_chunks(cfg.sweep.seeds, per_seed, budget, per_device, cap)
     if store is not None:
         chunks = store.plan(chunks)
     n_proc = jax.process_count()
