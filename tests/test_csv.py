@@ -79,5 +79,5 @@ def test_csv_values_up_to_the_float32_range_are_kept(tmp_path):
 def test_csv_config_round_trips_without_synthetic_keys(csv_path):
     cfg = _cfg(csv_path)
     data = cfg.to_dict()["data"]
-    assert "test_size" not in data and "n_features" not in data
+    assert "test_size" not in data and "n_features" not in data and "noise" not in data
     assert config_from_dict(cfg.to_dict()) == cfg

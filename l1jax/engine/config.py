@@ -94,7 +94,10 @@ class Config:
 
 
 _CSV_ONLY = ("path", "target", "test_fraction", "standardize")
-_SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias", "test_size")
+_NOISE = ("noise", "noise_scale", "noise_df", "outlier_fraction")
+_SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias", "test_size", *_NOISE)
+_CSV_REFUSES = {"test_size": "a csv source holds out a fraction of its rows: set data.test_fraction",
+                **{k: "a csv source takes its targets, noise included, from the file" for k in _NOISE}}
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "sweep": SweepConfig}
 
 
@@ -172,8 +175,7 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
     else:
         for key in _SYNTHETIC_ONLY:
             if key in d:
-                why = ("a csv source holds out a fraction of its rows: set data.test_fraction"
-                       if key == "test_size" else "a csv source takes its features from the file")
+                why = _CSV_REFUSES.get(key, "a csv source takes its features from the file")
                 _fail(f"data.{key}", d[key], f"no value: {why}")
         path = d.get("path")
         if not isinstance(path, str) or not path:
