@@ -7,7 +7,7 @@ import pytest
 
 from l1jax.study.article import calculate_l1_loss, gradient_descent_step, linear_model
 from l1jax.engine.sweep import run
-from l1jax.engine.train import one_dataset
+from l1jax.engine.train import Record, first_bad_record, one_dataset
 from tests.helpers import reference_for, small_config
 
 # float32 engine vs float64 reference; Adam at lr 0.5 amplifies rounding to a few 1e-5.
@@ -99,6 +99,23 @@ def test_nested_coupling_takes_prefixes_of_the_largest_dataset():
     indep = small_config()
     a, b = one_dataset(indep, 1, 37), one_dataset(indep, 1, 200)
     assert not np.array_equal(a.x, b.x[:37]) and not np.array_equal(a.theta0, b.theta0)
+
+
+def test_a_test_loss_that_overflows_marks_its_run_diverged():
+    """Divergence is the first recorded epoch with a non-finite loss: the train L1, or the test L1
+    where there is a test set (the no-test NaNs never count)."""
+    train = np.ones((4, 2, 3), np.float32)
+    test = np.ones((4, 2, 3), np.float32)
+    test[2, 1, 0], test[3, 1, 0], train[3, 0, 2] = np.inf, np.nan, np.nan
+    out = Record(train, test, test)
+    rec = np.asarray([0, 5, 10, 12], np.int32)
+    want = np.full((2, 3), 13, np.int32)
+    want[0, 2] = 12
+    np.testing.assert_array_equal(first_bad_record(out, rec, 12, False), want)
+    want[1, 0] = 10
+    np.testing.assert_array_equal(first_bad_record(out, rec, 12, True), want)
+    no_test = Record(train, np.full_like(test, np.nan), test)
+    np.testing.assert_array_equal(first_bad_record(no_test, rec, 12, False)[1, 0], 13)
 
 
 def test_one_diverging_run_does_not_touch_the_others():

@@ -335,6 +335,15 @@ def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple
     return test, err
 
 
+def first_bad_record(out: Record, recorded: jax.Array, epochs: int, has_test: bool) -> jax.Array:
+    """[D, H] first recorded epoch whose train L1, or test L1 where there is a test set, is not
+    finite (a loss that overflowed float32 is a divergence too); ``epochs + 1`` if none."""
+    bad = ~jnp.isfinite(out.train_l1)
+    if has_test:
+        bad = bad | ~jnp.isfinite(out.test_l1)
+    return jnp.min(jnp.where(bad, recorded[:, None, None], epochs + 1), axis=0)
+
+
 def record(theta: jax.Array, train_set: TrainingSet, held_out: HeldOut, rule: StepRule) -> Record:
     """Every number recorded at ``theta``."""
     return Record(train_l1(theta, train_set, rule), *held_out_metrics(theta, held_out, rule.shared))
@@ -393,9 +402,7 @@ def _make_block_train(cfg: Config, group: Group, n_features: int,
             parts.append(jax.tree.map(lambda v: v[None], last))
         parts.append(jax.tree.map(lambda v: v[None], record(carry.theta, train_set, held_out, rule)))
         out = jax.tree.map(lambda *v: jnp.concatenate(v), *parts)
-        bad_rec = ~jnp.isfinite(out.train_l1)
-        first_rec = jnp.min(jnp.where(bad_rec, jnp.asarray(rec, jnp.int32)[:, None, None], epochs + 1), axis=0)
-        div = jnp.minimum(carry.diverged, first_rec)
+        div = jnp.minimum(carry.diverged, first_bad_record(out, jnp.asarray(rec, jnp.int32), epochs, has_test))
         return TrainOutputs(out.train_l1, out.test_l1, out.param_error, carry.theta,
                             jnp.where(div > epochs, -1, div))
 
