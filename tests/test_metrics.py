@@ -31,6 +31,7 @@ def test_metrics_of_exponential_curves():
     # closing 50% / 90% of the gap takes tau ln 2 / tau ln 10 epochs, rounded up to an epoch
     np.testing.assert_array_equal(m.epochs_50[ok], np.ceil(tau * np.log(2))[ok])
     np.testing.assert_array_equal(m.epochs_90[ok], np.ceil(tau * np.log(10))[ok])
+    np.testing.assert_array_equal(m.steps_50[0, 1, 0, 1, :2], 7 * np.ceil(8 * np.log(2)))
     np.testing.assert_array_equal(m.steps_90[0, 1, 0, 1, :2], 7 * np.ceil(8 * np.log(10)))
     np.testing.assert_allclose(m.gap[ok], 0.25)
     np.testing.assert_allclose(m.suboptimality[ok], (curve[..., -1] - lstar[None, None, None])[ok])

@@ -27,58 +27,10 @@ class Summary(NamedTuple):
     mean: np.ndarray
     std: np.ndarray  # sample standard deviation (ddof = 1)
     sem: np.ndarray  # standard error of the mean, std / sqrt(n)
-    ci_low: np.ndarray  # percentile bootstrap interval of the mean
+    ci_low: np.ndarray  # interval of the mean (Student t)
     ci_high: np.ndarray
     n: np.ndarray  # finite values used
     excluded: np.ndarray  # non-finite values left out
-
-
-def _compact(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Finite values of each row moved to its front (order kept), zeros after; and their count."""
-    finite = np.isfinite(v)
-    order = np.argsort(~finite, axis=-1, kind="stable")
-    packed = np.where(np.take_along_axis(finite, order, -1), np.take_along_axis(v, order, -1), 0.0)
-    return packed, finite.sum(axis=-1)
-
-
-def _bootstrap_ci(packed: np.ndarray, n: np.ndarray, n_boot: int, level: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of the mean of rows holding n[g] leading finite values.
-
-    One uniform matrix U [n_boot, S] drives every group: a group of count c resamples indices
-    floor(U[:, :c] * c), turned into a count matrix, so a block of groups is one matrix product.
-    Groups with fewer than 2 values get NaN.
-    """
-    u = np.random.default_rng(seed).random((n_boot, packed.shape[-1]))
-    alpha = (1.0 - level) / 2.0
-    ci = np.full((2, packed.shape[0]), np.nan)
-    block = max(1, _BOOT_BLOCK // n_boot)
-    for c in np.unique(n[n >= 2]):
-        idx = np.floor(u[:, :c] * c).astype(np.int64) + c * np.arange(n_boot)[:, None]
-        counts = np.bincount(idx.ravel(), minlength=n_boot * c).reshape(n_boot, c)
-        rows = np.flatnonzero(n == c)
-        for start in range(0, len(rows), block):
-            r = rows[start:start + block]
-            means = packed[r, :c] @ counts.T / c
-            ci[:, r] = np.quantile(means, [alpha, 1.0 - alpha], axis=-1)
-    return ci[0], ci[1]
-
-
-def summarize(values: np.ndarray, axis: int = -1, n_boot: int = 2000, level: float = 0.95,
-              seed: int = 0) -> Summary:
-    """Mean, std, sem and bootstrap CI of the mean over ``axis``, excluding non-finite values."""
-    v = np.moveaxis(np.asarray(values, float), axis, -1)
-    shape = v.shape[:-1]
-    packed, n = _compact(v.reshape(-1, v.shape[-1]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = packed.sum(axis=-1) / n
-        dev = np.where(np.arange(packed.shape[-1]) < n[:, None], packed - mean[:, None], 0.0)
-        std = np.sqrt((dev ** 2).sum(axis=-1) / (n - 1))
-        std = np.where(n >= 2, std, np.nan)
-        sem = std / np.sqrt(n)
-    low, high = _bootstrap_ci(packed, n, n_boot, level, seed)
-    excluded = v.shape[-1] - n
-    return Summary(*(a.reshape(shape) for a in (mean, std, sem, low, high, n, excluded)))
 
 
 def t_quantile(p: float, df: np.ndarray | float) -> np.ndarray:

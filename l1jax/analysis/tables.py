@@ -27,7 +27,8 @@ METRICS = {
     "suboptimality": ("suboptimality", "final train L1 - L* (the dataset's exact minimum)"),
     "epochs_to_50": ("epochs_50", "first recorded epoch closing 50% of L(0) - L*, runs that did"),
     "epochs_to_90": ("epochs_90", "first recorded epoch closing 90% of L(0) - L*, runs that did"),
-    "steps_to_90": ("steps_90", "the same in optimizer steps"),
+    "steps_to_50": ("steps_50", "epochs_to_50 in optimizer steps"),
+    "steps_to_90": ("steps_90", "epochs_to_90 in optimizer steps"),
     "closed_90": ("closed_90", "share of runs that closed 90% of the gap"),
     "exact_optimum": ("lstar", "L*, the least train L1 of the dataset (same for every optimizer, "
                       "batch and learning rate)"),
