@@ -53,6 +53,7 @@ def test_csv_without_test_rows_uses_every_row_at_full_size(csv_path):
                             "train": {"epochs": 3}, "sweep": {"sizes": [60], "seeds": 3}})
     res = run(cfg)
     assert np.isnan(res.test_l1).all()
+    assert (res.diverged_epoch == -1).all() and np.isfinite(res.train_l1).all()  # no test rows: not a divergence
     # every replicate trains on the same 60 rows from its own start: same data, different init
     inputs = group_inputs(cfg, plan(cfg)[0], load_csv(cfg.data))
     sets = [sorted(map(tuple, one_dataset(cfg, r, 60, inputs).x.tolist())) for r in range(3)]
@@ -81,3 +82,19 @@ def test_csv_config_round_trips_without_synthetic_keys(csv_path):
     data = cfg.to_dict()["data"]
     assert "test_size" not in data and "n_features" not in data and "noise" not in data
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_csv_results_written_before_the_noise_keys_were_refused_still_load(csv_path, tmp_path):
+    """Manifests of csv runs from before csv configs refused the synthetic noise keys carry them
+    (at their defaults); such results still load, with the same config."""
+    import json
+
+    from l1jax.engine.results import Results
+    from l1jax.engine.sweep import run_to_dir
+
+    cfg = _cfg(csv_path)
+    run_to_dir(cfg, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["config"]["data"].update(noise="gaussian", noise_scale=1.0, noise_df=3.0, outlier_fraction=0.1)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert Results.load(tmp_path).config == cfg

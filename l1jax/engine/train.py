@@ -335,11 +335,11 @@ def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple
     return test, err
 
 
-def first_bad_record(out: Record, recorded: jax.Array, epochs: int, has_test: bool) -> jax.Array:
-    """[D, H] first recorded epoch whose train L1, or test L1 where there is a test set, is not
+def first_bad_record(out: Record, recorded: jax.Array, epochs: int, test_rows: bool) -> jax.Array:
+    """[D, H] first recorded epoch whose train L1, or test L1 where there are test rows, is not
     finite (a loss that overflowed float32 is a divergence too); ``epochs + 1`` if none."""
     bad = ~jnp.isfinite(out.train_l1)
-    if has_test:
+    if test_rows:
         bad = bad | ~jnp.isfinite(out.test_l1)
     return jnp.min(jnp.where(bad, recorded[:, None, None], epochs + 1), axis=0)
 
@@ -402,7 +402,8 @@ def _make_block_train(cfg: Config, group: Group, n_features: int,
             parts.append(jax.tree.map(lambda v: v[None], last))
         parts.append(jax.tree.map(lambda v: v[None], record(carry.theta, train_set, held_out, rule)))
         out = jax.tree.map(lambda *v: jnp.concatenate(v), *parts)
-        div = jnp.minimum(carry.diverged, first_bad_record(out, jnp.asarray(rec, jnp.int32), epochs, has_test))
+        test_rows = held_out.test_y is not None and held_out.test_y.shape[-1] > 0  # csv may hold out none
+        div = jnp.minimum(carry.diverged, first_bad_record(out, jnp.asarray(rec, jnp.int32), epochs, test_rows))
         return TrainOutputs(out.train_l1, out.test_l1, out.param_error, carry.theta,
                             jnp.where(div > epochs, -1, div))
 
