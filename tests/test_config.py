@@ -96,6 +96,8 @@ BAD = [  # (raw config, words the one-line message must contain)
     ({"data": {"source": "csv", "path": "CSV", "target": "t", "noise": "laplace"}},
      "data.noise = 'laplace' is not allowed: expected no value: a csv source takes its targets, noise included, from the file"),
     ({"data": {"source": "csv", "path": "CSV", "target": "t", "outlier_fraction": 0.2}}, "data.outlier_fraction = 0.2"),
+    ({"data": {"source": "csv", "path": "CSV", "target": "t", "noise_scale": -1}},
+     "data.noise_scale = -1 is not allowed: expected no value: a csv source takes its targets"),
     ({"data": {"source": "csv", "path": "DUPLICATE", "target": "t"}}, "DUPLICATE header names 't' more than once: expected distinct column names"),
     ({"data": {"source": "csv", "path": "BIGCELL", "target": "t"}},
      "BIGCELL line 21, column 'a' holds '1e300': expected a finite number with |value| <= 3.4e+38 (float32)"),

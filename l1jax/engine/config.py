@@ -29,7 +29,8 @@ INITS = ("normal", "zeros")
 # computes in float32.  Its sample indices run over a replicate's slots (every size padded to
 # tiles that keep 95% of them useful: plan.MIN_EFFICIENCY) and a minibatch epoch's positions
 # (fewer than n + B, B at most the largest size): both stay below 2**31 when a replicate's sizes
-# sum to at most 2**30.
+# sum to at most 2**30.  A minibatch epoch's flat slots run over a device's whole share of a
+# chunk, which plan.replicates_per_device keeps below 2**31 too.
 INT32_MAX = 2**31 - 1
 MAX_SAMPLES = 2**30
 
@@ -94,10 +95,10 @@ class Config:
 
 
 _CSV_ONLY = ("path", "target", "test_fraction", "standardize")
-_NOISE = ("noise", "noise_scale", "noise_df", "outlier_fraction")
-_SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias", "test_size", *_NOISE)
+NOISE_KEYS = ("noise", "noise_scale", "noise_df", "outlier_fraction")  # synthetic data only
+_SYNTHETIC_ONLY = ("n_features", "true_weights", "true_bias", "test_size", *NOISE_KEYS)
 _CSV_REFUSES = {"test_size": "a csv source holds out a fraction of its rows: set data.test_fraction",
-                **{k: "a csv source takes its targets, noise included, from the file" for k in _NOISE}}
+                **{k: "a csv source takes its targets, noise included, from the file" for k in NOISE_KEYS}}
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "sweep": SweepConfig}
 
 
@@ -153,15 +154,15 @@ def _nonempty(key: str, v: Any) -> list[Any]:
 def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
     src = _choice("data.source", d.get("source", "synthetic"), SOURCES)
     kw: dict[str, Any] = {"source": src}
-    kw["noise"] = _choice("data.noise", d.get("noise", "gaussian"), NOISES)
-    kw["noise_scale"] = _number("data.noise_scale", d.get("noise_scale", 1.0), 0.0, lo_open=True)
-    kw["noise_df"] = _number("data.noise_df", d.get("noise_df", 3.0), 1.0, lo_open=True)
-    kw["outlier_fraction"] = _number("data.outlier_fraction", d.get("outlier_fraction", 0.1), 0.0, 1.0)
     kw["coupling"] = _choice("data.coupling", d.get("coupling", "independent"), COUPLINGS)
     if src == "synthetic":
         for key in _CSV_ONLY:
             if key in d:
                 _fail(f"data.{key}", d[key], 'no value: it applies only to source = "csv"')
+        kw["noise"] = _choice("data.noise", d.get("noise", "gaussian"), NOISES)
+        kw["noise_scale"] = _number("data.noise_scale", d.get("noise_scale", 1.0), 0.0, lo_open=True)
+        kw["noise_df"] = _number("data.noise_df", d.get("noise_df", 3.0), 1.0, lo_open=True)
+        kw["outlier_fraction"] = _number("data.outlier_fraction", d.get("outlier_fraction", 0.1), 0.0, 1.0)
         kw["test_size"] = _pos_int("data.test_size", d.get("test_size", 10000), minimum=0)
         kw["true_bias"] = _number("data.true_bias", d.get("true_bias", 0.0))
         nf = _pos_int("data.n_features", d.get("n_features", 2))

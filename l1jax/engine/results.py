@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from l1jax.engine import files
-from l1jax.engine.config import Config, ConfigError, config_from_dict
+from l1jax.engine.config import NOISE_KEYS, Config, ConfigError, config_from_dict
 from l1jax.engine.files import atomic_file
 
 if TYPE_CHECKING:
@@ -129,7 +129,10 @@ class Results:
                 raise ConfigError(f"{p} does not exist: expected a directory written by `l1jax run`")
         try:
             manifest = json.loads(man_path.read_text())
-            config = config_from_dict(manifest.pop("config"), base_dir=out, check_files=False)
+            raw = manifest.pop("config")
+            if raw["data"].get("source") == "csv":  # manifests written before csv refused them
+                raw["data"] = {k: v for k, v in raw["data"].items() if k not in NOISE_KEYS}
+            config = config_from_dict(raw, base_dir=out, check_files=False)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
         try:
