@@ -40,7 +40,7 @@ def test_chunked_sweep_equals_one_call():
 def test_chunks_keep_slot_indices_within_int32(monkeypatch):
     """A device's share never holds more sample slots than int32 indices address: with that
     limit lowered to two replicates' slots the sweep splits into chunks, and its numbers do not
-    move; a limit below one replicate is refused before any compute."""
+    move."""
     cfg = small_config(train={"epochs": 3, "batch_size": [8]}, sweep={"sizes": [9, 40], "seeds": 5})
     whole = run(cfg)
     slots = max(sum(g.tiles_per_dataset) * g.tile for g in plan(cfg))
@@ -49,9 +49,19 @@ def test_chunks_keep_slot_indices_within_int32(monkeypatch):
     assert capped.meta["seed_chunks"] == [(0, 2), (2, 4), (4, 5)]
     for k, v in whole.arrays.items():
         np.testing.assert_array_equal(capped.arrays[k], v, err_msg=k)
-    monkeypatch.setattr(plan_module, "INDEX_LIMIT", slots - 1)
-    with pytest.raises(ConfigError, match=f"one replicate holds {slots:,} sample slots"):
-        run(cfg)
+
+
+def test_a_stored_chunk_plan_beyond_int32_slots_is_refused(tmp_path, monkeypatch):
+    """A resumed run keeps its stored chunk boundaries; one whose next chunk would put more
+    slots on a device than int32 indices address is refused in one line, not computed."""
+    from l1jax.engine.store import ChunkStore
+
+    cfg = small_config(train={"epochs": 2, "batch_size": [8]}, sweep={"sizes": [9], "seeds": 3})
+    ChunkStore(tmp_path, cfg).plan([(0, 3)])  # planned, then interrupted before any chunk
+    slots = max(sum(g.tiles_per_dataset) * g.tile for g in plan(cfg))
+    monkeypatch.setattr(plan_module, "INDEX_LIMIT", 2 * slots)
+    with pytest.raises(ConfigError, match="the stored chunk of seeds 0-2 puts more than 2 replicates"):
+        run(cfg, store=ChunkStore(tmp_path, cfg))
 
 
 def test_cli_memory_budget(tmp_path, capsys):
@@ -62,7 +72,6 @@ def test_cli_memory_budget(tmp_path, capsys):
     budget = str(budget_for_one_replicate(conf))
     assert main(["run", str(conf), "--out", str(tmp_path / "o"), "--memory-budget", budget]) == 0
     assert "(3 chunks of seeds, 0 reused from disk)" in capsys.readouterr().out
-    import pytest
     with pytest.raises(SystemExit) as e:
         main(["run", str(conf), "--out", str(tmp_path / "o"), "--memory-budget", "lots"])
     assert e.value.code == 2 and "is not a memory size" in capsys.readouterr().err

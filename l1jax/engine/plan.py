@@ -27,14 +27,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from l1jax.engine.config import Config
+from l1jax.engine.config import INT32_MAX, Config
 from l1jax.engine.data import FEISTEL_ROUNDS, grid_sides
 from l1jax.engine.errors import ConfigError
 from l1jax.engine.table import Table
 
 MIN_EFFICIENCY = 0.95  # full batch: useful fraction of padded slots when choosing the tile
 MAX_TILE = 1024
-INDEX_LIMIT = 2**31 - 1  # slots a device's share may hold: JAX indexes them with int32
+INDEX_LIMIT = INT32_MAX  # slots a device's share may hold: JAX indexes them with int32
 
 
 class GroupArrays(NamedTuple):
@@ -290,18 +290,16 @@ def shared_lr_pass(backend: str) -> bool:
     """Whether an epoch reads the data once for all learning rates (one variadic reduction) or
     once per learning rate.  Measured per learning rate faster on the CPU (a block's data is in
     cache) and on an H200 (bench-lr: 2.2e11 against 1.9e11 sample-epochs/s, 3.4e11 against
-    1.6e11 on a tenth of its seeds); other accelerators, unmeasured, keep the single read."""
+    1.6e11 on a tenth of its seeds); JAX names every GPU (ROCm too) "gpu", so all GPUs follow
+    the H200, and the other backends (TPUs), unmeasured, keep the single read."""
     return backend not in ("cpu", "gpu")
 
 
 def replicates_per_device(groups: list[Group]) -> int:
     """The most replicates a device may hold so that every sample slot of its share has an int32
-    index (a minibatch epoch addresses samples by flat slot); a ConfigError if one is too many."""
-    slots = max(sum(g.tiles_per_dataset) * g.tile for g in groups)
-    if slots > INDEX_LIMIT:
-        raise ConfigError(f"one replicate holds {slots:,} sample slots, more than the {INDEX_LIMIT:,} "
-                          f"that int32 indices address: use smaller sizes")
-    return INDEX_LIMIT // slots
+    index (a minibatch epoch addresses samples by flat slot); at least 1, since a config's sizes
+    sum to at most ``config.MAX_SAMPLES``."""
+    return INDEX_LIMIT // max(sum(g.tiles_per_dataset) * g.tile for g in groups)
 
 
 def seed_chunks(seeds: int, per_seed: int, budget: int, devices: int = 1,

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from l1jax import __version__
 from l1jax.engine import distributed
 from l1jax.engine.config import Config
+from l1jax.engine.errors import ConfigError
 from l1jax.engine.table import Table, load_csv
 from l1jax.engine.plan import (Group, block_group, bytes_per_seed, check_fits, counted, device_share,
                                padding_efficiency, plan, program_count, replicates_per_device, seed_chunks,
@@ -299,6 +300,9 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
                 resumed += 1
                 progress.update(runs_per_seed * (s1 - s0), f"seeds {s0}-{s1 - 1} from disk")
             else:
+                if math.ceil((s1 - s0) / per_device) > cap:  # a stored plan from a larger budget
+                    raise ConfigError(f"the stored chunk of seeds {s0}-{s1 - 1} puts more than {cap:,} "
+                                      f"replicates on a device, beyond int32 indices: rerun with --overwrite")
                 part = {k: np.full(*spec) for k, spec in chunk_specs(s1 - s0).items()}
                 for full in groups:
                     g = dataclasses.replace(full, seeds=s1 - s0)
