@@ -8,7 +8,8 @@
 # Numba peers take about --peer-budget seconds each, l1jax runs each workload four times, and
 # bench-lr times both passes over the data on a tenth of its seeds. Workloads run in order of
 # importance, one that fails or runs over its limit does not stop the others, and the records
-# go to $OUT as each ends. On an H200 the whole script took 193 s.
+# go to $OUT as each ends. On an H200 each workload took 23 to 82 s and the million-run sweep 8 s
+# (the "==" lines of docs/bench/h200-2026-11-27.log).
 # The progress bar's tqdm is the one dependency such an image may lack: put its wheel in .whl/
 # (`pip download --no-deps -d .whl tqdm`) and carry .whl; it is installed to /tmp/site.
 set -uo pipefail

@@ -1,6 +1,6 @@
 """Layouts the engine picks per backend do not change a run's numbers: cache-sized blocks of
-replicates (the CPU) give identical bits, one pass over the data for all learning rates
-(accelerators) the same numbers up to float32 rounding of its sums."""
+replicates (the CPU) give identical bits, one pass over the data for all learning rates (TPUs;
+the CPU and GPUs take one per learning rate) the same numbers up to float32 rounding of its sums."""
 
 import dataclasses
 

@@ -1,9 +1,10 @@
-"""Statistics over seeds: means, spreads, Student t and percentile-bootstrap intervals of many
-groups at once, and mergeable moments so a sweep larger than memory is summarized chunk by chunk.
+"""Statistics over seeds: means and spreads with Student t intervals, percentile-bootstrap
+intervals of standard deviations, of many groups at once, and mergeable moments so a sweep
+larger than memory is summarized chunk by chunk.
 
 Non-finite values (divergent runs) are excluded from every statistic and counted.  All groups
-share one bootstrap resampling index matrix, so nothing loops over groups; the only loop is
-over the distinct counts of finite values (usually one or two) and over memory-bounded blocks.
+share one bootstrap count matrix per block of resamples, so nothing loops over groups; the only
+loop is over memory-bounded blocks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-_BOOT_BLOCK = 1 << 22  # bootstrap means held at once (groups x n_boot), bounds memory
+_BOOT_BLOCK = 1 << 22  # count-matrix entries drawn at once (resamples x values): bounds memory
 _COUNT_CACHE = 1 << 26  # bootstrap counts kept for reuse (2 bytes each)
 
 
