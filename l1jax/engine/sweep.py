@@ -300,9 +300,10 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
                 resumed += 1
                 progress.update(runs_per_seed * (s1 - s0), f"seeds {s0}-{s1 - 1} from disk")
             else:
-                if math.ceil((s1 - s0) / per_device) > cap:  # a stored plan from a larger budget
+                if math.ceil((s1 - s0) / per_device) > cap:  # only a stored plan (a larger budget) can
                     raise ConfigError(f"the stored chunk of seeds {s0}-{s1 - 1} puts more than {cap:,} "
-                                      f"replicates on a device, beyond int32 indices: rerun with --overwrite")
+                                      f"replicates on a device, beyond int32 indices: run into another "
+                                      f"--out, or delete {getattr(store, 'dir', 'the stored chunks')} to replan")
                 part = {k: np.full(*spec) for k, spec in chunk_specs(s1 - s0).items()}
                 for full in groups:
                     g = dataclasses.replace(full, seeds=s1 - s0)
