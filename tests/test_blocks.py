@@ -16,7 +16,7 @@ from tests.helpers import small_config
 
 def test_block_seeds_divides_and_fits():
     g = full_batch_group("sgd", (100, 3000), 12)
-    per_seed = sum(g.tiles_per_dataset) * g.tile * 4 * 3
+    per_seed = g.replicate_slots * 4 * 3
     one = dataclasses.replace(g, seeds=1)  # the bytes of a replicate's packed arrays, as built
     cfg = small_config(sweep={"sizes": list(g.sizes), "seeds": 1})
     inp = group_inputs(cfg, one, None)

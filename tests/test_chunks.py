@@ -43,7 +43,7 @@ def test_chunks_keep_slot_indices_within_int32(monkeypatch):
     move."""
     cfg = small_config(train={"epochs": 3, "batch_size": [8]}, sweep={"sizes": [9, 40], "seeds": 5})
     whole = run(cfg)
-    slots = max(sum(g.tiles_per_dataset) * g.tile for g in plan(cfg))
+    slots = max(g.replicate_slots for g in plan(cfg))
     monkeypatch.setattr(plan_module, "INDEX_LIMIT", 2 * slots + 1)
     capped = run(cfg)
     assert capped.meta["seed_chunks"] == [(0, 2), (2, 4), (4, 5)]
@@ -58,7 +58,7 @@ def test_a_stored_chunk_plan_beyond_int32_slots_is_refused(tmp_path, monkeypatch
 
     cfg = small_config(train={"epochs": 2, "batch_size": [8]}, sweep={"sizes": [9], "seeds": 3})
     ChunkStore(tmp_path, cfg).plan([(0, 3)])  # planned, then interrupted before any chunk
-    slots = max(sum(g.tiles_per_dataset) * g.tile for g in plan(cfg))
+    slots = max(g.replicate_slots for g in plan(cfg))
     monkeypatch.setattr(plan_module, "INDEX_LIMIT", 2 * slots)
     with pytest.raises(ConfigError, match="the stored chunk of seeds 0-2 puts more than 2 replicates"):
         run(cfg, store=ChunkStore(tmp_path, cfg))

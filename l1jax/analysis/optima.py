@@ -52,7 +52,7 @@ def exact_optima(cfg: Config, memory_budget: int | None = None,
     has_test = cfg.data.source == "csv" or cfg.data.test_size > 0
     p = n_features(cfg, table) + 1
     # packed data, the design rows and IRLS's per-slot outer products
-    per_seed = sum(full.tiles_per_dataset) * full.tile * 4 * (p + 2) * (p + 4)
+    per_seed = full.replicate_slots * 4 * (p + 2) * (p + 4)
     budget = min(memory_budget or default_memory_budget(),
                  per_seed * max(1, MAX_DATASETS // len(cfg.sweep.sizes)))
     chunks = seed_chunks(cfg.sweep.seeds, per_seed, budget)

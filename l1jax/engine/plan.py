@@ -114,6 +114,11 @@ class Group:
         return sum(self.tiles_per_dataset) * self.seeds
 
     @property
+    def replicate_slots(self) -> int:
+        """Slots one replicate's datasets take in the packed layout (every size, padded to tiles)."""
+        return sum(self.tiles_per_dataset) * self.tile
+
+    @property
     def useful_slots(self) -> int:
         return sum(self.sizes) * self.seeds
 
@@ -193,7 +198,7 @@ def bytes_per_seed(cfg: Config, group: Group, n_features: int, table: Table | No
     Conservative: sizes planned with it never run out of memory (``table`` for a csv source)."""
     n_sizes, lrs, p = len(group.sizes), len(cfg.train.learning_rate), n_features + 1
     test_rows = cfg.data.test_size if table is None else len(table.y_test)
-    samples = sum(group.tiles_per_dataset) * group.tile + n_sizes * test_rows
+    samples = group.replicate_slots + n_sizes * test_rows
     orders = 0 if table is None else n_sizes * table.n_train * 4 * 4
     schedule = 0 if group.full_batch else minibatch_bytes(group, n_features)
     runs = n_sizes * lrs * 4 * (RECORD_COPIES * 3 * recorded_count(cfg) + 4 * p + 8)
@@ -206,7 +211,7 @@ def minibatch_bytes(group: Group, n_features: int) -> int:
     batch size, steps, round keys and cycle walks, and a copy of the data as flat slots."""
     walks = max(a * b - n for n, (a, b) in ((n, grid_sides(n)) for n in group.sizes))
     steps = sum(-(-n // group.width) for n in group.sizes)
-    slots = sum(group.tiles_per_dataset) * group.tile
+    slots = group.replicate_slots
     return steps * (24 * group.width + 4 * (3 + FEISTEL_ROUNDS + walks)) + 4 * (n_features + 1) * slots
 
 
@@ -254,7 +259,7 @@ def block_seeds(group: Group, n_features: int, backend: str) -> int:
     accelerators all of them (one block, full width)."""
     if backend != "cpu":
         return group.seeds
-    per_seed = sum(group.tiles_per_dataset) * group.tile * 4 * (n_features + 1)
+    per_seed = group.replicate_slots * 4 * (n_features + 1)
     limit = CPU_BLOCK_BYTES if group.full_batch else CPU_MINIBATCH_BLOCK_BYTES
     fits = [k for k in range(1, group.seeds + 1) if group.seeds % k == 0 and k * per_seed <= limit]
     return max(fits, default=1)
@@ -299,7 +304,7 @@ def replicates_per_device(groups: list[Group]) -> int:
     """The most replicates a device may hold so that every sample slot of its share has an int32
     index (a minibatch epoch addresses samples by flat slot); at least 1, since a config's sizes
     sum to at most ``config.MAX_SAMPLES``."""
-    return INDEX_LIMIT // max(sum(g.tiles_per_dataset) * g.tile for g in groups)
+    return INDEX_LIMIT // max(g.replicate_slots for g in groups)
 
 
 def seed_chunks(seeds: int, per_seed: int, budget: int, devices: int = 1,
