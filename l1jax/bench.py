@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l1jax.engine.config import Config, DataConfig, SweepConfig, TrainConfig
-from l1jax.engine.plan import padding_efficiency, plan, shared_lr_pass
+from l1jax.engine.plan import fused_sgd_epoch, padding_efficiency, plan, shared_lr_pass
 from l1jax.engine.sweep import compile_program, group_inputs, host_description, n_features, run_group
 from l1jax.engine.train import make_train
 
@@ -46,7 +46,11 @@ WORKLOADS = {
     "bench-gpu": Workload(GPU_SIZES, 1000, 1000),
     "bench-lr": Workload(GPU_SIZES, 1000, 1000, tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())),
     "bench-sgd": Workload(CPU_SIZES, 64, 20, batch=32),
+    # a GPU pair on the same sizes and seeds, so minibatch over full batch is one division
+    "gpu-full": Workload(GPU_SIZES, 4096, 100),
+    "gpu-sgd": Workload(GPU_SIZES, 4096, 20, batch=32),
 }
+GPU_ONLY = ("bench-gpu", "bench-lr", "gpu-full", "gpu-sgd")
 
 
 def workload_config(w: Workload) -> Config:
@@ -117,6 +121,25 @@ def pass_layouts(w: Workload) -> dict[str, Any] | None:
         best = min(_timed(lambda: jax.block_until_ready(exe(inputs))) for _ in range(2))
         rates["shared_rate" if shared else "per_lr_rate"] = useful_sample_epochs(part) / best
     return {"seeds": part.seeds, **rates, "engine_shares": shared_lr_pass(jax.default_backend())}
+
+
+def minibatch_paths(w: Workload) -> dict[str, Any] | None:
+    """Warm rates (best of two) of a plain-SGD minibatch epoch as one fused kernel and on the XLA
+    path (``plan.fused_sgd_epoch`` picks per backend), on a tenth of the workload's seeds; None
+    where no kernel runs (full batch, or a backend without one)."""
+    if w.batch == "full" or jax.default_backend() != "gpu":
+        return None
+    part = dataclasses.replace(w, seeds=max(1, w.seeds // 10))
+    cfg = workload_config(part)
+    (g,) = plan(cfg)
+    inputs = group_inputs(cfg, g, None)
+    rates = {}
+    for fused in ("kernel", ""):
+        exe, _ = compile_program(make_train(cfg, g, n_features(cfg, None), fused=fused), inputs)
+        jax.block_until_ready(exe(inputs))
+        best = min(_timed(lambda: jax.block_until_ready(exe(inputs))) for _ in range(2))
+        rates["fused_rate" if fused else "xla_rate"] = useful_sample_epochs(part) / best
+    return {"seeds": part.seeds, **rates, "engine_fuses": bool(fused_sgd_epoch(jax.default_backend(), g))}
 
 
 def _numpy_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,6 +271,7 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
     npl = numpy_loop(w, peer_budget_s)
     per = jit_per_size(w, peer_budget_s)
     layouts = pass_layouts(w)
+    paths = minibatch_paths(w)
     peak = peak_memory_bytes()  # before the roofline's array and the Numba peer's data
     bw = streaming_bandwidth()
     roof = bw / (4 * (cfg.data.n_features + 1))
@@ -264,7 +288,7 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
         "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
         "jit_per_size": {**per, "rate": rate(per.get("seconds"))},
         "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s"))},
-        "pass_layouts": layouts,
+        "pass_layouts": layouts, "minibatch_paths": paths,
         "bandwidth_bytes_per_s": bw, "roofline_rate": roof, "roofline_fraction": warm / roof,
         "peak_memory_bytes": peak, "peak_before_roofline": True,
     }
@@ -320,7 +344,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
             f"{_fmt(r['roofline_rate'])} | {r['roofline_fraction']:.1%} | "
             f"{r['peak_memory_bytes'] / 2**20:.0f} MiB{'' if r.get('peak_before_roofline') else '*'} |")
     for name in WORKLOADS:
-        if (name, "gpu") not in seen:
+        if (name, "gpu") not in seen and name not in ("gpu-full", "gpu-sgd"):
             lines.append(f"| {name} | gpu | not measured |" + " |" * 15)
     compared = [r for r in records if r.get("pass_layouts")]
     if compared:
@@ -332,6 +356,16 @@ def markdown(records: list[dict[str, Any]]) -> str:
                      f"{_fmt(p['shared_rate'])}/s, per learning rate {_fmt(p['per_lr_rate'])}/s "
                      f"({_fmt(p['shared_rate'] / p['per_lr_rate'], 'x')}); l1jax uses "
                      f"{'shared' if p['engine_shares'] else 'one per learning rate'} here (`plan.shared_lr_pass`).")
+    fused = [r for r in records if r.get("minibatch_paths")]
+    if fused:
+        lines += ["", "Plain-SGD minibatch epochs as one Pallas kernel (`kernels/pallas_sgd.py`) or on the "
+                  "XLA path (a scan over the steps); both warm, best of two, on a tenth of the seeds:", ""]
+    for r in fused:
+        p = r["minibatch_paths"]
+        lines.append(f"- {r['workload']} on {r['device']} ({p['seeds']} seeds): kernel "
+                     f"{_fmt(p['fused_rate'])}/s, XLA {_fmt(p['xla_rate'])}/s "
+                     f"({_fmt(p['fused_rate'] / p['xla_rate'], 'x')}); l1jax uses "
+                     f"{'the kernel' if p['engine_fuses'] else 'XLA'} here (`plan.fused_sgd_epoch`).")
     if not all(r.get("peak_before_roofline") for r in records):
         lines += ["", "\\* Peak memory read after the roofline's array was allocated (512 MiB on the CPU, "
                   "2 GiB on accelerators), so it includes that array; later records read it before."]
@@ -363,15 +397,16 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 
 def _minibatch_fractions(records: list[dict[str, Any]]) -> list[str]:
-    """Lines giving bench-sgd's warm rate over bench-cpu's (the same sizes and seeds, batch 32
-    against full batch) on each device that ran both."""
+    """Lines giving each minibatch workload's warm rate over its full-batch twin's (the same sizes
+    and seeds, batch 32 against full batch) on each device that ran both."""
     warm = {(r["workload"], r["device"]): r["l1jax"]["warm_rate"] for r in records}
     lines = []
+    pairs = {"bench-sgd": "bench-cpu", "gpu-sgd": "gpu-full"}
     for (name, device), rate in warm.items():
-        full = warm.get(("bench-cpu", device))
-        if name == "bench-sgd" and full:
-            lines.append(f"- bench-sgd on {device}: minibatch warm is {rate / full:.1%} of full-batch warm "
-                         f"(bench-cpu, the same sizes and seeds; separate processes).")
+        full = warm.get((pairs.get(name), device))
+        if full:
+            lines.append(f"- {name} on {device}: minibatch warm is {rate / full:.1%} of full-batch warm "
+                         f"({pairs[name]}, the same sizes and seeds; separate processes).")
     return ["", "Minibatch against full batch (an epoch reads the same samples; minibatch also takes "
             "one optimizer step per batch, in sequence):", "", *lines] if lines else []
 

@@ -104,10 +104,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
-    from l1jax.bench import (WORKLOADS, benchmark, records_dir, useful_sample_epochs, write_docs,
+    from l1jax.bench import (GPU_ONLY, WORKLOADS, benchmark, records_dir, useful_sample_epochs, write_docs,
                              write_record)
 
-    if args.workload in ("bench-gpu", "bench-lr") and jax.default_backend() == "cpu" and not args.force:
+    if args.workload in GPU_ONLY and jax.default_backend() == "cpu" and not args.force:
         work = useful_sample_epochs(WORKLOADS[args.workload])
         raise ConfigError(f"--workload {args.workload} is sized for an accelerator ({work:.1e} "
                           "sample-epochs): run it on a GPU, or pass --force")
@@ -217,7 +217,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--no-cache", action="store_true", help="do not keep compiled programs on disk")
     st.set_defaults(func=cmd_study)
     b = sub.add_parser("bench", help="benchmark a named workload against its peers")
-    b.add_argument("--workload", required=True, choices=["bench-cpu", "bench-gpu", "bench-lr", "bench-sgd"])
+    b.add_argument("--workload", required=True, choices=["bench-cpu", "bench-gpu", "bench-lr", "bench-sgd", "gpu-full", "gpu-sgd"])
     b.add_argument("--json", metavar="FILE", help="write the JSON record here (default: print only)")
     b.add_argument("--docs", metavar="FILE", help="rebuild this markdown table from the records in "
                    "FILE's sibling bench/ directory (e.g. docs/benchmarks.md from docs/bench/*.json)")

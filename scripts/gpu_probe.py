@@ -1,10 +1,14 @@
 """GPU tuning probe behind the README's H200 notes: `python scripts/gpu_probe.py` on a GPU
-machine prints the bandwidth of jitted sums by array size and shape (why `bench` measures the
-roofline over 2 GiB on accelerators), bench-gpu's warm rate by tile width, and bench-lr's warm
-rate with one reduction per learning rate or one for all (`plan.shared_lr_pass`)."""
+machine prints (1) the fused SGD epoch's warm rate by runs per program and warps
+(``kernels.pallas_sgd.DEFAULT_LANES``/``DEFAULT_WARPS``), and (2) where a full-batch epoch's time
+goes on gpu-full: the whole program at two epoch counts (their difference is the per-epoch cost,
+data generation and records cancel), one pass over the data per epoch without the update, and a
+plain read of the same bytes; each against the roofline's bytes per epoch."""
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from typing import Callable
 
@@ -12,12 +16,14 @@ import jax
 import jax.numpy as jnp
 
 from l1jax import bench
-from l1jax.engine import plan as plan_module
+from l1jax.engine import data as D
+from l1jax.engine.kernels import pallas_sgd
+from l1jax.engine.plan import plan
+from l1jax.engine.step import packed_sums
 from l1jax.engine.sweep import compile_program, group_inputs, n_features
-from l1jax.engine.train import make_train
+from l1jax.engine.train import build_data, make_train
 
-SHAPES = (("1d", (-1,), None), ("rows1024", (-1, 1024), 1), ("rows8192", (-1, 8192), 1),
-          ("cols1024", (-1, 1024), 0), ("cols128", (-1, 128), 0))
+SGD_SHAPES = ((1, 1), (2, 1), (4, 1), (8, 1), (16, 2), (32, 4))
 
 
 def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -31,34 +37,70 @@ def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
-def bandwidths() -> None:
-    for n_bytes in (1 << 29, 1 << 31):
-        x = jnp.ones(n_bytes // 4, jnp.float32)
-        for name, shape, axis in SHAPES:
-            xs = x.reshape(shape)
-            f = jax.jit(lambda a, axis=axis: jnp.sum(a, axis=axis))
-            s = best_seconds(lambda: f(xs).block_until_ready(), 5)
-            print(f"bw {n_bytes >> 20} MiB {name}: {n_bytes / s / 1e12:.2f} TB/s", flush=True)
-
-
-def warm_rate(workload: str, max_tile: int = 1024, min_efficiency: float = 0.95,
-              shared: bool | None = None) -> None:
-    """Compile one workload's program with the given tile cap and pass layout; print its rate."""
-    plan_module.MAX_TILE, plan_module.MIN_EFFICIENCY = max_tile, min_efficiency
-    w = bench.WORKLOADS[workload]
+def program_seconds(w: bench.Workload, **make: object) -> float:
     cfg = bench.workload_config(w)
-    (g,) = plan_module.plan(cfg)
+    (g,) = plan(cfg)
     inputs = group_inputs(cfg, g, None)
-    exe, compile_s = compile_program(make_train(cfg, g, n_features(cfg, None), shared_pass=shared),
-                                     inputs, full_batch=g.full_batch)
-    s = best_seconds(lambda: jax.block_until_ready(exe(inputs)))
-    print(f"{workload} tile {g.tile} shared {shared}: {bench.useful_sample_epochs(w) / s:.3g}/s "
-          f"(compile {compile_s:.1f} s, run {s:.2f} s)", flush=True)
+    exe, _ = compile_program(make_train(cfg, g, n_features(cfg, None), **make), inputs, full_batch=g.full_batch)
+    return best_seconds(lambda: jax.block_until_ready(exe(inputs)), 2)
+
+
+def sgd_shapes(w: bench.Workload) -> None:
+    default = pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS
+    for lanes, warps in SGD_SHAPES:
+        pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS = lanes, warps
+        try:
+            s = program_seconds(w, fused="kernel")
+        except Exception as e:  # a shape the compiler refuses: say so and try the next
+            print(f"sgd kernel lanes {lanes} warps {warps}: failed: {str(e)[:300]}", flush=True)
+            continue
+        print(f"sgd kernel lanes {lanes} warps {warps}: {bench.useful_sample_epochs(w) / s:.3g}/s ({s:.3f} s)",
+              flush=True)
+    pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS = default
+
+
+def full_batch_breakdown(w: bench.Workload) -> None:
+    bw = bench.streaming_bandwidth()
+    useful = sum(w.sizes) * w.seeds * 12  # bytes of one epoch's useful read (d = 2)
+    t1, t2 = (program_seconds(dataclasses.replace(w, epochs=e)) for e in (w.epochs, 2 * w.epochs))
+    per_epoch = (t2 - t1) / w.epochs
+    cfg = bench.workload_config(w)
+    (g,) = plan(cfg)
+    inp = group_inputs(cfg, g, None)
+    keys = D.streams(inp.base_seed, inp.rep, inp.size, True)
+    data = jax.jit(lambda i: build_data(cfg, g, i, keys))(inp)
+    theta = jnp.zeros((g.n_datasets, 1, 3))
+
+    @jax.jit
+    def passes(data: D.Packed, theta: jax.Array) -> jax.Array:
+        def body(th, _):
+            a, gr = packed_sums(data, th, g.n_datasets, "l1", False)
+            return th + 1e-30 * gr, None
+        return jax.lax.scan(body, theta, None, length=w.epochs)[0]
+
+    @jax.jit
+    def reads(data: D.Packed) -> jax.Array:
+        def body(c, _):
+            return c + jnp.sum(data.x + c[:, None], axis=(0, 2)) + jnp.sum(data.y, axis=1), None
+        return jax.lax.scan(body, jnp.zeros(data.y.shape[0]), None, length=w.epochs)[0]
+
+    t_pass = best_seconds(lambda: jax.block_until_ready(passes(data, theta)), 2) / w.epochs
+    t_read = best_seconds(lambda: jax.block_until_ready(reads(data)), 2) / w.epochs
+    roof = useful / bw
+    print(f"full batch {w.sizes} x {w.seeds}: roofline {roof * 1e3:.3f} ms/epoch ({bw / 1e12:.2f} TB/s); "
+          f"program {per_epoch * 1e3:.3f} ms/epoch ({roof / per_epoch:.1%}), pass alone "
+          f"{t_pass * 1e3:.3f} ({roof / t_pass:.1%}), plain read {t_read * 1e3:.3f} ({roof / t_read:.1%}); "
+          f"whole program at {w.epochs} epochs {t1:.3f} s, so {1 - per_epoch * w.epochs / t1:.1%} outside epochs",
+          flush=True)
 
 
 if __name__ == "__main__":
-    bandwidths()
-    for tile, efficiency in ((1024, 0.95), (512, 0.95), (2048, 0.95), (4096, 0.9)):
-        warm_rate("bench-gpu", tile, efficiency)
-    for tile, shared in ((1024, False), (1024, True), (2048, False)):
-        warm_rate("bench-lr", tile, 0.95, shared)
+    quick = "--quick" in sys.argv  # a CPU rehearsal of the same code on small shapes
+    sgd = bench.WORKLOADS["gpu-sgd"]
+    full = bench.WORKLOADS["gpu-full"]
+    if quick:
+        sgd = dataclasses.replace(sgd, sizes=(100, 1000), seeds=8, epochs=2)
+        full = dataclasses.replace(full, sizes=(100, 1000), seeds=8, epochs=3)
+    if jax.default_backend() == "gpu":
+        sgd_shapes(dataclasses.replace(sgd, seeds=sgd.seeds // 4))
+    full_batch_breakdown(full)

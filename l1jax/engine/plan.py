@@ -300,6 +300,13 @@ def shared_lr_pass(backend: str) -> bool:
     return backend not in ("cpu", "gpu")
 
 
+def fused_sgd_epoch(backend: str, group: Group) -> str:
+    """Whether a group's minibatch epochs run as one Pallas kernel ("kernel") or on the XLA path
+    (""): plain SGD minibatch groups on GPUs, where the kernel was measured faster (README,
+    "Speed"); the CPU and other optimizers keep the XLA path."""
+    return "kernel" if backend == "gpu" and group.optimizer == "sgd" and not group.full_batch else ""
+
+
 def replicates_per_device(groups: list[Group]) -> int:
     """The most replicates a device may hold so that every sample slot of its share has an int32
     index (a minibatch epoch addresses samples by flat slot); at least 1, since a config's sizes

@@ -16,7 +16,8 @@ import numpy as np
 
 from l1jax.engine import data as D
 from l1jax.engine.config import Config
-from l1jax.engine.plan import Group, block_group, shared_lr_pass
+from l1jax.engine.kernels import pallas_sgd
+from l1jax.engine.plan import Group, block_group, fused_sgd_epoch, shared_lr_pass
 from l1jax.engine.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
 
@@ -115,14 +116,18 @@ def _scan_epochs(epoch: Callable[[Any, jax.Array], Any], carry: Any, start: jax.
 
 
 def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | None = None,
-               shared_pass: bool | None = None) -> Callable[[TrainInputs], TrainOutputs]:
+               shared_pass: bool | None = None,
+               fused: str | None = None) -> Callable[[TrainInputs], TrainOutputs]:
     """The pure training function of one group (see module docstring).
 
     Its replicates train in blocks of ``block_seeds`` (default: ``plan.block_group`` for this
     backend), one block after another, so that on the CPU a block's data stays in cache for
     all its epochs.  ``shared_pass`` (default: ``plan.shared_lr_pass`` for this backend) reads
     the data once per epoch for all learning rates.  Blocks leave a run's numbers unchanged to the
-    bit; the shared pass may round its sums in another order (about 1 ulp).
+    bit; the shared pass may round its sums in another order (about 1 ulp).  ``fused`` (default:
+    ``plan.fused_sgd_epoch`` for this backend) runs a plain-SGD minibatch epoch as one Pallas
+    kernel: "kernel" compiled, "interpret" in Pallas' interpreter (any backend, for tests), None
+    or "" on the XLA path.
     """
     backend = jax.default_backend()
     block = (dataclasses.replace(group, seeds=block_seeds) if block_seeds
@@ -131,7 +136,9 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
     if group.seeds % k:
         raise ValueError(f"block_seeds {k} must divide the group's {group.seeds} replicates")
     shared = shared_lr_pass(backend) if shared_pass is None else shared_pass
-    train_block = _make_block_train(cfg, block, n_features, shared)
+    if fused is None:
+        fused = fused_sgd_epoch(backend, group)
+    train_block = _make_block_train(cfg, block, n_features, shared, fused or None)
     if k == group.seeds:
         return train_block
     n_blocks, n_sizes = group.seeds // k, len(group.sizes)
@@ -300,6 +307,39 @@ def minibatch_epoch(carry: Carry, epoch: jax.Array, layout: MinibatchLayout, shu
     return Carry(theta, state, diverged)
 
 
+class FusedEpoch(NamedTuple):
+    """A plain-SGD minibatch epoch as one kernel (``kernels.pallas_sgd``): the fused layout, the
+    group's batch width, and whether the kernel is compiled ("kernel") or interpreted."""
+
+    layout: pallas_sgd.FusedLayout
+    batch: int
+    mode: str
+
+
+def advance_states(rule: StepRule, state: Any, theta: jax.Array, steps: jax.Array) -> Any:
+    """The optax states after ``steps`` [D] SGD steps of every run: counts moved to the last step,
+    then that step made by optax itself (plain SGD's state holds only counts and the learning rate)."""
+    moved = jax.tree.map(lambda v: v + (steps - 1).reshape(-1, *([1] * (v.ndim - 1))).astype(v.dtype)
+                         if jnp.issubdtype(v.dtype, jnp.integer) else v, state)
+    return _update(rule, jnp.zeros_like(theta), moved, theta, rule.total_steps)[1]
+
+
+def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: FusedEpoch, shuffle_keys: jax.Array,
+                          rule: StepRule) -> Carry:
+    """One epoch of plain-SGD minibatch steps for every run in one kernel (same steps, order and
+    updates as ``minibatch_epoch``, sums rounded in another order)."""
+    # the interpreter runs a program at a time: a few lanes each keep it quick
+    lanes = pallas_sgd.DEFAULT_LANES if fused.mode == "kernel" else 4
+    layout, (n_data, n_lr, p) = fused.layout, carry.theta.shape
+    runs = pallas_sgd.run_table(carry.theta, carry.state.count, rule.lr, rule.total_steps, layout, lanes)
+    theta = pallas_sgd.run_epoch(pallas_sgd.epoch_order(layout, shuffle_keys, epoch), layout.samples, runs,
+                                 batch=fused.batch, gradient=rule.gradient, schedule=rule.schedule,
+                                 lanes=lanes, warps=pallas_sgd.DEFAULT_WARPS, interpret=fused.mode == "interpret")
+    theta = theta[:n_data * n_lr].reshape(n_data, n_lr, p)
+    state = advance_states(rule, carry.state, theta, -(-layout.size // fused.batch))
+    return Carry(theta, state, _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1))
+
+
 def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
                      rule: StepRule) -> tuple[Carry, jax.Array]:
     """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
@@ -351,22 +391,24 @@ def record(theta: jax.Array, train_set: TrainingSet, held_out: HeldOut, rule: St
 
 def record_block(carry: Carry, start: jax.Array, length: int, train_set: TrainingSet,
                  held_out: HeldOut, rule: StepRule,
-                 layout: MinibatchLayout | None, shuffle_keys: jax.Array) -> tuple[Carry, Record]:
+                 layout: MinibatchLayout | FusedEpoch | None, shuffle_keys: jax.Array) -> tuple[Carry, Record]:
     """Record epoch ``start``, then train ``length`` epochs: full-batch if ``layout`` is None
-    (its first epoch's loss is the recorded training L1), else minibatch."""
+    (its first epoch's loss is the recorded training L1), else minibatch (fused or not)."""
     test, err = held_out_metrics(carry.theta, held_out, rule.shared)
     if layout is None:
         epoch = functools.partial(_full_batch_epoch_keeping_loss, start=start, train_set=train_set, rule=rule)
         carry, train = _scan_epochs(epoch, (carry, jnp.zeros(carry.diverged.shape)), start, length)
     else:
         train = train_l1(carry.theta, train_set, rule)
-        epoch = functools.partial(minibatch_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule)
+        epoch = (functools.partial(fused_minibatch_epoch, fused=layout, shuffle_keys=shuffle_keys, rule=rule)
+                 if isinstance(layout, FusedEpoch) else
+                 functools.partial(minibatch_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule))
         carry = _scan_epochs(epoch, carry, start, length)
     return carry, Record(train, test, err)
 
 
-def _make_block_train(cfg: Config, group: Group, n_features: int,
-                      shared: bool) -> Callable[[TrainInputs], TrainOutputs]:
+def _make_block_train(cfg: Config, group: Group, n_features: int, shared: bool,
+                      fused: str | None) -> Callable[[TrainInputs], TrainOutputs]:
     """Training of all runs of ``group`` at once: record blocks of ``record_every`` epochs
     scanned, then a shorter last block if the epochs do not divide, then the final record."""
     tc = cfg.train
@@ -387,8 +429,13 @@ def _make_block_train(cfg: Config, group: Group, n_features: int,
         total_steps = (jnp.full((group.n_datasets,), epochs, jnp.float32) if group.full_batch
                        else epochs * jnp.ceil(train_set.count / group.width))
         rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps)
-        layout = (None if group.full_batch
-                  else minibatch_layout(group, train_set.data, inp.size, total_steps))
+        if group.full_batch:
+            layout = None
+        elif fused:
+            layout = FusedEpoch(pallas_sgd.fused_layout(train_set.data, _first_tiles(group) * group.tile,
+                                                        inp.size, group.arrays().size), group.width, fused)
+        else:
+            layout = minibatch_layout(group, train_set.data, inp.size, total_steps)
         block = functools.partial(record_block, train_set=train_set, held_out=held_out, rule=rule,
                                   layout=layout, shuffle_keys=keys.shuffle)
 
