@@ -4,7 +4,7 @@
 # program shape; where a full-batch epoch's time goes), then the GPU workloads, each under a time
 # limit, the records written to docs/bench/WORKLOAD-gpu.json and docs/benchmarks.md; the records,
 # docs and a log are copied to $OUT when it is set.
-# At most 480 s of limits in all (one device call may run 600 s; a session has 900 s of device
+# At most 430 s of limits in all (one device call may run 600 s; a session has 900 s of device
 # time, start-up included): workloads run in order of importance, one that fails or runs over its
 # limit does not stop the others, and the records go to $OUT as each ends. The full-batch
 # workloads bench-gpu and bench-lr are not rerun by default (their code did not change since
@@ -18,7 +18,7 @@ if ! python3 -c "import tqdm" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/tqdm-*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-workloads="gpu-sgd:120 gpu-full:80 bench-sgd:70"
+workloads="gpu-sgd:110 gpu-full:70 bench-sgd:60"
 if [ "${1:-}" = all ]; then workloads="$workloads bench-gpu:70 bench-lr:120"; fi
 {
   nvidia-smi -L
@@ -26,11 +26,11 @@ if [ "${1:-}" = all ]; then workloads="$workloads bench-gpu:70 bench-lr:120"; fi
 numpy.__version__, 'optax', optax.__version__); assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())" \
     || exit 1
   t0=$SECONDS
-  JAX_PLATFORMS=cuda timeout 120 python3 -m pytest -x -q -p no:cacheprovider tests/test_pallas_sgd.py
-  echo "== kernel tests on the GPU: exit $? after $((SECONDS - t0)) s (limit 120 s)"
+  JAX_PLATFORMS=cuda timeout 100 python3 -m pytest -x -q -p no:cacheprovider tests/test_pallas_sgd.py
+  echo "== kernel tests on the GPU: exit $? after $((SECONDS - t0)) s (limit 90 s)"
   t0=$SECONDS
-  timeout 100 python3 scripts/gpu_probe.py
-  echo "== probe: exit $? after $((SECONDS - t0)) s (limit 100 s)"
+  timeout 90 python3 scripts/gpu_probe.py
+  echo "== probe: exit $? after $((SECONDS - t0)) s (limit 90 s)"
   for spec in $workloads; do
     w=${spec%:*} limit=${spec#*:} t0=$SECONDS
     timeout "$limit" python3 scripts/bench.py --workload "$w" --peer-budget 8 --json "docs/bench/$w-gpu.json"
