@@ -27,7 +27,7 @@ numpy.__version__, 'optax', optax.__version__); assert jax.default_backend() == 
     || exit 1
   t0=$SECONDS
   JAX_PLATFORMS=cuda timeout 100 python3 -m pytest -x -q -p no:cacheprovider tests/test_pallas_sgd.py
-  echo "== kernel tests on the GPU: exit $? after $((SECONDS - t0)) s (limit 90 s)"
+  echo "== kernel tests on the GPU: exit $? after $((SECONDS - t0)) s (limit 100 s)"
   t0=$SECONDS
   timeout 90 python3 scripts/gpu_probe.py
   echo "== probe: exit $? after $((SECONDS - t0)) s (limit 90 s)"
