@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l1jax.engine.config import Config, DataConfig, SweepConfig, TrainConfig
-from l1jax.engine.plan import fused_sgd_epoch, padding_efficiency, plan, shared_lr_pass
+from l1jax.engine.plan import kernel_mode, padding_efficiency, plan, shared_lr_pass
 from l1jax.engine.sweep import compile_program, group_inputs, host_description, n_features, run_group
 from l1jax.engine.train import make_train
 
@@ -123,23 +123,24 @@ def pass_layouts(w: Workload) -> dict[str, Any] | None:
     return {"seeds": part.seeds, **rates, "engine_shares": shared_lr_pass(jax.default_backend())}
 
 
-def minibatch_paths(w: Workload) -> dict[str, Any] | None:
-    """Warm rates (best of two) of a plain-SGD minibatch epoch as one fused kernel and on the XLA
-    path (``plan.fused_sgd_epoch`` picks per backend), on a tenth of the workload's seeds; None
-    where no kernel runs (full batch, or a backend without one)."""
-    if w.batch == "full" or jax.default_backend() != "gpu":
+def kernel_paths(w: Workload) -> dict[str, Any] | None:
+    """Warm rates (best of two) of the workload with the Pallas kernels (the full-batch pass, or
+    whole plain-SGD minibatch epochs) and on the XLA path (``plan.kernel_mode`` picks per
+    backend), on a tenth of its seeds; None on backends without compiled kernels."""
+    if jax.default_backend() != "gpu":
         return None
     part = dataclasses.replace(w, seeds=max(1, w.seeds // 10))
     cfg = workload_config(part)
     (g,) = plan(cfg)
     inputs = group_inputs(cfg, g, None)
     rates = {}
-    for fused in ("kernel", ""):
-        exe, _ = compile_program(make_train(cfg, g, n_features(cfg, None), fused=fused), inputs)
+    for kernels in ("kernel", ""):
+        exe, _ = compile_program(make_train(cfg, g, n_features(cfg, None), kernels=kernels), inputs,
+                                 full_batch=g.full_batch)
         jax.block_until_ready(exe(inputs))
         best = min(_timed(lambda: jax.block_until_ready(exe(inputs))) for _ in range(2))
-        rates["fused_rate" if fused else "xla_rate"] = useful_sample_epochs(part) / best
-    return {"seeds": part.seeds, **rates, "engine_fuses": bool(fused_sgd_epoch(jax.default_backend(), g))}
+        rates["kernel_rate" if kernels else "xla_rate"] = useful_sample_epochs(part) / best
+    return {"seeds": part.seeds, **rates, "engine_uses_kernels": bool(kernel_mode(jax.default_backend()))}
 
 
 def _numpy_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -271,7 +272,7 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
     npl = numpy_loop(w, peer_budget_s)
     per = jit_per_size(w, peer_budget_s)
     layouts = pass_layouts(w)
-    paths = minibatch_paths(w)
+    paths = kernel_paths(w)
     peak = peak_memory_bytes()  # before the roofline's array and the Numba peer's data
     bw = streaming_bandwidth()
     roof = bw / (4 * (cfg.data.n_features + 1))
@@ -288,7 +289,7 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
         "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
         "jit_per_size": {**per, "rate": rate(per.get("seconds"))},
         "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s"))},
-        "pass_layouts": layouts, "minibatch_paths": paths,
+        "pass_layouts": layouts, "kernel_paths": paths,
         "bandwidth_bytes_per_s": bw, "roofline_rate": roof, "roofline_fraction": warm / roof,
         "peak_memory_bytes": peak, "peak_before_roofline": True,
     }
@@ -356,16 +357,16 @@ def markdown(records: list[dict[str, Any]]) -> str:
                      f"{_fmt(p['shared_rate'])}/s, per learning rate {_fmt(p['per_lr_rate'])}/s "
                      f"({_fmt(p['shared_rate'] / p['per_lr_rate'], 'x')}); l1jax uses "
                      f"{'shared' if p['engine_shares'] else 'one per learning rate'} here (`plan.shared_lr_pass`).")
-    fused = [r for r in records if r.get("minibatch_paths")]
-    if fused:
-        lines += ["", "Plain-SGD minibatch epochs as one Pallas kernel (`kernels/pallas_sgd.py`) or on the "
-                  "XLA path (a scan over the steps); both warm, best of two, on a tenth of the seeds:", ""]
-    for r in fused:
-        p = r["minibatch_paths"]
-        lines.append(f"- {r['workload']} on {r['device']} ({p['seeds']} seeds): kernel "
-                     f"{_fmt(p['fused_rate'])}/s, XLA {_fmt(p['xla_rate'])}/s "
-                     f"({_fmt(p['fused_rate'] / p['xla_rate'], 'x')}); l1jax uses "
-                     f"{'the kernel' if p['engine_fuses'] else 'XLA'} here (`plan.fused_sgd_epoch`).")
+    with_kernels = [r for r in records if r.get("kernel_paths")]
+    if with_kernels:
+        lines += ["", "Pallas kernels (`engine/kernels/`: the full-batch pass, whole plain-SGD minibatch "
+                  "epochs) against the XLA path; both warm, best of two, on a tenth of the seeds:", ""]
+    for r in with_kernels:
+        p = r["kernel_paths"]
+        lines.append(f"- {r['workload']} on {r['device']} ({p['seeds']} seeds): kernels "
+                     f"{_fmt(p['kernel_rate'])}/s, XLA {_fmt(p['xla_rate'])}/s "
+                     f"({_fmt(p['kernel_rate'] / p['xla_rate'], 'x')}); l1jax uses "
+                     f"{'the kernels' if p['engine_uses_kernels'] else 'XLA'} here (`plan.kernel_mode`).")
     if not all(r.get("peak_before_roofline") for r in records):
         lines += ["", "\\* Peak memory read after the roofline's array was allocated (512 MiB on the CPU, "
                   "2 GiB on accelerators), so it includes that array; later records read it before."]

@@ -1,9 +1,11 @@
 """GPU tuning probe behind the README's H200 notes: `python scripts/gpu_probe.py` on a GPU
 machine prints (1) the fused SGD epoch's warm rate by runs per program and warps
-(``kernels.pallas_sgd.DEFAULT_LANES``/``DEFAULT_WARPS``), and (2) where a full-batch epoch's time
-goes on gpu-full: the whole program at two epoch counts (their difference is the per-epoch cost,
-data generation and records cancel), one pass over the data per epoch without the update, and a
-plain read of the same bytes; each against the roofline's bytes per epoch."""
+(``kernels.pallas_sgd.DEFAULT_LANES``/``DEFAULT_WARPS``), (2) the full-batch pass kernel's by
+tiles per program and warps, with 1 and 16 learning rates (``kernels.pallas_pass``), and (3) where
+an XLA full-batch epoch's time goes on gpu-full: the whole program at two epoch counts (their
+difference is the per-epoch cost, data generation and records cancel), one XLA pass over the data
+per epoch without the update, and a plain read of the same bytes; each against the roofline's
+bytes per epoch."""
 
 from __future__ import annotations
 
@@ -17,13 +19,14 @@ import jax.numpy as jnp
 
 from l1jax import bench
 from l1jax.engine import data as D
-from l1jax.engine.kernels import pallas_sgd
+from l1jax.engine.kernels import pallas_pass, pallas_sgd
 from l1jax.engine.plan import plan
 from l1jax.engine.step import packed_sums
 from l1jax.engine.sweep import compile_program, group_inputs, n_features
 from l1jax.engine.train import build_data, make_train
 
-SGD_SHAPES = ((1, 1), (2, 1), (4, 1), (8, 1), (16, 2), (32, 4))
+SGD_SHAPES = ((1, 1), (2, 1), (4, 1))
+PASS_SHAPES = ((1, 4), (1, 8), (2, 4), (4, 8))
 
 
 def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -50,7 +53,7 @@ def sgd_shapes(w: bench.Workload) -> None:
     for lanes, warps in SGD_SHAPES:
         pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS = lanes, warps
         try:
-            s = program_seconds(w, fused="kernel")
+            s = program_seconds(w, kernels="kernel")
         except Exception as e:  # a shape the compiler refuses: say so and try the next
             print(f"sgd kernel lanes {lanes} warps {warps}: failed: {str(e)[:300]}", flush=True)
             continue
@@ -59,10 +62,24 @@ def sgd_shapes(w: bench.Workload) -> None:
     pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS = default
 
 
+def pass_shapes(w: bench.Workload) -> None:
+    default = pallas_pass.DEFAULT_TILES, pallas_pass.DEFAULT_WARPS
+    for tiles, warps in PASS_SHAPES:
+        pallas_pass.DEFAULT_TILES, pallas_pass.DEFAULT_WARPS = tiles, warps
+        try:
+            s = program_seconds(w, kernels="kernel")
+        except Exception as e:  # a shape the compiler refuses: say so and try the next
+            print(f"pass kernel tiles {tiles} warps {warps}: failed: {str(e)[:300]}", flush=True)
+            continue
+        print(f"pass kernel {len(w.learning_rates)} lr, tiles {tiles} warps {warps}: "
+              f"{bench.useful_sample_epochs(w) / s:.3g}/s ({s:.3f} s)", flush=True)
+    pallas_pass.DEFAULT_TILES, pallas_pass.DEFAULT_WARPS = default
+
+
 def full_batch_breakdown(w: bench.Workload) -> None:
     bw = bench.streaming_bandwidth()
     useful = sum(w.sizes) * w.seeds * 12  # bytes of one epoch's useful read (d = 2)
-    t1, t2 = (program_seconds(dataclasses.replace(w, epochs=e)) for e in (w.epochs, 2 * w.epochs))
+    t1, t2 = (program_seconds(dataclasses.replace(w, epochs=e), kernels="") for e in (w.epochs, 2 * w.epochs))
     per_epoch = (t2 - t1) / w.epochs
     cfg = bench.workload_config(w)
     (g,) = plan(cfg)
@@ -103,4 +120,6 @@ if __name__ == "__main__":
         full = dataclasses.replace(full, sizes=(100, 1000), seeds=8, epochs=3)
     if jax.default_backend() == "gpu":
         sgd_shapes(dataclasses.replace(sgd, seeds=sgd.seeds // 4))
+        pass_shapes(dataclasses.replace(full, seeds=full.seeds // 4))
+        pass_shapes(dataclasses.replace(bench.WORKLOADS["bench-lr"], seeds=100, epochs=200))
     full_batch_breakdown(full)

@@ -300,11 +300,11 @@ def shared_lr_pass(backend: str) -> bool:
     return backend not in ("cpu", "gpu")
 
 
-def fused_sgd_epoch(backend: str, group: Group) -> str:
-    """Whether a group's minibatch epochs run as one Pallas kernel ("kernel") or on the XLA path
-    (""): plain SGD minibatch groups on GPUs, where the kernel was measured faster (README,
-    "Speed"); the CPU and other optimizers keep the XLA path."""
-    return "kernel" if backend == "gpu" and group.optimizer == "sgd" and not group.full_batch else ""
+def kernel_mode(backend: str) -> str:
+    """Whether training runs its Pallas kernels ("kernel": the full-batch data pass, and whole
+    plain-SGD minibatch epochs) or only XLA (""): kernels on GPUs, where they were measured
+    faster (README, "Speed"); XLA elsewhere."""
+    return "kernel" if backend == "gpu" else ""
 
 
 def replicates_per_device(groups: list[Group]) -> int:

@@ -17,7 +17,8 @@ import numpy as np
 from l1jax.engine import data as D
 from l1jax.engine.config import Config
 from l1jax.engine.kernels import pallas_sgd
-from l1jax.engine.plan import Group, block_group, fused_sgd_epoch, shared_lr_pass
+from l1jax.engine.kernels import pallas_pass
+from l1jax.engine.plan import Group, block_group, kernel_mode, shared_lr_pass
 from l1jax.engine.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
 
@@ -117,17 +118,17 @@ def _scan_epochs(epoch: Callable[[Any, jax.Array], Any], carry: Any, start: jax.
 
 def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | None = None,
                shared_pass: bool | None = None,
-               fused: str | None = None) -> Callable[[TrainInputs], TrainOutputs]:
+               kernels: str | None = None) -> Callable[[TrainInputs], TrainOutputs]:
     """The pure training function of one group (see module docstring).
 
     Its replicates train in blocks of ``block_seeds`` (default: ``plan.block_group`` for this
     backend), one block after another, so that on the CPU a block's data stays in cache for
     all its epochs.  ``shared_pass`` (default: ``plan.shared_lr_pass`` for this backend) reads
     the data once per epoch for all learning rates.  Blocks leave a run's numbers unchanged to the
-    bit; the shared pass may round its sums in another order (about 1 ulp).  ``fused`` (default:
-    ``plan.fused_sgd_epoch`` for this backend) runs a plain-SGD minibatch epoch as one Pallas
-    kernel: "kernel" compiled, "interpret" in Pallas' interpreter (any backend, for tests), None
-    or "" on the XLA path.
+    bit; the shared pass may round its sums in another order (about 1 ulp).  ``kernels``
+    (default: ``plan.kernel_mode`` for this backend) runs the full-batch data pass and whole
+    plain-SGD minibatch epochs as Pallas kernels: "kernel" compiled, "interpret" in Pallas'
+    interpreter (any backend, for tests), "" on the XLA path; their sums round in another order.
     """
     backend = jax.default_backend()
     block = (dataclasses.replace(group, seeds=block_seeds) if block_seeds
@@ -136,9 +137,8 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
     if group.seeds % k:
         raise ValueError(f"block_seeds {k} must divide the group's {group.seeds} replicates")
     shared = shared_lr_pass(backend) if shared_pass is None else shared_pass
-    if fused is None:
-        fused = fused_sgd_epoch(backend, group)
-    train_block = _make_block_train(cfg, block, n_features, shared, fused or None)
+    kernels = kernel_mode(backend) if kernels is None else kernels
+    train_block = _make_block_train(cfg, block, n_features, shared, kernels)
     if k == group.seeds:
         return train_block
     n_blocks, n_sizes = group.seeds // k, len(group.sizes)
@@ -171,6 +171,7 @@ class StepRule(NamedTuple):
     shared: bool
     lr: jax.Array
     total_steps: jax.Array
+    kernels: str = ""  # "kernel" or "interpret": the data pass as a Pallas kernel (``make_train``)
 
 
 class TrainingSet(NamedTuple):
@@ -308,12 +309,11 @@ def minibatch_epoch(carry: Carry, epoch: jax.Array, layout: MinibatchLayout, shu
 
 
 class FusedEpoch(NamedTuple):
-    """A plain-SGD minibatch epoch as one kernel (``kernels.pallas_sgd``): the fused layout, the
-    group's batch width, and whether the kernel is compiled ("kernel") or interpreted."""
+    """A plain-SGD minibatch epoch as one kernel (``kernels.pallas_sgd``): the fused layout and the
+    group's batch width."""
 
     layout: pallas_sgd.FusedLayout
     batch: int
-    mode: str
 
 
 def advance_states(rule: StepRule, state: Any, theta: jax.Array, steps: jax.Array) -> Any:
@@ -329,22 +329,33 @@ def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: FusedEpoch, shu
     """One epoch of plain-SGD minibatch steps for every run in one kernel (same steps, order and
     updates as ``minibatch_epoch``, sums rounded in another order)."""
     # the interpreter runs a program at a time: a few lanes each keep it quick
-    lanes = pallas_sgd.DEFAULT_LANES if fused.mode == "kernel" else 4
+    lanes = pallas_sgd.DEFAULT_LANES if rule.kernels == "kernel" else 4
     layout, (n_data, n_lr, p) = fused.layout, carry.theta.shape
     runs = pallas_sgd.run_table(carry.theta, carry.state.count, rule.lr, rule.total_steps, layout, lanes)
     theta = pallas_sgd.run_epoch(pallas_sgd.epoch_order(layout, shuffle_keys, epoch), layout.samples, runs,
                                  batch=fused.batch, gradient=rule.gradient, schedule=rule.schedule,
-                                 lanes=lanes, warps=pallas_sgd.DEFAULT_WARPS, interpret=fused.mode == "interpret")
+                                 lanes=lanes, warps=pallas_sgd.DEFAULT_WARPS, interpret=rule.kernels == "interpret")
     theta = theta[:n_data * n_lr].reshape(n_data, n_lr, p)
     state = advance_states(rule, carry.state, theta, -(-layout.size // fused.batch))
     return Carry(theta, state, _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1))
+
+
+def data_sums(data: D.Packed, theta: jax.Array, rule: StepRule) -> tuple[jax.Array, jax.Array]:
+    """Per-dataset sums of |r| [D, H] and of the gradient terms [D, H, p] over the packed data:
+    ``step.packed_sums``, its tile sums by XLA or, with ``rule.kernels``, by one Pallas kernel."""
+    if not rule.kernels:
+        return packed_sums(data, theta, theta.shape[0], rule.gradient, rule.shared)
+    a, g = pallas_pass.tile_sums(data.x, data.y, data.count, theta[data.owner], rule.gradient,
+                                 interpret=rule.kernels == "interpret")
+    seg = lambda v: jax.ops.segment_sum(v, data.owner, theta.shape[0], indices_are_sorted=True)
+    return seg(a), seg(g)
 
 
 def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
                      rule: StepRule) -> tuple[Carry, jax.Array]:
     """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
     count = train_set.count
-    l1_sum, grad_sum = packed_sums(train_set.data, carry.theta, count.shape[0], rule.gradient, rule.shared)
+    l1_sum, grad_sum = data_sums(train_set.data, carry.theta, rule)
     loss = l1_sum / count[:, None]
     grad = gradient_from_sums(grad_sum, count[:, None, None], rule.gradient)
     theta, state = _update(rule, grad, carry.state, carry.theta, rule.total_steps)
@@ -364,7 +375,7 @@ def _full_batch_epoch_keeping_loss(carry_loss: tuple[Carry, jax.Array], epoch: j
 def train_l1(theta: jax.Array, train_set: TrainingSet, rule: StepRule) -> jax.Array:
     """Mean training L1 [D, H] of every run at ``theta``."""
     count = train_set.count
-    return packed_sums(train_set.data, theta, count.shape[0], rule.gradient, rule.shared)[0] / count[:, None]
+    return data_sums(train_set.data, theta, rule)[0] / count[:, None]
 
 
 def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple[jax.Array, jax.Array]:
@@ -408,7 +419,7 @@ def record_block(carry: Carry, start: jax.Array, length: int, train_set: Trainin
 
 
 def _make_block_train(cfg: Config, group: Group, n_features: int, shared: bool,
-                      fused: str | None) -> Callable[[TrainInputs], TrainOutputs]:
+                      kernels: str) -> Callable[[TrainInputs], TrainOutputs]:
     """Training of all runs of ``group`` at once: record blocks of ``record_every`` epochs
     scanned, then a shorter last block if the epochs do not divide, then the final record."""
     tc = cfg.train
@@ -428,12 +439,13 @@ def _make_block_train(cfg: Config, group: Group, n_features: int, shared: bool,
         theta0 = initial_theta(tc.init, keys, inp.lr.shape[0], n_features + 1)
         total_steps = (jnp.full((group.n_datasets,), epochs, jnp.float32) if group.full_batch
                        else epochs * jnp.ceil(train_set.count / group.width))
-        rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps)
+        rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps, kernels)
         if group.full_batch:
             layout = None
-        elif fused:
-            layout = FusedEpoch(pallas_sgd.fused_layout(train_set.data, _first_tiles(group) * group.tile,
-                                                        inp.size, group.arrays().size), group.width, fused)
+        elif kernels and group.optimizer == "sgd":
+            a = group.arrays()
+            layout = FusedEpoch(pallas_sgd.fused_layout(train_set.data, a.rank, _first_tiles(group) * group.tile,
+                                                        inp.size, a.size), group.width)
         else:
             layout = minibatch_layout(group, train_set.data, inp.size, total_steps)
         block = functools.partial(record_block, train_set=train_set, held_out=held_out, rule=rule,
