@@ -83,34 +83,44 @@ class RunTable(NamedTuple):
 def _sgd_kernel(order_ref, samples_ref, theta_ref, lr_ref, total_ref, count_ref, first_ref,
                 size_ref, out_ref, *, lanes: int, batch: int, width: int, n_features: int,
                 gradient: str, schedule: str) -> None:
-    """One program: ``lanes`` runs through every step of their epoch (see module docstring)."""
+    """One program: ``lanes`` runs through every step of their epoch (see module docstring).
+    Loads run ahead of the arithmetic: while step s computes, step s + 1's samples and step
+    s + 2's slots are in flight, so a step waits for one memory latency, not two in a row."""
     run = pl.program_id(0) * lanes + jnp.arange(lanes, dtype=jnp.int32)
     n, first = size_ref[run], first_ref[run]
     lr0, total, count = lr_ref[run], total_ref[run], count_ref[run]
     p = n_features + 1
-    theta = tuple(theta_ref[run, k] for k in range(p))
     j = jnp.arange(width, dtype=jnp.int32)[None, :]
-    n_steps = jnp.max((n + batch - 1) // batch)
 
-    def step(s: jax.Array, theta: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-        pos = s * batch + j
-        valid = (j < batch) & (pos < n[:, None])  # [lanes, width]
-        slot = order_ref[jnp.where(valid, first[:, None] + pos, 0)]
-        x = [samples_ref[slot, k] for k in range(p)]  # features then y, [lanes, width] each
+    def valid(s: jax.Array) -> jax.Array:  # [lanes, width]: batch positions of step s that exist
+        return (j < batch) & (s * batch + j < n[:, None])
+
+    def slots(s: jax.Array) -> jax.Array:
+        return order_ref[jnp.where(valid(s), first[:, None] + s * batch + j, 0)]
+
+    def rows(slot: jax.Array) -> tuple[jax.Array, ...]:  # features then y, [lanes, width] each
+        return tuple(samples_ref[slot, k] for k in range(p))
+
+    def step(s: jax.Array, carry: tuple) -> tuple:
+        theta, x, next_slot = carry
+        x_next, after_next = rows(next_slot), slots(s + 2)  # in flight during this step
         r = theta[-1][:, None] - x[-1]
         for k in range(n_features):
             r = r + x[k] * theta[k][:, None]
         if gradient == "l1":
             r = jnp.where(r > 0, 1.0, jnp.where(r < 0, -1.0, 0.0)).astype(r.dtype)
-        r = jnp.where(valid, r, 0.0)
+        r = jnp.where(valid(s), r, 0.0)
         sums = [jnp.sum(r * x[k], axis=1) for k in range(n_features)] + [jnp.sum(r, axis=1)]
         used = jnp.clip(n - s * batch, 0, batch)
         mean = [g / jnp.maximum(used, 1).astype(g.dtype) for g in sums]
         grad = mean if gradient == "l1" else [-2.0 * g for g in mean]  # step.gradient_from_sums
         rate = -learning_rate(schedule, lr0, count + s, total)  # optax.sgd: theta + (-lr) * g
-        return tuple(jnp.where(used > 0, th + rate * g, th) for th, g in zip(theta, grad))
+        theta = tuple(jnp.where(used > 0, th + rate * g, th) for th, g in zip(theta, grad))
+        return theta, x_next, after_next
 
-    theta = jax.lax.fori_loop(0, n_steps, step, theta)
+    theta = tuple(theta_ref[run, k] for k in range(p))
+    n_steps = jnp.max((n + batch - 1) // batch)
+    theta, _, _ = jax.lax.fori_loop(0, n_steps, step, (theta, rows(slots(0)), slots(1)))
     for k in range(p):
         out_ref[run, k] = theta[k]
 
