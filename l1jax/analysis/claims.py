@@ -2,8 +2,8 @@
 
 A rule compares the smallest and the largest size of a sweep in every setting (optimizer x
 batch mode x learning rate).  Each comparison is an estimate with a confidence interval over
-seeds (Student t for mean differences, paired per seed when the coupling is ``nested``, Welch
-otherwise; jackknife Student t for log ratios of spreads), and the intervals of one claim are
+seeds (Student t for mean differences, paired per seed when the coupling is ``nested``, Welch's
+standard error with Hsu's df otherwise; jackknife Student t for log ratios of spreads), and the intervals of one claim are
 simultaneous: each is drawn at level 1 - 0.05 / m over the claim's m comparisons (Bonferroni),
 so the claim's whole table holds with 95% confidence.  Each comparison has one of four outcomes
 against a stated margin of practical equivalence:
@@ -129,7 +129,9 @@ def interval_name(kind: str, level: float, m: int) -> str:
 
 def mean_contrast(small: np.ndarray, large: np.ndarray, paired: bool, level: float = 0.95) -> Estimate:
     """mean(small) - mean(large) over seeds with a Student t interval: paired per seed (pairs
-    with a non-finite side left out), or Welch's with Satterthwaite's degrees of freedom."""
+    with a non-finite side left out), or unpaired with Welch's standard error and Hsu's df
+    min(n_small, n_large) - 1, which covers at least the level for normal data at any variances
+    (Satterthwaite's df covered 0.88 at 2 seeds against 40; tests/test_intervals.py)."""
     small, large = np.asarray(small, float), np.asarray(large, float)
     if paired:
         s = stats.paired_difference(small, large, level=level)
@@ -141,8 +143,7 @@ def mean_contrast(small: np.ndarray, large: np.ndarray, paired: bool, level: flo
     va, vb = float(a.sem) ** 2, float(b.sem) ** 2
     if va + vb == 0.0:  # both sides constant: the difference is exact
         return Estimate(d, d, d)
-    df = (va + vb) ** 2 / (va ** 2 / (float(a.n) - 1) + vb ** 2 / (float(b.n) - 1))
-    half = float(stats.t_quantile(1.0 - level, df)) * np.sqrt(va + vb)
+    half = float(stats.t_quantile(1.0 - level, min(a.n, b.n) - 1)) * np.sqrt(va + vb)
     return Estimate(d, d - half, d + half)
 
 
