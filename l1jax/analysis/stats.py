@@ -198,6 +198,24 @@ def log_spread_ratio(a: np.ndarray, b: np.ndarray, paired: bool, relative: bool 
     return full, full - half, full + half
 
 
+def pool_sd_factor(n: np.ndarray | int, pool: int) -> np.ndarray:
+    """Finite population correction sqrt((N - n) / (N - 1)): the sd of a statistic of n rows
+    drawn without replacement from a pool of N, relative to n independent draws from the pool
+    (exact for a mean, first order for smooth statistics such as an L1 fit's loss)."""
+    return np.sqrt((pool - np.asarray(n, float)) / (pool - 1.0))
+
+
+def pool_log_ratio_range(low: float, high: float, n_small: int, n_large: int,
+                         pool: int) -> tuple[float, float]:
+    """An interval of log(spread(small) / spread(large)) over subsamples without replacement,
+    widened to hold the ratio over independent datasets of the same sizes whatever share of
+    the spread the data drive: that share shrinks by pool_sd_factor, the rest (the random start,
+    shuffles) does not, so each side's sd is 1 to 1 / pool_sd_factor times what it would be
+    without the pool."""
+    return (low + float(np.log(pool_sd_factor(n_large, pool))),
+            high - float(np.log(pool_sd_factor(n_small, pool))))
+
+
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval of a proportion k / n from beta quantiles (0 when k = 0,
     1 when k = n)."""
