@@ -249,8 +249,8 @@ def _one_size(a: Analysis) -> str | None:
     if len(n) < 2:
         return f"one size (n = {n[0]}): nothing to compare across sizes"
     if compared_sizes(a)[1] == 0:
-        return (f"one size at most {POOL_LIMIT:g} of the training pool of {pool_rows(a)} rows "
-                f"(n = {n[0]}): nothing to compare across sizes free of the finite pool")
+        return (f"fewer than two sizes with n/N <= {POOL_LIMIT:g} of the training pool of N = "
+                f"{pool_rows(a)} rows: nothing to compare across sizes free of the finite pool")
     return None
 
 
