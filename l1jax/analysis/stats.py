@@ -36,7 +36,8 @@ class Summary(NamedTuple):
 
 def t_quantile(p: float, df: np.ndarray | float) -> np.ndarray:
     """Upper quantile t_{1-p/2}(df) of Student's t for a two-sided tail probability ``p``, at
-    any real df > 0 (Welch's df is fractional; df = inf gives the normal quantile)."""
+    any real df > 0 (the unpaired spread ratio's Satterthwaite df is fractional; df = inf gives
+    the normal quantile)."""
     return scipy.stats.t.ppf(1.0 - p / 2.0, df)
 
 
