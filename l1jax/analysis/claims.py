@@ -3,10 +3,10 @@
 A rule compares the smallest and the largest size of a sweep in every setting (optimizer x
 batch mode x learning rate).  Each comparison is an estimate with a confidence interval over
 seeds (Student t for mean differences, paired per seed when the coupling is ``nested``, Welch's
-standard error with Hsu's df otherwise; jackknife Student t for log ratios of spreads), and the intervals of one claim are
-simultaneous: each is drawn at level 1 - 0.05 / m over the claim's m comparisons (Bonferroni),
-so the claim's whole table holds with 95% confidence.  Each comparison has one of four outcomes
-against a stated margin of practical equivalence:
+standard error with Hsu's df otherwise; jackknife Student t for log ratios of spreads), and the
+intervals of one claim are simultaneous: each is drawn at level 1 - 0.05 / m over the claim's m
+comparisons (Bonferroni), so the claim's whole table holds with 95% confidence.  Each comparison
+has one of four outcomes against a stated margin of practical equivalence:
 
 * *no difference*: the whole interval lies within +-margin (an equivalence test);
 * *supported*: the interval excludes 0 on the side the claim predicts (and is not within the margin);

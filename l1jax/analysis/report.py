@@ -152,7 +152,8 @@ def verdict_rules() -> list[str]:
     return [f"Each claim compares the smallest and the largest size in every setting (optimizer x "
             f"batch mode x learning rate). A claim's intervals are simultaneous at {C.FAMILY_LEVEL:.0%} "
             "(Bonferroni over its comparisons): Student t for mean differences (paired per seed "
-            "under nested coupling, else Welch's standard error with Hsu's df min(n) − 1), jackknife t for log ratios of spreads. Each "
+            "under nested coupling, else Welch's standard error with Hsu's df min(n) − 1), "
+            "jackknife t for log ratios of spreads. Each "
             f"comparison is *no difference* when its whole interval lies within the margin "
             f"(±{C.MARGIN:.0%} of the large-size mean; spread ratios 0.8x to 1.25x), *supported* or "
             "*contradicted* when it excludes 0 on the claimed or the opposite side, else "
@@ -177,15 +178,19 @@ def pool_section(a: Analysis, claims: list[C.Claim]) -> list[str]:
              "(exact for a mean, first order for a fit's loss; tests/test_finite_pool.py); the spread "
              "the random start and shuffles drive does not shrink.", "",
              "| n | n/N | sqrt((N − n)/(N − 1)) |", "|---|---|---|",
-             *[f"| {v} | {v / pool:.3g} | {f:.3g} |" for v, f in zip(n, stats.pool_sd_factor(n, pool))], ""]
+             *[f"| {v} | {v / pool:.3g} | {f:.3g} |" for v, f in zip(n, stats.pool_sd_factor(n, pool))],
+             ""]
     if l == s:
-        return lines + [f"No size but n = {n[0]} is within n/N ≤ {C.POOL_LIMIT:g}: no claim compares sizes.", ""]
+        return lines + [f"No size but n = {n[0]} is within n/N ≤ {C.POOL_LIMIT:g}: no claim compares "
+                        "sizes.", ""]
     safe = next(c for c in claims if c.key == "variable_small")
     blind = C.claim_variable_small(a, pool_safe=False)
+    left = f", leaving out {', '.join(map(str, n[l + 1:]))}" if l + 1 < len(n) else ""
     return lines + [f"The claims compare n = {n[s]} with n = {n[l]}, the largest size with n/N ≤ "
-                    f"{C.POOL_LIMIT:g}{', leaving out ' + ', '.join(map(str, n[l + 1:])) if l + 1 < len(n) else ''}; "
+                    f"{C.POOL_LIMIT:g}{left}; "
                     "intervals of spread ratios are widened to hold the ratio without the pool, whatever "
-                    f"share of the spread the data drive. Claim 4 so judged: **{safe.verdict}** ({safe.counts}); "
+                    "share of the spread the data drive. Claim 4 so judged: "
+                    f"**{safe.verdict}** ({safe.counts}); "
                     f"judged at n = {n[0]} against n = {n[-1]} without allowing for the pool: "
                     f"**{blind.verdict}** ({blind.counts}).", ""]
 

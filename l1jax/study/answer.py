@@ -141,8 +141,9 @@ def pool_sentence(real: Report, pool: int) -> str:
         return f"{head}; no second size has n/N ≤ {C.POOL_LIMIT:g}, so no claim compares sizes."
     safe = next(c for c in real.claim_list if c.key == "variable_small")
     blind = C.claim_variable_small(a, pool_safe=False)
-    return (f"{head}; so the claims compare n = {n[s]} with n = {n[l]} (n/N ≤ {C.POOL_LIMIT:g}) and widen spread "
-            f"intervals by that factor, and claim 4 reads **{safe.verdict}** ({safe.counts}), against "
+    return (f"{head}; so the claims compare n = {n[s]} with n = {n[l]} (n/N ≤ {C.POOL_LIMIT:g}) and "
+            f"widen spread intervals by that factor, and claim 4 reads **{safe.verdict}** ({safe.counts}), "
+            "against "
             f"**{blind.verdict}** ({blind.counts}) judged at n = {n[-1]} without allowing for the pool.")
 
 
