@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 
+from l1jax.analysis import claims as C
+from l1jax.analysis import stats
+from l1jax.analysis.report import report
 from l1jax.engine.config import ConfigError, config_from_dict
 from l1jax.engine.table import load_csv
 from l1jax.engine.plan import plan
-from l1jax.engine.sweep import group_inputs, run
+from l1jax.engine.sweep import group_inputs, run, run_to_dir
 from l1jax.engine.train import one_dataset
 from tests.helpers import reference_for
 
@@ -98,3 +101,39 @@ def test_csv_results_written_before_the_noise_keys_were_refused_still_load(csv_p
     manifest["config"]["data"].update(noise="gaussian", noise_scale=1.0, noise_df=3.0, outlier_fraction=0.1)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert Results.load(tmp_path).config == cfg
+
+
+def test_csv_claims_compare_sizes_within_half_the_pool(csv_path, tmp_path):
+    """Pool of 45 rows, sizes 6, 12, 20, 40: the claims compare 6 with 20 (n/N 0.44), spread
+    intervals widened by exactly the finite population correction's range; judged without the
+    pool, claim 4 compares 6 with 40 unwidened; the report states n/N per size (tests/test_study.py
+    has a csv sweep with no two sizes inside half the pool)."""
+    cfg = config_from_dict({"data": {"source": "csv", "path": str(csv_path), "target": "target",
+                                     "test_fraction": 0.25, "coupling": "nested"},
+                            "train": {"epochs": 8, "learning_rate": [0.1, 0.3]},
+                            "sweep": {"sizes": [6, 12, 20, 40], "seeds": 6}})
+    run_to_dir(cfg, tmp_path / "run", quiet=True)
+    rep = report(tmp_path / "run", tmp_path / "rep")
+    a = rep.analysis
+    assert C.pool_rows(a) == 45 and C.compared_sizes(a) == (0, 2) and C.compared_sizes(a, False) == (0, 3)
+    f6, f20 = stats.pool_sd_factor(np.array([6, 20]), 45)
+    claims = {c.key: c for c in rep.claim_list}
+    for safe, sizes in ((True, (0, 2)), (False, (0, 3))):
+        c4 = claims["variable_small"] if safe else C.claim_variable_small(a, pool_safe=False)
+        level = C.family_level(len(c4.evidence))
+        for e in c4.evidence:
+            lr = [0.1, 0.3].index(float(e.setting.split("lr ")[1]))
+            v = a.metrics.final_test if "test" in e.quantity else a.metrics.final_train
+            small, large = v[0, 0, lr, sizes[0]], v[0, 0, lr, sizes[1]]
+            value, lo, hi = stats.log_spread_ratio(small, large, True, False, level)
+            if safe:
+                lo, hi = lo + np.log(f20), hi - np.log(f6)
+            np.testing.assert_allclose(list(e.estimate), [value, lo, hi], rtol=1e-12)
+            assert ("finite pool" in e.interval) == safe
+    e3 = claims["lowest_final_train"].evidence[0]
+    level = C.family_level(len(claims["lowest_final_train"].evidence))
+    want = C.mean_contrast(a.metrics.final_train[0, 0, 0, 0], a.metrics.final_train[0, 0, 0, 2], True, level)
+    assert e3.estimate == want and "finite pool" not in e3.interval  # levels: sizes limited, not widened
+    text = rep.report.read_text()
+    assert "40 (n/N = 0.89)" in text and "20 (n/N = 0.44)" in text and "## The finite pool" in text
+    assert "compare n = 6 with n = 20" in text and "leaving out 40" in text

@@ -55,6 +55,11 @@ def test_tiny_study_runs_reports_and_writes_its_own_report(tmp_path):
         cells = [c.strip().strip("*").split(" (")[0].strip("*") for c in row.split("|")]
         assert cells[3] in verdicts and cells[4] in verdicts, row
     assert "steps uphill" in answer and "loss dropping: **contradicted**" in answer
+    # the csv sweep's pool of 64 rows holds only n = 15 within n/N <= 0.5: no size comparison
+    assert "(n/N = 0.23, 0.62 at n = 15, 40)" in answer and "no second size has n/N ≤ 0.5" in answer
+    real = (out / "real" / "report" / "report.md").read_text()
+    assert "fewer than two sizes with n/N <= 0.5 of the training pool of N = 64 rows" in real
+    assert "No size but n = 15 is within n/N ≤ 0.5" in real
     # a second study reuses the finished sweeps (resumable like any `l1jax run`)
     again = study(out, seeds_article=40, configs={"main": configs["main"]})
     assert Results.load(out / "main").meta["resumed_chunks"] == 1 and again.report == r.report

@@ -56,13 +56,21 @@ def describe_data(cfg: Config) -> str:
             "floor, true parameters or theory apply")
 
 
+def size_list(cfg: Config) -> str:
+    """The sweep's sizes; for csv data each with its share n/N of the training pool."""
+    if cfg.data.source != "csv":
+        return ", ".join(map(str, cfg.sweep.sizes))
+    pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
+    return ", ".join(f"{n} (n/N = {n / pool:.2g})" for n in cfg.sweep.sizes)
+
+
 def describe_training(cfg: Config, k: int) -> str:
     t, s = cfg.train, cfg.sweep
     grad = "the true L1 subgradient" if t.gradient == "l1" else "the article's update -(2/n)Xᵀ(ŷ - y)"
     return (f"{t.epochs} epochs of {grad}; optimizers {', '.join(t.optimizer)}; learning rates "
             f"{', '.join(f'{v:g}' for v in t.learning_rate)} ({t.schedule} schedule); batch "
             f"{', '.join(plots.batch_label(b) for b in t.batch_size)}; init {t.init}; sizes "
-            f"{', '.join(map(str, s.sizes))} ({cfg.data.coupling} coupling); {s.seeds} seeds "
+            f"{size_list(cfg)} ({cfg.data.coupling} coupling); {s.seeds} seeds "
             f"(base seed {s.base_seed}); metrics recorded every {t.record_every} epoch(s); initial "
             f"rate window k = {k} epochs")
 
@@ -144,11 +152,47 @@ def verdict_rules() -> list[str]:
     return [f"Each claim compares the smallest and the largest size in every setting (optimizer x "
             f"batch mode x learning rate). A claim's intervals are simultaneous at {C.FAMILY_LEVEL:.0%} "
             "(Bonferroni over its comparisons): Student t for mean differences (paired per seed "
-            "under nested coupling, Welch otherwise), jackknife t for log ratios of spreads. Each "
+            "under nested coupling, else Welch's standard error with Hsu's df min(n) − 1), "
+            "jackknife t for log ratios of spreads. Each "
             f"comparison is *no difference* when its whole interval lies within the margin "
             f"(±{C.MARGIN:.0%} of the large-size mean; spread ratios 0.8x to 1.25x), *supported* or "
             "*contradicted* when it excludes 0 on the claimed or the opposite side, else "
-            "*inconclusive*. Rules in `l1jax/analysis/claims.py`; every number is in `claims.json`."]
+            "*inconclusive*. On csv data, whose seeds subsample one training pool of N rows without "
+            f"replacement, the largest size compared is the largest with n/N ≤ {C.POOL_LIMIT:g}, and "
+            "intervals of spread ratios are widened by the finite population correction's range. "
+            "Rules in `l1jax/analysis/claims.py`; every number is in `claims.json`."]
+
+
+def pool_section(a: Analysis, claims: list[C.Claim]) -> list[str]:
+    """For csv data: n/N and the finite population correction per size, the sizes the claims
+    compare, and claim 4 judged with and without allowing for the pool."""
+    pool = C.pool_rows(a)
+    if pool is None:
+        return []
+    n = np.asarray(a.results.coords["size"])
+    s, l = C.compared_sizes(a)
+    lines = ["## The finite pool", "",
+             f"Every seed subsamples the training pool of N = {pool} rows without replacement, so two "
+             "seeds' subsamples of n rows share about n²/N of them, and the spread across seeds of "
+             "anything the data drive shrinks by the finite population correction sqrt((N − n)/(N − 1)) "
+             "(exact for a mean, first order for a fit's loss; tests/test_finite_pool.py); the spread "
+             "the random start and shuffles drive does not shrink.", "",
+             "| n | n/N | sqrt((N − n)/(N − 1)) |", "|---|---|---|",
+             *[f"| {v} | {v / pool:.3g} | {f:.3g} |" for v, f in zip(n, stats.pool_sd_factor(n, pool))],
+             ""]
+    if l == s:
+        return lines + [f"No size but n = {n[0]} is within n/N ≤ {C.POOL_LIMIT:g}: no claim compares "
+                        "sizes.", ""]
+    safe = next(c for c in claims if c.key == "variable_small")
+    blind = C.claim_variable_small(a, pool_safe=False)
+    left = f", leaving out {', '.join(map(str, n[l + 1:]))}" if l + 1 < len(n) else ""
+    return lines + [f"The claims compare n = {n[s]} with n = {n[l]}, the largest size with n/N ≤ "
+                    f"{C.POOL_LIMIT:g}{left}; "
+                    "intervals of spread ratios are widened to hold the ratio without the pool, whatever "
+                    "share of the spread the data drive. Claim 4 so judged: "
+                    f"**{safe.verdict}** ({safe.counts}); "
+                    f"judged at n = {n[0]} against n = {n[-1]} without allowing for the pool: "
+                    f"**{blind.verdict}** ({blind.counts}).", ""]
 
 
 def claims_table(claims: list[C.Claim], figure_dir: str) -> list[str]:
@@ -214,6 +258,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
              "## The article's claims on this sweep", "",
              *verdict_rules(), "",
              *claims_table(claims, "figures"), "",
+             *pool_section(a, claims),
              "## Final losses and initial rate per grid point", "",
              "Mean over seeds [95% t interval]; all metrics, with sd and se, are in `metrics.csv`.", "",
              *_grid_table(a), "",

@@ -13,10 +13,10 @@ import contextlib
 import functools
 import math
 import warnings
-from statistics import NormalDist
 from typing import Iterator, NamedTuple
 
 import numpy as np
+import scipy.stats
 
 _BOOT_BLOCK = 1 << 22  # count-matrix entries drawn at once (resamples x values): bounds memory
 _COUNT_CACHE = 1 << 26  # bootstrap counts kept for reuse (2 bytes each)
@@ -35,35 +35,10 @@ class Summary(NamedTuple):
 
 
 def t_quantile(p: float, df: np.ndarray | float) -> np.ndarray:
-    """Upper quantile t_{1-p/2}(df) of Student's t for a two-sided tail probability ``p``
-    (Hill 1970, CACM algorithm 396; within 1e-5 relative of scipy for df >= 1, 1e-6 at the
-    95% level, tested)."""
-    return np.vectorize(lambda n: _hill(p, float(n)), otypes=[float])(df)
-
-
-def _hill(p: float, n: float) -> float:
-    if n == 1:
-        return math.cos(p * math.pi / 2) / math.sin(p * math.pi / 2)
-    if n == 2:
-        return math.sqrt(2.0 / (p * (2.0 - p)) - 2.0)
-    a = 1.0 / (n - 0.5)
-    b = 48.0 / (a * a)
-    c = ((20700.0 * a / b - 98.0) * a - 16.0) * a + 96.36
-    d = ((94.5 / (b + c) - 3.0) / b + 1.0) * math.sqrt(a * math.pi / 2) * n
-    x = d * p
-    y = x ** (2.0 / n)
-    if y > 0.05 + a:
-        x = NormalDist().inv_cdf(p / 2)
-        y = x * x
-        if n < 5:
-            c += 0.3 * (n - 4.5) * (x + 0.6)
-        c = (((0.05 * d * x - 5.0) * x - 7.0) * x - 2.0) * x + b + c
-        y = (((((0.4 * y + 6.3) * y + 36.0) * y + 94.5) / c - y - 3.0) / b + 1.0) * x
-        y = math.expm1(a * y * y)
-    else:
-        y = ((1.0 / (((n + 6.0) / (n * y) - 0.089 * d - 0.822) * (n + 2.0) * 3.0)
-              + 0.5 / (n + 4.0)) * y - 1.0) * (n + 1.0) / (n + 2.0) + 1.0 / y
-    return math.sqrt(n * y)
+    """Upper quantile t_{1-p/2}(df) of Student's t for a two-sided tail probability ``p``, at
+    any real df > 0 (the unpaired spread ratio's Satterthwaite df is fractional; df = inf gives
+    the normal quantile)."""
+    return scipy.stats.t.ppf(1.0 - p / 2.0, df)
 
 
 class Moments(NamedTuple):
@@ -103,9 +78,7 @@ def t_summary(m: Moments, total: np.ndarray | int, level: float = 0.95) -> Summa
     with np.errstate(invalid="ignore", divide="ignore"):
         sd = np.where(m.n >= 2, np.sqrt(m.m2 / np.maximum(m.n - 1, 1)), np.nan)
         se = sd / np.sqrt(m.n)
-    q = np.full(np.shape(m.n), np.nan)
-    for n in np.unique(m.n[m.n >= 2]):
-        q[m.n == n] = t_quantile(1.0 - level, n - 1)
+    q = np.where(m.n >= 2, t_quantile(1.0 - level, np.maximum(m.n - 1, 1)), np.nan)
     excluded = np.asarray(total) - m.n
     return Summary(m.mean, sd, se, m.mean - q * se, m.mean + q * se, m.n, excluded)
 
@@ -226,33 +199,31 @@ def log_spread_ratio(a: np.ndarray, b: np.ndarray, paired: bool, relative: bool 
     return full, full - half, full + half
 
 
-def _binomial_tail(k: int, n: int, p: float, upper: bool) -> float:
-    """P(X >= k) (``upper``) or P(X <= k) for X ~ Binomial(n, p), summed in log space."""
-    j = np.arange(k, n + 1) if upper else np.arange(0, k + 1)
-    logf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
-    with np.errstate(divide="ignore"):
-        terms = logf[n] - logf[j] - logf[n - j] + j * math.log(p) + (n - j) * math.log1p(-p)
-    top = terms.max()
-    return float(math.exp(top) * np.exp(terms - top).sum())
+def pool_sd_factor(n: np.ndarray | int, pool: int) -> np.ndarray:
+    """Finite population correction sqrt((N - n) / (N - 1)): the sd of a statistic of n rows
+    drawn without replacement from a pool of N, relative to n independent draws from the pool
+    (exact for a mean, first order for smooth statistics such as an L1 fit's loss)."""
+    return np.sqrt((pool - np.asarray(n, float)) / (pool - 1.0))
+
+
+def pool_log_ratio_range(low: float, high: float, n_small: int, n_large: int,
+                         pool: int) -> tuple[float, float]:
+    """An interval of log(spread(small) / spread(large)) over subsamples without replacement,
+    widened to hold the ratio over independent datasets of the same sizes whatever share of
+    the spread the data drive: that share shrinks by pool_sd_factor, the rest (the random start,
+    shuffles) does not, so each side's sd is 1 to 1 / pool_sd_factor times what it would be
+    without the pool."""
+    return (low + float(np.log(pool_sd_factor(n_large, pool))),
+            high - float(np.log(pool_sd_factor(n_small, pool))))
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of a proportion k / n: the p whose binomial tails at k
-    equal (1 - level) / 2, found by bisection (0 when k = 0, 1 when k = n)."""
+    """Exact (Clopper-Pearson) interval of a proportion k / n from beta quantiles (0 when k = 0,
+    1 when k = n)."""
     alpha = (1.0 - level) / 2.0
-
-    def solve(upper: bool) -> float:  # tail(p) is monotone in p
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            tail = _binomial_tail(k, n, mid, upper)
-            if (tail < alpha) == upper:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-
-    return (0.0 if k == 0 else solve(True)), (1.0 if k == n else solve(False))
+    low = 0.0 if k == 0 else float(scipy.stats.beta.ppf(alpha, k, n - k + 1))
+    high = 1.0 if k == n else float(scipy.stats.beta.ppf(1.0 - alpha, k + 1, n - k))
+    return low, high
 
 
 @contextlib.contextmanager

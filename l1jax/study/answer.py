@@ -104,7 +104,8 @@ FINDING = {C.SUPPORTED: "Smaller datasets fall faster", C.CONTRADICTED: "Larger 
 
 
 def real_paragraph(real: Report) -> list[str]:
-    """Why smaller real-data sets fall faster per step: tr Sigma / n with 10 features."""
+    """Why smaller real-data sets fall faster per step (tr Sigma / n with 10 features), and how
+    large the finite pool's effect on claim 4 was."""
     a = real.analysis
     terms = a.rate_terms
     c1 = real.claim_list[0]
@@ -119,7 +120,31 @@ def real_paragraph(real: Report) -> list[str]:
                      f"term adds {terms.trace * (terms.pool - r.sizes[0]) / (terms.pool - 1) / r.sizes[0] / terms.grad2:.0%} "
                      f"to the rate; at lr {a.results.coords['learning_rate'][0]:g} the rate per epoch is "
                      f"{_sizes_sentence(r)}, predicted {', '.join(f'{v:.3g}' for v in r.predicted)}.")
+    pool = C.pool_rows(a)
+    if pool is not None:
+        lines.append(pool_sentence(real, pool))
     return [" ".join(lines), ""]
+
+
+def pool_sentence(real: Report, pool: int) -> str:
+    """How large the finite pool's effect was: the finite population correction per size, and
+    claim 4 judged with and without allowing for it."""
+    a = real.analysis
+    n = np.asarray(a.results.coords["size"])
+    s, l = C.compared_sizes(a)
+    f = stats.pool_sd_factor(n, pool)
+    shares = ", ".join(f"{v / pool:.2g}" for v in n)
+    head = (f"Every seed subsamples the pool of N = {pool} rows without replacement (n/N = {shares} at "
+            f"n = {', '.join(map(str, n))}), which shrinks the seed-to-seed spread the data drive by "
+            f"sqrt((N − n)/(N − 1)) = " + ", ".join(f"{v:.2g}" for v in f))
+    if s == l:
+        return f"{head}; no second size has n/N ≤ {C.POOL_LIMIT:g}, so no claim compares sizes."
+    safe = next(c for c in real.claim_list if c.key == "variable_small")
+    blind = C.claim_variable_small(a, pool_safe=False)
+    return (f"{head}; so the claims compare n = {n[s]} with n = {n[l]} (n/N ≤ {C.POOL_LIMIT:g}) and "
+            f"widen spread intervals by that factor, and claim 4 reads **{safe.verdict}** ({safe.counts}), "
+            "against "
+            f"**{blind.verdict}** ({blind.counts}) judged at n = {n[-1]} without allowing for the pool.")
 
 
 def claims_overview(reports: dict[str, Report], titles: dict[str, str]) -> list[str]:
