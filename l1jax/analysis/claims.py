@@ -367,6 +367,13 @@ def claims_json(claims: list[Claim]) -> list[dict[str, Any]]:
                           for e in c.evidence]} for c in claims]
 
 
+def optima_json(certified: np.ndarray, sizes: list[int]) -> list[dict[str, int]]:
+    """Per size, how many datasets' exact optimum L* is certified (``Optima.certified``
+    [size, seed]): the metrics built on L* are exact only where all are."""
+    return [{"size": int(n), "certified": int(c.sum()), "datasets": int(c.size)}
+            for n, c in zip(sizes, certified)]
+
+
 class Proportion(NamedTuple):
     """k of n with its exact (Clopper-Pearson) 95% interval."""
 

@@ -43,14 +43,22 @@ Two stages, both over many datasets at once:
    study relies on.  This is the optimality condition of the simplex (|u_B| <= 1) made
    quantitative: it can fail, and says by how much.
 
-   A dataset that fails is repaired alone (``_repair``): float64 pivots as above from its stage-1
-   basis (or from the least-squares fit's smallest residuals), on y perturbed by ``PERTURB`` of its
-   spread so that no residual ties, every pivot strictly lowers the loss and none cycles.  Its
-   final basis is certified on the unperturbed y, with u_i the sign of the perturbed residual off
-   the basis: that is sign(r_i) wherever r_i is not ~0, and a tie (r_i = 0, any u_i in [-1, 1]
-   allowed) gets the side the perturbation chose.  What still fails stays ``certified = False``
-   (reported, never hidden); its fit is the last vertex found, or stage 1's IRLS fit where the
-   design is rank deficient and no vertex exists: finite for finite data.
+   A dataset that fails is repaired alone (``_refit``) on an orthonormal basis Q of its design's
+   column span (thin SVD, rank by numpy's ``matrix_rank`` rule): the L1 minimum depends only on
+   that span, so a constant column, a duplicate, a dummy constant in a subsample or any
+   combination of columns changes nothing, and a near-collinear design becomes perfectly
+   conditioned.  Float64 pivots as above (``_repair``) start from its stage-1 basis (or from the
+   least-squares fit's smallest residuals), on y perturbed by ``PERTURB`` of its spread so that
+   no residual ties, every pivot strictly lowers the loss and none cycles.  Its final basis is
+   certified on the unperturbed y, with u_i the sign of the perturbed residual off the basis:
+   that is sign(r_i) wherever r_i is not ~0, and a tie (r_i = 0, any u_i in [-1, 1] allowed)
+   gets the side the perturbation chose.  The SVD's span is the design's up to its backward
+   error (~1e-16 of the largest singular value), which moves sum |r| by at most that times
+   |theta|; the certificate adds this to the gap, so a near-collinear design (condition number
+   beyond ~1e7, where the exact fit has huge weights) may stay uncertified though its L* is
+   close.  The fit of a rank-deficient design is the one of least norm along the dependent
+   directions (one of many exact fits).  What fails stays ``certified = False`` (reported,
+   never hidden), with a finite fit.
 
 ``lad`` is stage 2 alone on one dataset, from the least-squares start: one dataset gains nothing
 from stage 1's batching and would compile a program per shape.
@@ -60,6 +68,10 @@ relative on columns with condition numbers 1e6 and 1e9, integer x and y, 67% of 
 rows and 20,000 rows of counts (``tests/test_lad.py``); stage 1 alone is off by up to 1e-3 there
 (it stops at degenerate vertices), and by up to 3e-7 on the study's sweeps, where stage 2
 repaired 9 of the main sweep's 240 datasets and 180 of the article sweep's 4800.
+
+Rank-deficient designs (tests/test_lad.py, against HiGHS): constant, duplicated and rare 0/1
+dummy columns certified within 1e-9; a column a + eps z beside a (eps 1e-6 to 1e-12) within
+1e-6 of HiGHS on the same span, certified at eps = 1e-6.
 
 Assumes each dataset has at least p samples.
 """
@@ -465,11 +477,12 @@ def _basis_solve(h: _Host, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _certify(h: _Host, theta: np.ndarray, basis: np.ndarray, regular: np.ndarray, xb: np.ndarray,
-             u_free: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             u_free: np.ndarray | None = None, rounding: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Sum |r| [D] under the fits theta [D, p] of the standardized data, and whether the duality
-    gap certifies it (module docstring).  The dual vector takes u_i = ``u_free`` (default
-    sign(r_i)) off the basis and solves Xd^T u = 0 for the basis samples; a singular basis
-    certifies nothing."""
+    gap, plus ``rounding`` (how far sum |r| may be off through the design's own rounding),
+    certifies it (module docstring).  The dual vector takes u_i = ``u_free`` (default sign(r_i))
+    off the basis and solves Xd^T u = 0 for the basis samples; a singular basis certifies
+    nothing."""
     n_datasets, p = theta.shape
     r = (np.einsum("tjp,tp->tj", h.xd, theta[h.owner]) - h.y) * h.mask
     in_basis = np.zeros(h.mask.size, bool)
@@ -484,7 +497,7 @@ def _certify(h: _Host, theta: np.ndarray, basis: np.ndarray, regular: np.ndarray
     u = u / size[h.owner][:, None]
     total = _dsum(np.abs(r), h.owner, n_datasets)
     off = np.sum(np.abs(_xt(h, u, n_datasets) * theta), axis=1)
-    gap = total - _dsum(u * r, h.owner, n_datasets) + 2 * off  # 2 off: Xd^T u = 0 up to rounding
+    gap = total - _dsum(u * r, h.owner, n_datasets) + 2 * off + rounding  # 2 off: Xd^T u = 0 up to rounding
     spread = _dsum(np.abs(h.y), h.owner, n_datasets)
     return total, regular & (gap <= GAP_TOL * total + ABS_GAP_TOL * spread)
 
@@ -544,16 +557,43 @@ def _repair(xd: np.ndarray, y: np.ndarray,
     return basis, np.sign(_vertex_state(xd, y, basis)[1])
 
 
+class _Span(NamedTuple):
+    """One dataset's design xd [n, p] as an orthonormal basis of its column span (thin SVD)."""
+
+    q: np.ndarray  # [n, r], r the numerical rank (numpy's ``matrix_rank`` rule)
+    to_theta: np.ndarray  # [p, r]: a fit beta of q's columns is the fit to_theta @ beta of xd's
+    error: float  # bound on |(xd - xd_svd) theta| per unit |theta|: the SVD's backward error
+
+
+def _column_space(xd: np.ndarray) -> _Span:
+    """The span of one dataset's design columns: the L1 minimum over a design depends only on
+    its column span, so a constant, duplicated or dependent column changes nothing, and an
+    ill-conditioned design becomes a perfectly conditioned one (up to the SVD's rounding,
+    ``error``, which the certificate charges against the fit's size)."""
+    n, p = xd.shape
+    u, s, vt = np.linalg.svd(xd, full_matrices=False)
+    eps = np.finfo(np.float64).eps
+    rank = max(1, int(np.sum(s > s[0] * max(n, p) * eps)))
+    return _Span(u[:, :rank], vt[:rank].T / s[:rank], float(np.sqrt(n) * p * eps * s[0]))
+
+
 def _refit(one: _Host, start: np.ndarray | None) -> tuple[np.ndarray, float, bool] | None:
-    """``_repair`` and certify one dataset (``one`` holds it alone): its standardized fit [p],
-    sum |r| and certificate; None where its design has rank < p."""
-    fixed = _repair(one.xd[0], one.y[0], start)
+    """``_repair`` and certify one dataset (``one`` holds it alone) on an orthonormal basis of
+    its design's column span (``_column_space``): its standardized fit [p], sum |r| and
+    certificate; None where no basis of rows is found."""
+    span = _column_space(one.xd[0])
+    if span.q.shape[1] < one.xd.shape[-1]:
+        start = None  # the stage-1 basis has p rows; the column span needs fewer
+    fixed = _repair(span.q, one.y[0], start)
     if fixed is None:
         return None
+    on_span = one._replace(xd=span.q[None])
     basis = fixed[0][None]
-    xb, regular, theta = _basis_solve(one, basis)
-    total, certified = _certify(one, theta, basis, regular, xb, fixed[1][None])
-    return theta[0], float(total[0]), bool(certified[0])
+    xb, regular, beta = _basis_solve(on_span, basis)
+    theta = span.to_theta @ beta[0]
+    rounding = span.error * float(np.linalg.norm(theta))  # the span is xd's up to this, in sum |r|
+    total, certified = _certify(on_span, beta, basis, regular, xb, fixed[1][None], rounding)
+    return theta, float(total[0]), bool(certified[0])
 
 
 def _alone(h: _Host, i: int) -> tuple[_Host, np.ndarray]:
@@ -613,8 +653,8 @@ def lad(x: np.ndarray | jax.Array, y: np.ndarray | jax.Array) -> LadFit:
     # stage 2 alone: one dataset gains nothing from stage 1's batching, which would compile per shape
     h = _host(Packed(x.T[:, None], y[None], np.array([n]), np.zeros(1, np.int64)), 1)
     fixed = _refit(h, None)
-    if fixed is None:
-        raise ConfigError(f"lad: the design [X, 1] has rank < {d + 1}: a column is constant or a "
-                          "combination of others")
+    if fixed is None:  # no p rows of the column basis are independent: rounding, never seen
+        raise ConfigError("lad: found no basis of rows for the design [X, 1]: drop the columns "
+                          "that are constant or combinations of others")
     theta, total, certified = fixed
     return LadFit(_theta_raw(theta[None], h)[0], total / n, certified)
