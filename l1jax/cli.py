@@ -42,8 +42,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"process {jax.process_index()}: done; process 0 writes {out}")
             return 0
         results.save(out, store.fingerprint)
-        store.discard_scratch()
+    except BaseException:
+        if store is not None:
+            store.abandon()  # a run refused before its first chunk leaves no index behind
+        raise
     finally:
+        if store is not None:
+            store.discard_scratch()  # after the results are saved, or on any failure
         if lock is not None:
             lock.release()
     print(summary(results))

@@ -13,6 +13,7 @@ its lock); under ``jax.distributed`` the others only write their own chunks into
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -67,6 +68,43 @@ def open_out(out: str | Path, cfg: Config, overwrite: bool = False) -> tuple[Dir
         raise
 
 
+def _size(n: int) -> str:
+    """A byte count for a message: exact bytes and the nearest unit."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` (its current length) on disk, so that writing it
+    through a memory map cannot fail; a full disk raises a one-line ``ConfigError``.  Where the
+    filesystem cannot reserve (no ``posix_fallocate``), the file is written out in blocks
+    instead, which surfaces a full disk the same way."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        try:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+            except (AttributeError, OSError) as e:
+                if isinstance(e, OSError) and e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                block = bytes(1 << 20)
+                version = np.lib.format.read_magic(f)
+                (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                 else np.lib.format.read_array_header_2_0)(f)
+                start = f.tell()  # the data begins after the .npy header, which is kept
+                for at in range(start, size, len(block)):
+                    f.write(block[:min(len(block), size - at)])
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise ConfigError(f"no space left on the disk of {path.parent} for {_size(size)} of "
+                              "assembly files: free space or choose an --out on a larger disk") from None
+
+
 def _valid_plan(chunks: Any, seeds: int) -> bool:
     """Whether an index's chunk plan is contiguous [s0, s1) pairs covering seeds 0..seeds."""
     if chunks is None:
@@ -110,7 +148,9 @@ class ChunkStore:
             raise ConfigError(f"{Path(out)} holds chunks of a different config, data file or engine version: {_DISCARD}")
         self.index: dict[str, Any] = found if ours else {
             "config": cfg.to_dict(), "fingerprint": self.fingerprint, "chunks": None}
-        if not ours and writes_index:
+        self.fresh_index = not ours and writes_index  # this store wrote the index: abandon() may go
+        self.saved = False
+        if self.fresh_index:
             self._write_index()
         elif not ours:
             raise ConfigError(f"{self.index_path} is not there: with --distributed, --out must be a "
@@ -134,17 +174,51 @@ class ChunkStore:
                 self._write_index()
         return [tuple(c) for c in self.index["chunks"]]
 
+    def abandon(self) -> None:
+        """After a run that failed before saving any chunk: remove the index this store wrote
+        (and ``chunks/`` if that leaves it empty), so a refused run leaves nothing that refuses
+        the next, different config."""
+        if self.fresh_index and not self.saved:
+            self.index_path.unlink(missing_ok=True)
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass  # not empty, or already gone: what is in it is not this run's to delete
+
     def _file(self, s0: int, s1: int) -> Path:
         return self.dir / f"seeds-{s0}-{s1}.npz"
 
+    def check_space(self, result_bytes: int, on_disk: bool) -> None:
+        """Refuse in one line, before anything is written, a run whose files would not fit on
+        the disk of ``out``: the chunks not yet stored, ``results.npz`` and, when results are
+        assembled on disk, the assembly files (each about ``result_bytes``).  Assembly files a
+        killed run left behind are deleted first (this process holds the directory's lock)."""
+        self.discard_scratch()
+        stored = sum(p.stat().st_size for p in self.dir.glob("seeds-*.npz")) if self.dir.is_dir() else 0
+        need = max(0, result_bytes - stored) + result_bytes * (2 if on_disk else 1)
+        free = shutil.disk_usage(self.dir.parent).free
+        if need > free:
+            raise ConfigError(f"{self.dir.parent} would need {_size(need)} for this run's chunks, "
+                              f"results{' and assembly files' if on_disk else ''} but its disk has "
+                              f"{_size(free)} free: free space, choose an --out on a larger disk, "
+                              "or run fewer seeds or recorded epochs")
+
     def scratch(self, name: str, shape: tuple[int, ...], fill: float, dtype: Any) -> np.ndarray:
         """A memory-mapped array filled with ``fill``, for assembling results larger than RAM
-        (a fresh file per process, so the processes of a multi-host run do not collide)."""
+        (a fresh file per process, so the processes of a multi-host run do not collide).  Its
+        blocks are reserved before it is mapped, so a full disk is a one-line error here, never
+        a SIGBUS while writing through the map; a file that cannot be reserved is removed."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd, path = tempfile.mkstemp(dir=self.dir, prefix=f"assembly-p{jax.process_index()}-{name}-",
                                     suffix=".npy")
         os.close(fd)
-        a = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        try:
+            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+            _reserve(Path(path))
+            a = np.lib.format.open_memmap(path, mode="r+")
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
         a[...] = fill
         return a
 
@@ -191,6 +265,7 @@ class ChunkStore:
             digest = sha256_file(tmp)
             path.with_suffix(".sha256").unlink(missing_ok=True)
         write_atomic(path.with_suffix(".sha256"), (digest + "\n").encode())
+        self.saved = True
 
     def _write_index(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
