@@ -180,6 +180,14 @@ def test_manifest_with_another_seed_count_is_refused(tmp_path, fresh):
     man = json.loads((out / "manifest.json").read_text())
     man["config"]["sweep"]["seeds"] = 5
     (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ConfigError, match="does not match its fingerprint"):
+        Results.load(out)
+    # forged consistently (fingerprint recomputed in both files): the shapes still give it away
+    man["fingerprint"] = files.config_fingerprint(man["config"], files.NUMBERS_VERSION, None)
+    (out / "manifest.json").write_text(json.dumps(man))
+    with np.load(out / "results.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "_fingerprint"}
+    np.savez(out / "results.npz", **arrays, _fingerprint=np.array(man["fingerprint"]))
     with pytest.raises(ConfigError, match=r"train_l1 has shape \(1, 1, 1, 2, 4, 5\) but .* gives \(1, 1, 1, 2, 5, 5\)"):
         Results.load(out)
 
@@ -257,3 +265,22 @@ def test_full_disk_is_one_line_and_resumable(tmp_path, capsys, fresh, monkeypatc
     code, _ = _cli(capsys, "run", _toml(tmp_path, 0.05), "--out", out, "--quiet", "--memory-budget", BUDGET)
     assert code == 0 and Results.load(out).meta["resumed_chunks"] == 1
     _same(fresh[0.05], Results.load(out))
+
+
+@pytest.mark.parametrize("edit", ["config_and_coords", "config_only", "coords_only"])
+def test_hand_edited_manifest_is_refused(tmp_path, capsys, fresh, edit):
+    """The issue's case: learning_rate 0.05 relabelled 0.07 in the manifest's config and coords;
+    export and report would have labelled lr 0.05's runs as 0.07."""
+    out = tmp_path / "o"
+    shutil.copytree(fresh[0.05], out)
+    man = json.loads((out / "manifest.json").read_text())
+    if edit != "coords_only":
+        man["config"]["train"]["learning_rate"] = [0.07]
+    if edit != "config_only":
+        man["coords"]["learning_rate"] = [0.07]
+    (out / "manifest.json").write_text(json.dumps(man))
+    for argv in (["export", out, "--csv", tmp_path / "t.csv"], ["report", out, "--quiet"]):
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1, err
+        assert ("does not match its fingerprint" if edit != "coords_only" else "do not follow from its config") in err
+    assert not (tmp_path / "t.csv").exists() and not (out / "report").exists()

@@ -107,8 +107,10 @@ class Results:
         (out / "manifest.json").unlink(missing_ok=True)
         with atomic_file(out / "results.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **self.arrays, _fingerprint=np.array(tag))
+        digest = files.data_digest(self.config)
         manifest = {"config": self.config.to_dict(), "fingerprint": tag, "coords": self.coords,
-                    "dims": {k: list(v) for k, v in ARRAY_DIMS.items()}, **self.meta}
+                    "dims": {k: list(v) for k, v in ARRAY_DIMS.items()}, **self.meta,
+                    **({} if digest is None else {"data_sha256": digest})}
         files.write_atomic(out / "manifest.json",
                            (json.dumps(manifest, indent=2, default=str) + "\n").encode())
 
@@ -130,9 +132,14 @@ class Results:
         try:
             manifest = json.loads(man_path.read_text())
             raw = manifest.pop("config")
+            _check_fingerprint(man_path, raw, manifest.get("fingerprint"), manifest.get("data_sha256"))
             if raw["data"].get("source") == "csv":  # manifests written before csv refused them
                 raw["data"] = {k: v for k, v in raw["data"].items() if k not in NOISE_KEYS}
             config = config_from_dict(raw, base_dir=out, check_files=False)
+        except ConfigError as e:
+            if str(e).startswith(str(man_path)):  # already says what is wrong with the manifest
+                raise
+            raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
         try:
@@ -150,6 +157,9 @@ class Results:
                               "results, or one being rewritten): rerun `l1jax run` for this --out")
         results = cls(config, arrays, {k: v for k, v in manifest.items() if k not in ("coords", "dims")})
         results.check_shapes(npz_path)
+        if _plain(manifest.get("coords")) != _plain(results.coords):
+            raise ConfigError(f"{man_path}: its coordinates do not follow from its config (edited by "
+                              "hand?): rerun `l1jax run` for this --out")
         return results
 
     def check_shapes(self, where: Path) -> None:
@@ -244,6 +254,32 @@ class Results:
         return xr.Dataset({k: (dims, self.arrays[k]) for k, dims in ARRAY_DIMS.items()}, coords,
                           {"config": json.dumps(self.config.to_dict()),
                            "meta": json.dumps(self.meta, default=str)})
+
+
+def _check_fingerprint(man_path: Path, raw: Any, tag: Any, digest: Any) -> None:
+    """Refuse a manifest whose config does not hash to its recorded fingerprint (a config
+    edited after the run would relabel its results).  A csv config's data digest is the one the
+    manifest records, or, for manifests from before it did, the data file's if it is there."""
+    if not (isinstance(raw, dict) and isinstance(tag, str)):
+        raise ValueError("no config or fingerprint")
+    data = raw.get("data")
+    csv = isinstance(data, dict) and data.get("source") == "csv"
+    if csv and not isinstance(digest, str):
+        path = Path(str(data.get("path")))
+        if not path.is_file():
+            raise ConfigError(f"{man_path} records no digest of its data file and {path} is gone: "
+                              "its config cannot be checked against its fingerprint; restore the file")
+        digest = files.sha256_file(path)
+    digest = digest if isinstance(digest, str) else None
+    legacy = {**raw, "data": {k: v for k, v in data.items() if k not in NOISE_KEYS}} if csv else raw
+    if not any(files.fingerprint_matches(c, tag, digest) for c in (raw, legacy)):  # old csv: noise keys
+        raise ConfigError(f"{man_path}: its config does not match its fingerprint (edited after the "
+                          "run?), so its results would be mislabelled: rerun `l1jax run` for this --out")
+
+
+def _plain(v: Any) -> Any:
+    """``v`` as JSON would give it back (tuples as lists, other types as strings)."""
+    return json.loads(json.dumps(v, default=str))
 
 
 def _npz_memmap(path: Path) -> dict[str, np.ndarray]:
