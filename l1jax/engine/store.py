@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -57,6 +58,9 @@ def clear_results(out: Path, cfg: Config, overwrite: bool) -> None:
 def open_out(out: str | Path, cfg: Config, overwrite: bool = False) -> tuple[DirLock, "ChunkStore"]:
     """Lock ``out`` for this writer, clear what ``overwrite`` replaces, and open its chunks."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"--out {out} is a symlink to {os.readlink(out)}, which does not exist: "
+                          "create that directory or name another --out")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is not a directory: name a new or existing directory")
     lock = DirLock(out)
@@ -66,6 +70,15 @@ def open_out(out: str | Path, cfg: Config, overwrite: bool = False) -> tuple[Dir
     except BaseException:
         lock.release()
         raise
+
+
+# temporary files of ``files.atomic_file`` and assembly files: l1jax's own in any chunks/
+_OWN_SCRATCH = re.compile(r"\.(index\.json|seeds-\d+-\d+\.(npz|sha256))\..+\.tmp|assembly-p\d+-.+\.npy")
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a one-line message."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _size(n: int) -> str:
@@ -126,24 +139,38 @@ class ChunkStore:
     def __init__(self, out: str | Path, cfg: Config, overwrite: bool = False, writes_index: bool = True):
         """``writes_index=False`` (processes other than 0 of a multi-host run) leaves the index
         and ``overwrite`` to process 0, and requires the index it wrote: the directory must be
-        shared.  With ``overwrite``, chunks of another config (or with no valid index) go;
-        chunks of this config stay, so an interrupted ``--overwrite`` resumes."""
+        shared.  With ``overwrite``, another config's run goes: only the files its index names
+        (and l1jax's temporary and assembly files); chunks of this config stay, so an
+        interrupted ``--overwrite`` resumes.  A ``chunks/`` that holds files l1jax did not write
+        there, or whose index is unreadable (so its files cannot be told apart), is refused
+        with or without ``overwrite``: nothing of the user's is deleted."""
         self.dir = Path(out) / "chunks"
         self.index_path = self.dir / "index.json"
         self.fingerprint = fingerprint(cfg)
         self.seeds = cfg.sweep.seeds
         self.writes_index, self.overwrite = writes_index, overwrite
+        if self.dir.is_symlink():
+            raise ConfigError(f"{self.dir} is a symlink: l1jax keeps its chunks in a directory of its "
+                              "own; remove the link or choose another --out")
         if self.dir.exists() and not self.dir.is_dir():
             raise ConfigError(f"{self.dir} is not a directory: {_DISCARD}")
         found = self._read_index() if self.index_path.exists() else None
         ours = isinstance(found, dict) and found.get("fingerprint") == self.fingerprint
-        if overwrite and writes_index and self.dir.exists() and not ours:
-            shutil.rmtree(self.dir)
-            found = None
         if found is None and self.index_path.exists():
-            raise ConfigError(f"{self.index_path} is not a valid chunk index: {_DISCARD}")
+            raise ConfigError(f"{self.index_path} is not a valid chunk index, so which files in "
+                              f"{self.dir.name}/ are l1jax's cannot be told: delete {self.dir} or "
+                              "choose another --out")
         if found is None and writes_index and any(self.dir.glob("seeds-*.npz")):
-            raise ConfigError(f"{self.dir} holds chunks but no index (of another run?): {_DISCARD}")
+            raise ConfigError(f"{self.dir} holds chunks but no index (of another run?): delete it "
+                              "or choose another --out")
+        foreign = self._foreign(found) if writes_index and self.dir.is_dir() else []
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ConfigError(f"{self.dir} holds files l1jax did not write ({_cut(listed)}): move "
+                              "them elsewhere or choose another --out")
+        if found is not None and not ours and overwrite and writes_index:
+            self._remove_run(found)  # only the files its index names: nothing else is there
+            found = None
         if found is not None and not ours:
             raise ConfigError(f"{Path(out)} holds chunks of a different config, data file or engine version: {_DISCARD}")
         self.index: dict[str, Any] = found if ours else {
@@ -157,14 +184,41 @@ class ChunkStore:
                               "directory that every process shares with process 0")
 
     def _read_index(self) -> dict[str, Any] | None:
-        """The index if it is a readable, well-formed one, else None."""
+        """The index if it is a readable, well-formed one (of any config: its plan is checked
+        against its own seed count), else None."""
         try:
             index = json.loads(self.index_path.read_text())
         except (OSError, ValueError):
             return None
-        ok = (isinstance(index, dict) and isinstance(index.get("config"), dict)
-              and _valid_plan(index.get("chunks"), self.seeds))
+        sweep = index.get("config", {}).get("sweep") if isinstance(index, dict) else None
+        seeds = sweep.get("seeds") if isinstance(sweep, dict) else None
+        ok = (type(seeds) is int and isinstance(index.get("fingerprint"), str)
+              and _valid_plan(index.get("chunks"), seeds))
         return index if ok else None
+
+    def _own_names(self, index: dict[str, Any] | None) -> set[str]:
+        """Names of the files in ``chunks/`` that a run with this index writes (besides its
+        temporary and assembly files)."""
+        if index is None:
+            return set()
+        ranges = index.get("chunks") or []
+        return {"index.json"} | {f"seeds-{s0}-{s1}.{ext}" for s0, s1 in ranges for ext in ("npz", "sha256")}
+
+    def _foreign(self, index: dict[str, Any] | None) -> list[str]:
+        """Names in ``chunks/`` that l1jax did not write there: neither named by ``index`` nor
+        one of its temporary or assembly files."""
+        own = self._own_names(index)
+        return sorted(p.name for p in self.dir.iterdir() if p.name not in own and not (
+            _OWN_SCRATCH.fullmatch(p.name) and p.is_file() and not p.is_symlink()))
+
+    def _remove_run(self, index: dict[str, Any]) -> None:
+        """Delete another config's run (``--overwrite``): the files its index names, its
+        temporary and assembly files, and the index last (a kill midway leaves an index that
+        still names what is left)."""
+        for p in self.dir.iterdir():
+            if p.name != "index.json" and (p.name in self._own_names(index) or _OWN_SCRATCH.fullmatch(p.name)):
+                p.unlink()
+        self.index_path.unlink()
 
     def plan(self, chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The stored chunk plan if there is one (a resumed run keeps its boundaries), else ``chunks``."""
