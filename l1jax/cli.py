@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from l1jax.engine.config import ConfigError, load_config
+from l1jax.engine.files import check_dir_path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -22,6 +24,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from l1jax.engine.store import ChunkStore, open_out
     from l1jax.engine.sweep import run
 
+    check_dir_path(args.out, "--out")
     out = Path(args.out)
     first = jax.process_index() == 0
     lock = store = None
@@ -61,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from l1jax.analysis.report import report
 
+    if args.out is not None:
+        check_dir_path(args.out, "--out")
     r = report(args.dir, args.out, quiet=args.quiet, memory_budget=args.memory_budget)
     verdicts = "; ".join(f"{c.number}: {c.verdict}" for c in r.claim_list)
     print(f"the article's claims on this sweep: {verdicts}")
@@ -98,6 +103,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from l1jax.study.study import study
 
+    check_dir_path(args.out, "--out")
     r = study(Path(args.out), seeds_article=args.seeds, overwrite=args.overwrite, quiet=args.quiet,
               memory_budget=args.memory_budget)
     print(r.summary)
@@ -263,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    """Print a user or environment error as one line; exit status 2."""
-    print(f"l1jax: error: {message}", file=sys.stderr)
+    """Print a user or environment error as one line; exit status 2.  A run of over 300
+    characters without a space (a pasted value, a key name) is cut, so the line stays readable."""
+    cut = re.sub(r"\S{301,}", lambda m: f"{m[0][:100]}...({len(m[0]):,} characters)", message)
+    print(f"l1jax: error: {' '.join(cut.splitlines())}", file=sys.stderr)
     return 2
 
 

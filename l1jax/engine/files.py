@@ -80,6 +80,24 @@ def fingerprint_matches(config: dict[str, Any], tag: str, data_sha256: str | Non
     return any(config_fingerprint(config, v, data_sha256) == tag for v in range(1, NUMBERS_VERSION + 1))
 
 
+def check_dir_path(path: str | Path, flag: str) -> None:
+    """Refuse in one line a directory path that is empty (not the current directory), a
+    dangling symlink, names a file, or lies under a file (before anything is created there)."""
+    if not str(path):
+        raise ConfigError(f"{flag} is empty: name a directory ('.' for the current one)")
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{flag} {path} is a symlink to {os.readlink(path)}, which does not exist: "
+                          f"create that directory or name another {flag}")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is not a directory: name a new or existing directory")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path} lies under {parent}, which is not a directory")
+            return
+
+
 class DirLock:
     """An advisory lock on ``DIR/.lock``: one writer per output directory at a time (held until
     :meth:`release` or the process ends, so a killed writer never leaves a stale lock)."""

@@ -50,8 +50,17 @@ def check_export_path(results_dir: str | Path, target: str | Path) -> None:
     if path.is_relative_to(own):
         raise ConfigError(f"{target} is inside the results directory {results_dir}: export to a "
                           "file outside it")
+    run = next((d for d in path.parents if _is_results_dir(d)), None)
+    if run is not None:
+        raise ConfigError(f"{target} is inside {run}, the results directory of another run: export "
+                          "to a file outside it")
     if path.is_dir():
         raise ConfigError(f"{target} is a directory: name a file to export to")
+
+
+def _is_results_dir(d: Path) -> bool:
+    """Whether ``d`` holds a run's files (results, manifest or chunk index)."""
+    return any((d / name).exists() for name in ("results.npz", "manifest.json", "chunks/index.json"))
 
 
 @dataclass

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from l1jax.engine.config import Config, ConfigError
-from l1jax.engine.files import DirLock, atomic_file, fingerprint, sha256_file, write_atomic
+from l1jax.engine.files import DirLock, atomic_file, check_dir_path, fingerprint, sha256_file, write_atomic
 
 _TAGS = ("_fingerprint", "_seeds")  # what a chunk file holds besides the run's arrays
 _DISCARD = "choose another --out, or pass --overwrite to discard it"
@@ -57,12 +57,8 @@ def clear_results(out: Path, cfg: Config, overwrite: bool) -> None:
 
 def open_out(out: str | Path, cfg: Config, overwrite: bool = False) -> tuple[DirLock, "ChunkStore"]:
     """Lock ``out`` for this writer, clear what ``overwrite`` replaces, and open its chunks."""
+    check_dir_path(out, "--out")
     out = Path(out)
-    if out.is_symlink() and not out.exists():
-        raise ConfigError(f"--out {out} is a symlink to {os.readlink(out)}, which does not exist: "
-                          "create that directory or name another --out")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is not a directory: name a new or existing directory")
     lock = DirLock(out)
     try:
         clear_results(out, cfg, overwrite)
