@@ -75,7 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from l1jax.engine.results import Results, check_export_path
+    from l1jax.engine.results import Results, check_export_path, check_export_space
 
     targets = [t for t in (args.csv, args.parquet) if t]
     if not targets:
@@ -85,6 +85,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for t in targets:
         check_export_path(args.dir, t)
     res = Results.load(args.dir, mmap=True)  # exports stream block by block: no need for RAM
+    if args.csv:
+        check_export_space(res, Path(args.csv))
     if args.parquet:  # first: it is the one that may lack its optional dependency
         res.export_parquet(args.parquet)
     if args.csv:

@@ -97,3 +97,14 @@ def test_a_real_small_filesystem(tmp_path):
     assert got.stderr.count("\n") == 1 and "would need" in got.stderr and "free" in got.stderr
     files = {Path(f).name for f in got.stdout.split() if f.startswith(str(mnt))}
     assert files == {".lock"}, files
+
+
+def test_a_csv_export_that_cannot_fit_is_refused_before_writing(tmp_path, capsys, monkeypatch):
+    assert _run(capsys, _conf(tmp_path), tmp_path / "r")[0] == 0
+    from l1jax.engine import results as R
+
+    monkeypatch.setattr(R.shutil, "disk_usage", lambda p: Usage(10**6, 10**6 - 100, 100))
+    code = main(["export", str(tmp_path / "r"), "--csv", str(tmp_path / "t.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "100 bytes free" in err, err
+    assert not list(tmp_path.glob("*t.csv*"))

@@ -636,7 +636,9 @@ def lad(x: np.ndarray | jax.Array, y: np.ndarray | jax.Array) -> LadFit:
     """The exact L1 (least-absolute-deviations) fit of y [n] on X [n, d] with a bias, checked:
     theta [d + 1] (weights, then bias), the minimal mean |X w + b - y| (``loss``), and whether a
     float64 duality certificate proves that loss within 1e-9 of the minimum (``certified``).
-    Bad input raises a one-line ``ConfigError`` (a ValueError)."""
+    A constant, duplicated or dependent column is fine (the minimum is over the column span;
+    theta is then one of many exact fits); a near-collinear design is solved on its full span
+    and may come back uncertified.  Bad input raises a one-line ``ConfigError`` (a ValueError)."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2:
         raise ConfigError(f"lad: X must be 2-D [n, d], got shape {x.shape}")

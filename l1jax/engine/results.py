@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import shutil
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -56,6 +57,20 @@ def check_export_path(results_dir: str | Path, target: str | Path) -> None:
                           "to a file outside it")
     if path.is_dir():
         raise ConfigError(f"{target} is a directory: name a file to export to")
+
+
+CSV_ROW_BYTES = 40  # fewest bytes of a tidy CSV row: 11 cells, 3 of them float32 metrics
+
+
+def check_export_space(results: "Results", target: Path) -> None:
+    """Refuse in one line, before writing, a CSV export that cannot fit on its disk: even at
+    ``CSV_ROW_BYTES`` a row, its rows need more than the free space."""
+    need = results.arrays["train_l1"].size * CSV_ROW_BYTES
+    where = next(d for d in (target.resolve().parent, *target.resolve().parents) if d.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise ConfigError(f"{target} would need at least {need:,} bytes ({results.arrays['train_l1'].size:,} "
+                          f"rows) but its disk has {free:,} bytes free: free space or export elsewhere")
 
 
 def _is_results_dir(d: Path) -> bool:
