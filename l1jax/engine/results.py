@@ -288,17 +288,21 @@ def _check_fingerprint(man_path: Path, raw: Any, tag: Any, digest: Any) -> None:
         raise ValueError("no config or fingerprint")
     data = raw.get("data")
     csv = isinstance(data, dict) and data.get("source") == "csv"
-    if csv and not isinstance(digest, str):
-        path = Path(str(data.get("path")))
-        if not path.is_file():
-            raise ConfigError(f"{man_path} records no digest of its data file and {path} is gone: "
-                              "its config cannot be checked against its fingerprint; restore the file")
-        digest = files.sha256_file(path)
-    digest = digest if isinstance(digest, str) else None
+    recorded = digest if isinstance(digest, str) else None
+    digest = recorded if recorded is not None or not csv else _current_digest(man_path, Path(str(data.get("path"))))
     legacy = {**raw, "data": {k: v for k, v in data.items() if k not in NOISE_KEYS}} if csv else raw
     if not any(files.fingerprint_matches(c, tag, digest) for c in (raw, legacy)):  # old csv: noise keys
-        raise ConfigError(f"{man_path}: its config does not match its fingerprint (edited after the "
-                          "run?), so its results would be mislabelled: rerun `l1jax run` for this --out")
+        what = "its config and data file do not" if csv and recorded is None else "its config does not"
+        raise ConfigError(f"{man_path}: {what} match its fingerprint (edited after the run?), so "
+                          "its results would be mislabelled: rerun `l1jax run` for this --out")
+
+
+def _current_digest(man_path: Path, path: Path) -> str:
+    """The digest of a csv run's data file as it is now (manifests from before they recorded it)."""
+    if not path.is_file():
+        raise ConfigError(f"{man_path} records no digest of its data file and {path} is gone: "
+                          "its config cannot be checked against its fingerprint; restore the file")
+    return files.sha256_file(path)
 
 
 def _plain(v: Any) -> Any:
