@@ -3,13 +3,11 @@ warning that costs only the cache, or a truthful reason, and leaves nothing of t
 changed."""
 
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 from l1jax.analysis import claims as C
-from l1jax.analysis.analyze import analyze
 from l1jax.engine import cache
 from l1jax.engine.config import config_from_dict
 from l1jax.engine.results import Results
@@ -114,9 +112,16 @@ def test_export_never_replaces_another_runs_files(tmp_path, capsys):
 
 
 def test_claim_3a_of_an_all_diverged_sweep_with_a_test_set_says_so(tmp_path):
+    """The claim reads only the final test L1 (all NaN once every run diverged) and the config:
+    a sweep with a test set says that every run diverged, not that there is no test set."""
+    from types import SimpleNamespace
+
+    from l1jax.engine.sweep import run
+
     cfg = config_from_dict({"data": {"test_size": 20}, "train": {"epochs": 3, "learning_rate": [3e38]},
                             "sweep": {"sizes": [8, 16], "seeds": 2}})
-    res = run_to_dir(cfg, tmp_path / "r")
+    res = run(cfg)
     assert res.diverged.all()
-    claim = C.claim_lowest_final_test(analyze(res, quiet=True))
+    final_test = np.where(res.diverged, np.nan, res.test_l1[..., -1])
+    claim = C.claim_lowest_final_test(SimpleNamespace(results=res, metrics=SimpleNamespace(final_test=final_test)))
     assert claim.verdict == C.NOT_APPLICABLE and "every run diverged" in claim.detail
