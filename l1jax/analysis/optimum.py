@@ -74,9 +74,9 @@ repaired 9 of the main sweep's 240 datasets and 180 of the article sweep's 4800.
 
 Rank-deficient designs (tests/test_lad.py, against HiGHS): constant, duplicated and rare 0/1
 dummy columns certified within 1e-9; a column a + eps z beside a (eps 1e-6 to 1e-12, condition
-numbers to ~1e12) certified (in exact arithmetic where float64 cannot settle it) and within 1e-9 of HiGHS on an exactly
-equivalent well-conditioned design (HiGHS on the raw design treats the column as dependent
-below eps ~1e-9 and is off by 3e-5 there).
+numbers to ~1e12) certified (in exact arithmetic where float64 cannot settle it) and within
+1e-9 of HiGHS on an exactly equivalent well-conditioned design (HiGHS on the raw design treats
+the column as dependent below eps ~1e-9 and is off by 3e-5 there).
 
 Assumes each dataset has at least p samples.
 """
