@@ -672,13 +672,13 @@ def finish(data: Packed, n_datasets: int, basis: jax.Array | np.ndarray,
     xb, regular, vertex = _basis_solve(h, basis)
     theta = np.where(regular[:, None], vertex, _theta_standard(np.asarray(theta, np.float64), h))
     total, certified = _certify(h, theta, basis, regular, xb)
-    raw_x = np.concatenate([np.asarray(data.x, np.float64).reshape(h.xd.shape[-1] - 1, -1),
-                            np.ones((1, h.mask.size))]).T  # [slots, p] rows (x, 1)
-    raw_y = np.asarray(data.y, np.float64).reshape(-1)
+    raw_x = np.asarray(data.x).reshape(h.xd.shape[-1] - 1, -1)  # [d, slots], as the data holds it
+    raw_y = np.asarray(data.y).reshape(-1)
     for i in np.flatnonzero(~certified):
         one, slots = _alone(h, i)
         start = np.searchsorted(slots, basis[i]) if np.isin(basis[i], slots).all() else None
-        fixed = _refit(one, start, (raw_x[slots], raw_y[slots]))
+        rows = np.column_stack([raw_x[:, slots].T.astype(np.float64), np.ones(len(slots))])
+        fixed = _refit(one, start, (rows, raw_y[slots].astype(np.float64)))
         if fixed is not None:
             theta[i], total[i], certified[i] = fixed
     return LadFit(_theta_raw(theta, h), total / _dsum(h.mask.astype(np.float64), h.owner, n_datasets),
