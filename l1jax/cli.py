@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from l1jax.engine.config import ConfigError, load_config
+from l1jax.engine.files import check_dir_path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -22,6 +24,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from l1jax.engine.store import ChunkStore, open_out
     from l1jax.engine.sweep import run
 
+    check_dir_path(args.out, "--out")
     out = Path(args.out)
     first = jax.process_index() == 0
     lock = store = None
@@ -42,8 +45,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"process {jax.process_index()}: done; process 0 writes {out}")
             return 0
         results.save(out, store.fingerprint)
-        store.discard_scratch()
+    except BaseException:
+        if store is not None:
+            store.abandon()  # a run refused before its first chunk leaves no index behind
+        raise
     finally:
+        if store is not None:
+            store.discard_scratch()  # after the results are saved, or on any failure
         if lock is not None:
             lock.release()
     print(summary(results))
@@ -56,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from l1jax.analysis.report import report
 
+    if args.out is not None:
+        check_dir_path(args.out, "--out")
     r = report(args.dir, args.out, quiet=args.quiet, memory_budget=args.memory_budget)
     verdicts = "; ".join(f"{c.number}: {c.verdict}" for c in r.claim_list)
     print(f"the article's claims on this sweep: {verdicts}")
@@ -65,7 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from l1jax.engine.results import Results, check_export_path
+    from l1jax.engine.results import Results, check_export_path, check_export_space
 
     targets = [t for t in (args.csv, args.parquet) if t]
     if not targets:
@@ -75,6 +85,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for t in targets:
         check_export_path(args.dir, t)
     res = Results.load(args.dir, mmap=True)  # exports stream block by block: no need for RAM
+    if args.csv:
+        check_export_space(res, Path(args.csv))
     if args.parquet:  # first: it is the one that may lack its optional dependency
         res.export_parquet(args.parquet)
     if args.csv:
@@ -93,6 +105,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from l1jax.study.study import study
 
+    check_dir_path(args.out, "--out")
     r = study(Path(args.out), seeds_article=args.seeds, overwrite=args.overwrite, quiet=args.quiet,
               memory_budget=args.memory_budget)
     print(r.summary)
@@ -258,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    """Print a user or environment error as one line; exit status 2."""
-    print(f"l1jax: error: {message}", file=sys.stderr)
+    """Print a user or environment error as one line; exit status 2.  A run of over 300
+    characters without a space (a pasted value, a key name) is cut, so the line stays readable."""
+    cut = re.sub(r"\S{301,}", lambda m: f"{m[0][:100]}...({len(m[0]):,} characters)", message)
+    print(f"l1jax: error: {' '.join(cut.splitlines())}", file=sys.stderr)
     return 2
 
 

@@ -137,3 +137,24 @@ def test_csv_claims_compare_sizes_within_half_the_pool(csv_path, tmp_path):
     text = rep.report.read_text()
     assert "40 (n/N = 0.89)" in text and "20 (n/N = 0.44)" in text and "## The finite pool" in text
     assert "compare n = 6 with n = 20" in text and "leaving out 40" in text
+
+
+def test_csv_manifest_without_a_recorded_digest_is_checked_against_the_file(csv_path, tmp_path):
+    """Manifests written before they recorded the data file's digest are checked against the
+    file as it is now: they load while it is unchanged, and are refused once it changed."""
+    import json
+    import shutil
+
+    from l1jax.engine.results import Results
+    from l1jax.engine.sweep import run_to_dir
+
+    data = tmp_path / "t.csv"
+    shutil.copy(csv_path, data)
+    run_to_dir(_cfg(data), tmp_path / "r")
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest.pop("data_sha256")
+    (tmp_path / "r" / "manifest.json").write_text(json.dumps(manifest))
+    Results.load(tmp_path / "r")
+    data.write_text(data.read_text().replace("\n", "\n", 1) + "1,2,3,4\n")
+    with pytest.raises(ConfigError, match="its config and data file do not match its fingerprint"):
+        Results.load(tmp_path / "r")

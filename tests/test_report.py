@@ -88,6 +88,14 @@ def test_metrics_csv_equals_numpy_on_results(two_optimizers):
                                        [v.mean(), v.std(ddof=1), v.mean() - half, v.mean() + half],
                                        rtol=2e-6, atol=1e-8)
             assert row["n_runs"] == v.size and row["n_diverged"] == (~runs).sum()
+    # the certified-optimum flags: 5 seeds per size, all certified on this gaussian design
+    assert df.n_certified.dtype == np.int64 and (df.n_certified == 5).all()
+    assert df.uses_lstar.dtype == bool
+    assert set(df.index.get_level_values("metric")[df.uses_lstar]) == {
+        "suboptimality", "epochs_to_50", "epochs_to_90", "steps_to_50", "steps_to_90", "closed_90",
+        "exact_optimum", "exact_fit_test_l1"}
+    certified = json.loads((two_optimizers / "report" / "claims.json").read_text())["optima_certified"]
+    assert certified == [{"size": 20, "certified": 5, "datasets": 5}, {"size": 60, "certified": 5, "datasets": 5}]
 
 
 @pytest.mark.parametrize("kind", ["csv_one_size", "diverged_no_test_set_one_seed"])

@@ -116,8 +116,12 @@ def test_planted_symlinks_are_never_followed(tmp_path, fresh):
     out, victim = tmp_path / "o", tmp_path / "victim"
     victim.write_text("keep me")
     (out / "chunks").mkdir(parents=True)
-    for name in ("chunks/seeds-0-2.npz.tmp", "chunks/index.json.tmp", "results.npz.tmp",
-                 "manifest.json.tmp", "results.npz"):
+    for name in ("chunks/seeds-0-2.npz.tmp", "chunks/index.json.tmp"):  # not l1jax's: refused
+        (out / name).symlink_to(victim)
+    with pytest.raises(ConfigError, match="holds files l1jax did not write"):
+        run_to_dir(A, out, memory_budget=BUDGET)
+    shutil.rmtree(out / "chunks")
+    for name in ("results.npz.tmp", "manifest.json.tmp", "results.npz"):
         (out / name).symlink_to(victim)
     _same(fresh[0.05], run_to_dir(A, out, memory_budget=BUDGET))
     assert victim.read_text() == "keep me"
@@ -180,6 +184,14 @@ def test_manifest_with_another_seed_count_is_refused(tmp_path, fresh):
     man = json.loads((out / "manifest.json").read_text())
     man["config"]["sweep"]["seeds"] = 5
     (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ConfigError, match="does not match its fingerprint"):
+        Results.load(out)
+    # forged consistently (fingerprint recomputed in both files): the shapes still give it away
+    man["fingerprint"] = files.config_fingerprint(man["config"], files.NUMBERS_VERSION, None)
+    (out / "manifest.json").write_text(json.dumps(man))
+    with np.load(out / "results.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "_fingerprint"}
+    np.savez(out / "results.npz", **arrays, _fingerprint=np.array(man["fingerprint"]))
     with pytest.raises(ConfigError, match=r"train_l1 has shape \(1, 1, 1, 2, 4, 5\) but .* gives \(1, 1, 1, 2, 5, 5\)"):
         Results.load(out)
 
@@ -257,3 +269,81 @@ def test_full_disk_is_one_line_and_resumable(tmp_path, capsys, fresh, monkeypatc
     code, _ = _cli(capsys, "run", _toml(tmp_path, 0.05), "--out", out, "--quiet", "--memory-budget", BUDGET)
     assert code == 0 and Results.load(out).meta["resumed_chunks"] == 1
     _same(fresh[0.05], Results.load(out))
+
+
+@pytest.mark.parametrize("edit", ["config_and_coords", "config_only", "coords_only"])
+def test_hand_edited_manifest_is_refused(tmp_path, capsys, fresh, edit):
+    """The issue's case: learning_rate 0.05 relabelled 0.07 in the manifest's config and coords;
+    export and report would have labelled lr 0.05's runs as 0.07."""
+    out = tmp_path / "o"
+    shutil.copytree(fresh[0.05], out)
+    man = json.loads((out / "manifest.json").read_text())
+    if edit != "coords_only":
+        man["config"]["train"]["learning_rate"] = [0.07]
+    if edit != "config_only":
+        man["coords"]["learning_rate"] = [0.07]
+    (out / "manifest.json").write_text(json.dumps(man))
+    for argv in (["export", out, "--csv", tmp_path / "t.csv"], ["report", out, "--quiet"]):
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1, err
+        assert ("does not match its fingerprint" if edit != "coords_only" else "do not follow from its config") in err
+    assert not (tmp_path / "t.csv").exists() and not (out / "report").exists()
+
+
+def test_overwrite_never_deletes_what_l1jax_did_not_write(tmp_path, capsys, fresh):
+    """The issue's case: `mkdir -p proj/chunks; echo notes > proj/chunks/notes.md; l1jax run
+    --out proj --overwrite` deleted notes.md.  Now a foreign file is refused, with or without
+    --overwrite, and so is a chunks/ whose index cannot be read; --overwrite over another
+    config's run deletes only the files its index names."""
+    conf = _toml(tmp_path, 0.05)
+    out = tmp_path / "proj"
+    (out / "chunks").mkdir(parents=True)
+    (out / "chunks" / "notes.md").write_text("notes")
+    for extra in ([], ["--overwrite"]):
+        code, err = _cli(capsys, "run", conf, "--out", out, "--quiet", *extra)
+        assert code == 2 and err.count("\n") == 1 and "notes.md" in err and "did not write" in err, err
+    assert (out / "chunks" / "notes.md").read_text() == "notes"
+    # another config's run, plus a file of the user's among its chunks
+    other = tmp_path / "other"
+    shutil.copytree(fresh[0.2], other)
+    (other / "chunks" / "mine.txt").write_text("x")
+    code, err = _cli(capsys, "run", conf, "--out", other, "--quiet", "--overwrite", "--memory-budget", BUDGET)
+    assert code == 2 and "mine.txt" in err and len(list((other / "chunks").iterdir())) == 6
+    (other / "chunks" / "mine.txt").unlink()
+    code, err = _cli(capsys, "run", conf, "--out", other, "--quiet", "--overwrite", "--memory-budget", BUDGET)
+    assert code == 0, err
+    _same(fresh[0.05], Results.load(other))
+    # an unreadable index: its folder's files cannot be told apart, so nothing is touched
+    (other / "manifest.json").unlink()
+    (other / "chunks" / "index.json").write_text("{")
+    before = sorted(p.name for p in (other / "chunks").iterdir())
+    code, err = _cli(capsys, "run", conf, "--out", other, "--quiet", "--overwrite")
+    assert code == 2 and "is not a valid chunk index" in err
+    assert sorted(p.name for p in (other / "chunks").iterdir()) == before
+
+
+def test_another_configs_valid_index_is_named_as_such(tmp_path, capsys, fresh):
+    """An index of a config with another seed count is a different config's, not 'invalid'."""
+    out = tmp_path / "o"
+    shutil.copytree(fresh[0.05], out)
+    (out / "manifest.json").unlink()
+    conf = tmp_path / "five.toml"
+    conf.write_text(_toml(tmp_path, 0.05).read_text().replace("seeds = 4", "seeds = 5"))
+    code, err = _cli(capsys, "run", conf, "--out", out, "--quiet")
+    assert code == 2 and "holds chunks of a different config" in err, err
+
+
+def test_symlinked_chunks_and_dangling_out_are_one_line(tmp_path, capsys):
+    conf = _toml(tmp_path, 0.05)
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "chunks").symlink_to(real)
+    code, err = _cli(capsys, "run", conf, "--out", out, "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "is a symlink" in err, err
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere" / "x")
+    code, err = _cli(capsys, "run", conf, "--out", dangling, "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "which does not exist" in err, err
+    assert not list(real.iterdir())

@@ -31,7 +31,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from l1jax.analysis import stats
-from l1jax.analysis.analyze import Analysis
+from l1jax.analysis.analyze import Analysis, has_test_set
 from l1jax.engine.table import load_csv
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
@@ -298,8 +298,9 @@ def claim_lowest_final_test(a: Analysis) -> Claim:
     text = "Larger datasets reach the lowest final losses (held-out L1)."
     rule = (f"final test L1 small - large, margin {MARGIN:.0%} of the large-size loss; {_FOUR}")
     if not np.isfinite(a.metrics.final_test).any():
-        return not_applicable("lowest_final_test", text, "no test set: held-out L1 not recorded",
-                              rule, "final.png")
+        why = ("every run diverged: no finite final held-out L1" if has_test_set(a.results.config)
+               else "no test set: held-out L1 not recorded")
+        return not_applicable("lowest_final_test", text, why, rule, "final.png")
     ev = size_evidence(a, [mean_rule("final test L1", a.metrics.final_test)])
     return Claim("lowest_final_test", text, *settle(ev), rule, "final.png", ev)
 
@@ -414,6 +415,13 @@ def claims_json(claims: list[Claim]) -> list[dict[str, Any]]:
                            "ci_high": num(e.estimate.high), "margin": num(e.margin),
                            "interval": e.interval, "outcome": e.outcome}
                           for e in c.evidence]} for c in claims]
+
+
+def optima_json(certified: np.ndarray, sizes: list[int]) -> list[dict[str, int]]:
+    """Per size, how many datasets' exact optimum L* is certified (``Optima.certified``
+    [size, seed]): the metrics built on L* are exact only where all are."""
+    return [{"size": int(n), "certified": int(c.sum()), "datasets": int(c.size)}
+            for n, c in zip(sizes, certified)]
 
 
 class Proportion(NamedTuple):

@@ -43,14 +43,25 @@ Two stages, both over many datasets at once:
    study relies on.  This is the optimality condition of the simplex (|u_B| <= 1) made
    quantitative: it can fail, and says by how much.
 
-   A dataset that fails is repaired alone (``_repair``): float64 pivots as above from its stage-1
-   basis (or from the least-squares fit's smallest residuals), on y perturbed by ``PERTURB`` of its
-   spread so that no residual ties, every pivot strictly lowers the loss and none cycles.  Its
-   final basis is certified on the unperturbed y, with u_i the sign of the perturbed residual off
-   the basis: that is sign(r_i) wherever r_i is not ~0, and a tie (r_i = 0, any u_i in [-1, 1]
-   allowed) gets the side the perturbation chose.  What still fails stays ``certified = False``
-   (reported, never hidden); its fit is the last vertex found, or stage 1's IRLS fit where the
-   design is rank deficient and no vertex exists: finite for finite data.
+   A dataset that fails is repaired alone (``_refit``) on an orthonormal basis Q of its design's
+   column span (thin SVD, rank by numpy's ``matrix_rank`` rule): the L1 minimum depends only on
+   that span, so a constant column, a duplicate, a dummy constant in a subsample or any
+   combination of columns changes nothing, and a near-collinear design becomes perfectly
+   conditioned.  Float64 pivots as above (``_repair``) start from its stage-1 basis (or from the
+   least-squares fit's smallest residuals), on y perturbed by ``PERTURB`` of its spread so that
+   no residual ties, every pivot strictly lowers the loss and none cycles.  Its final basis is
+   certified on the unperturbed y, with u_i the sign of the perturbed residual off the basis:
+   that is sign(r_i) wherever r_i is not ~0, and a tie (r_i = 0, any u_i in [-1, 1] allowed)
+   gets the side the perturbation chose.  The SVD's span is the design's up to its backward
+   error (~1e-16 of the largest singular value), which moves sum |r| by at most that times
+   |theta|; the certificate adds this to the gap, so a near-collinear design (condition number
+   beyond ~1e7, where the exact fit has huge weights) fails it.  Such a full-rank design's final
+   basis is then checked in exact rational arithmetic on the float64 data (``_exact_vertex``,
+   up to ``EXACT_MAX_TERMS``): X^T u = 0 holds exactly, so |u_B| <= 1 proves the vertex the
+   exact minimum, and its sum |r| is exact before the last rounding.  The fit of a
+   rank-deficient design is the one of least norm along the dependent directions (one of many
+   exact fits).  What fails stays ``certified = False`` (reported, never hidden), with a
+   finite fit.
 
 ``lad`` is stage 2 alone on one dataset, from the least-squares start: one dataset gains nothing
 from stage 1's batching and would compile a program per shape.
@@ -61,11 +72,18 @@ rows and 20,000 rows of counts (``tests/test_lad.py``); stage 1 alone is off by 
 (it stops at degenerate vertices), and by up to 3e-7 on the study's sweeps, where stage 2
 repaired 9 of the main sweep's 240 datasets and 180 of the article sweep's 4800.
 
+Rank-deficient designs (tests/test_lad.py, against HiGHS): constant, duplicated and rare 0/1
+dummy columns certified within 1e-9; a column a + eps z beside a (eps 1e-6 to 1e-12, condition
+numbers to ~1e12) certified (in exact arithmetic where float64 cannot settle it) and within
+1e-9 of HiGHS on an exactly equivalent well-conditioned design (HiGHS on the raw design treats
+the column as dependent below eps ~1e-9 and is off by 3e-5 there).
+
 Assumes each dataset has at least p samples.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from functools import partial
 from typing import NamedTuple
 
@@ -87,6 +105,7 @@ GAP_TOL = 1e-9  # certified: duality gap <= GAP_TOL * sum|r| + ABS_GAP_TOL * sum
 ABS_GAP_TOL = 1e-12
 PERTURB = 1e-9  # repair's tie-breaking perturbation of y, relative to mean |y - mean(y)|
 DUAL_TOL = 1e-10  # repair stops once every |v_k| <= 1 + DUAL_TOL (float64 rounding of v ~1e-13)
+EXACT_MAX_TERMS = 100_000  # n * p of the largest design certified in rational arithmetic (~1.5 s)
 MIN_HADAMARD = 1e-12  # a basis design with |det| below this times the product of its row norms
 # counts as singular (1 for orthogonal rows; a guard against dividing by ~0, not a certificate)
 
@@ -465,11 +484,12 @@ def _basis_solve(h: _Host, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _certify(h: _Host, theta: np.ndarray, basis: np.ndarray, regular: np.ndarray, xb: np.ndarray,
-             u_free: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             u_free: np.ndarray | None = None, rounding: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Sum |r| [D] under the fits theta [D, p] of the standardized data, and whether the duality
-    gap certifies it (module docstring).  The dual vector takes u_i = ``u_free`` (default
-    sign(r_i)) off the basis and solves Xd^T u = 0 for the basis samples; a singular basis
-    certifies nothing."""
+    gap, plus ``rounding`` (how far sum |r| may be off through the design's own rounding),
+    certifies it (module docstring).  The dual vector takes u_i = ``u_free`` (default sign(r_i))
+    off the basis and solves Xd^T u = 0 for the basis samples; a singular basis certifies
+    nothing."""
     n_datasets, p = theta.shape
     r = (np.einsum("tjp,tp->tj", h.xd, theta[h.owner]) - h.y) * h.mask
     in_basis = np.zeros(h.mask.size, bool)
@@ -484,7 +504,7 @@ def _certify(h: _Host, theta: np.ndarray, basis: np.ndarray, regular: np.ndarray
     u = u / size[h.owner][:, None]
     total = _dsum(np.abs(r), h.owner, n_datasets)
     off = np.sum(np.abs(_xt(h, u, n_datasets) * theta), axis=1)
-    gap = total - _dsum(u * r, h.owner, n_datasets) + 2 * off  # 2 off: Xd^T u = 0 up to rounding
+    gap = total - _dsum(u * r, h.owner, n_datasets) + 2 * off + rounding  # 2 off: Xd^T u = 0 up to rounding
     spread = _dsum(np.abs(h.y), h.owner, n_datasets)
     return total, regular & (gap <= GAP_TOL * total + ABS_GAP_TOL * spread)
 
@@ -544,16 +564,92 @@ def _repair(xd: np.ndarray, y: np.ndarray,
     return basis, np.sign(_vertex_state(xd, y, basis)[1])
 
 
-def _refit(one: _Host, start: np.ndarray | None) -> tuple[np.ndarray, float, bool] | None:
-    """``_repair`` and certify one dataset (``one`` holds it alone): its standardized fit [p],
-    sum |r| and certificate; None where its design has rank < p."""
-    fixed = _repair(one.xd[0], one.y[0], start)
+class _Span(NamedTuple):
+    """One dataset's design xd [n, p] as an orthonormal basis of its column span (thin SVD)."""
+
+    q: np.ndarray  # [n, r], r the numerical rank (numpy's ``matrix_rank`` rule)
+    to_theta: np.ndarray  # [p, r]: a fit beta of q's columns is the fit to_theta @ beta of xd's
+    error: float  # bound on |(xd - xd_svd) theta| per unit |theta|: the SVD's backward error
+
+
+def _column_space(xd: np.ndarray) -> _Span:
+    """The span of one dataset's design columns: the L1 minimum over a design depends only on
+    its column span, so a constant, duplicated or dependent column changes nothing, and an
+    ill-conditioned design becomes a perfectly conditioned one (up to the SVD's rounding,
+    ``error``, which the certificate charges against the fit's size)."""
+    n, p = xd.shape
+    u, s, vt = np.linalg.svd(xd, full_matrices=False)
+    eps = np.finfo(np.float64).eps
+    rank = max(1, int(np.sum(s > s[0] * max(n, p) * eps)))
+    return _Span(u[:, :rank], vt[:rank].T / s[:rank], float(np.sqrt(n) * p * eps * s[0]))
+
+
+def _refit(one: _Host, start: np.ndarray | None,
+           raw: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float, bool] | None:
+    """``_repair`` and certify one dataset (``one`` holds it alone; ``raw`` its unscaled rows
+    (x, 1) [n, p] and target [n]) on an orthonormal basis of its design's column span
+    (``_column_space``): its standardized fit [p], sum |r| and certificate; None where no basis
+    of rows is found.  A full-rank design the float64 certificate cannot settle (near-collinear
+    columns) gets the exact one (``_exact_vertex``)."""
+    span = _column_space(one.xd[0])
+    full_rank = span.q.shape[1] == one.xd.shape[-1]
+    fixed = _repair(span.q, one.y[0], start if full_rank else None)  # a stage-1 basis has p rows
     if fixed is None:
         return None
+    on_span = one._replace(xd=span.q[None])
     basis = fixed[0][None]
-    xb, regular, theta = _basis_solve(one, basis)
-    total, certified = _certify(one, theta, basis, regular, xb, fixed[1][None])
-    return theta[0], float(total[0]), bool(certified[0])
+    xb, regular, beta = _basis_solve(on_span, basis)
+    theta = span.to_theta @ beta[0]
+    rounding = span.error * float(np.linalg.norm(theta))  # the span is xd's up to this, in sum |r|
+    total, certified = _certify(on_span, beta, basis, regular, xb, fixed[1][None], rounding)
+    if not certified[0] and full_rank and raw[0].size <= EXACT_MAX_TERMS:
+        exact = _exact_vertex(*raw, fixed[0], fixed[1])
+        if exact is not None:
+            return _theta_standard(exact[0][None], one)[0], exact[1], True
+    return theta, float(total[0]), bool(certified[0])
+
+
+def _exact_solve(a: list[list[Fraction]], b: list[Fraction]) -> list[Fraction] | None:
+    """The solution of a [p, p] x = b [p] in rational arithmetic (Gaussian elimination), or
+    None where a is singular."""
+    m = [row[:] + [v] for row, v in zip(a, b)]
+    p = len(m)
+    for c in range(p):
+        pivot = next((r for r in range(c, p) if m[r][c] != 0), None)
+        if pivot is None:
+            return None
+        m[c], m[pivot] = m[pivot], m[c]
+        for r in range(c + 1, p):
+            f = m[r][c] / m[c][c]
+            if f:
+                m[r] = [u - f * v for u, v in zip(m[r], m[c])]
+    x: list[Fraction] = [Fraction(0)] * p
+    for c in reversed(range(p)):
+        x[c] = (m[c][p] - sum(m[c][k] * x[k] for k in range(c + 1, p))) / m[c][c]
+    return x
+
+
+def _exact_vertex(x: np.ndarray, y: np.ndarray, basis: np.ndarray,
+                  tie_signs: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The vertex of ``basis`` [p] for rows x [n, p] and target y [n], in exact rational
+    arithmetic on their float64 values: its fit [p] and sum |r|, if the simplex optimality
+    condition holds exactly (X^T u = 0 with u_i = sign(r_i) off the basis, ``tie_signs`` where
+    r_i = 0, and every |u_B| <= 1: then it is the exact minimum), else None."""
+    rows = [[Fraction(v) for v in row] for row in x.tolist()]
+    target = [Fraction(v) for v in y.tolist()]
+    chosen = basis.tolist()
+    theta = _exact_solve([rows[i] for i in chosen], [target[i] for i in chosen])
+    if theta is None:
+        return None
+    r = [sum((a * t for a, t in zip(row, theta)), Fraction(0)) - v for row, v in zip(rows, target)]
+    in_basis = set(chosen)
+    u = [0 if i in in_basis else (r[i] > 0) - (r[i] < 0) if r[i] else int(tie_signs[i])
+         for i in range(len(r))]
+    g = [sum((u[i] * rows[i][j] for i in range(len(r)) if u[i]), Fraction(0)) for j in range(len(theta))]
+    u_basis = _exact_solve([[rows[i][j] for i in chosen] for j in range(len(theta))], [-v for v in g])
+    if u_basis is None or max(abs(v) for v in u_basis) > 1:
+        return None
+    return np.array([float(t) for t in theta]), float(sum((abs(v) for v in r), Fraction(0)))
 
 
 def _alone(h: _Host, i: int) -> tuple[_Host, np.ndarray]:
@@ -576,10 +672,13 @@ def finish(data: Packed, n_datasets: int, basis: jax.Array | np.ndarray,
     xb, regular, vertex = _basis_solve(h, basis)
     theta = np.where(regular[:, None], vertex, _theta_standard(np.asarray(theta, np.float64), h))
     total, certified = _certify(h, theta, basis, regular, xb)
+    raw_x = np.asarray(data.x).reshape(h.xd.shape[-1] - 1, -1)  # [d, slots], as the data holds it
+    raw_y = np.asarray(data.y).reshape(-1)
     for i in np.flatnonzero(~certified):
         one, slots = _alone(h, i)
         start = np.searchsorted(slots, basis[i]) if np.isin(basis[i], slots).all() else None
-        fixed = _refit(one, start)
+        rows = np.column_stack([raw_x[:, slots].T.astype(np.float64), np.ones(len(slots))])
+        fixed = _refit(one, start, (rows, raw_y[slots].astype(np.float64)))
         if fixed is not None:
             theta[i], total[i], certified[i] = fixed
     return LadFit(_theta_raw(theta, h), total / _dsum(h.mask.astype(np.float64), h.owner, n_datasets),
@@ -596,7 +695,10 @@ def lad(x: np.ndarray | jax.Array, y: np.ndarray | jax.Array) -> LadFit:
     """The exact L1 (least-absolute-deviations) fit of y [n] on X [n, d] with a bias, checked:
     theta [d + 1] (weights, then bias), the minimal mean |X w + b - y| (``loss``), and whether a
     float64 duality certificate proves that loss within 1e-9 of the minimum (``certified``).
-    Bad input raises a one-line ``ConfigError`` (a ValueError)."""
+    A constant, duplicated or dependent column is fine (the minimum is over the column span;
+    theta is then one of many exact fits); a near-collinear design is solved on its full span
+    and certified in exact arithmetic (theta may then be huge, and rounding it to float64
+    moves x.theta by ~1e-16 |theta|).  Bad input raises a one-line ``ConfigError`` (a ValueError)."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2:
         raise ConfigError(f"lad: X must be 2-D [n, d], got shape {x.shape}")
@@ -612,9 +714,9 @@ def lad(x: np.ndarray | jax.Array, y: np.ndarray | jax.Array) -> LadFit:
         raise ConfigError("lad: X and y must be finite (found NaN or inf)")
     # stage 2 alone: one dataset gains nothing from stage 1's batching, which would compile per shape
     h = _host(Packed(x.T[:, None], y[None], np.array([n]), np.zeros(1, np.int64)), 1)
-    fixed = _refit(h, None)
-    if fixed is None:
-        raise ConfigError(f"lad: the design [X, 1] has rank < {d + 1}: a column is constant or a "
-                          "combination of others")
+    fixed = _refit(h, None, (np.column_stack([x, np.ones(n)]), y))
+    if fixed is None:  # no p rows of the column basis are independent: rounding, never seen
+        raise ConfigError("lad: found no basis of rows for the design [X, 1]: drop the columns "
+                          "that are constant or combinations of others")
     theta, total, certified = fixed
     return LadFit(_theta_raw(theta[None], h)[0], total / n, certified)

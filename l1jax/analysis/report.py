@@ -245,7 +245,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
         figures = plots.draw_all(a, out / "figures")
     metrics = write_metrics_csv(a, out / "metrics.csv", name)
     claims_path = write_text(out / "claims.json", json.dumps(
-        {"sweep": name, "claims": C.claims_json(claims)}, indent=2) + "\n")
+        {"sweep": name, "claims": C.claims_json(claims),
+         "optima_certified": C.optima_json(a.optima.certified, res.coords["size"])}, indent=2) + "\n")
     t2 = time.perf_counter()
     cfg = res.config
     n_div, n_runs = int(res.diverged.sum()), res.diverged.size

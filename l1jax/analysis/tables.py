@@ -15,7 +15,7 @@ from l1jax.engine.files import atomic_file
 from l1jax.engine.results import batch_columns
 
 COLUMNS = ("sweep", "optimizer", "full_batch", "batch_size", "learning_rate", "size", "metric",
-           "mean", "sd", "se", "ci_low", "ci_high", "n_runs", "n_diverged")
+           "mean", "sd", "se", "ci_low", "ci_high", "n_runs", "n_diverged", "uses_lstar", "n_certified")
 
 # metric name -> (field of RunMetrics or Optima, what it is); test-set metrics only with a test set
 METRICS = {
@@ -36,6 +36,9 @@ METRICS = {
 }
 TEST_METRICS = ("final_test_l1", "generalization_gap", "exact_fit_test_l1")
 OPTIMA = ("lstar", "test_l1")  # fields of Optima: they do not depend on training, nor diverge
+# metrics computed from the exact optimum L*: exact only where its certificate holds
+USES_LSTAR = ("suboptimality", "epochs_to_50", "epochs_to_90", "steps_to_50", "steps_to_90",
+              "closed_90", "exact_optimum", "exact_fit_test_l1")
 
 
 def metric_names(a: Analysis) -> list[str]:
@@ -60,9 +63,12 @@ def metric_summary(a: Analysis, name: str) -> stats.Summary:
 
 
 def rows(a: Analysis, sweep: str) -> Iterator[list[object]]:
-    """metrics.csv rows, grid point by grid point."""
+    """metrics.csv rows, grid point by grid point; ``n_certified`` counts the point's datasets
+    whose L* is certified, so a mean of a ``uses_lstar`` metric below n_certified = seeds holds
+    unverified optima, and says so on its own row."""
     co = a.results.coords
     n_div = a.results.diverged.sum(axis=-1)
+    n_cert = a.optima.certified.sum(axis=-1)  # [size]
     sums = {m: metric_summary(a, m) for m in metric_names(a)}
     for (o, b, l, s), nd in np.ndenumerate(n_div):
         full, bs = batch_columns(co["batch_size"][b])
@@ -70,7 +76,8 @@ def rows(a: Analysis, sweep: str) -> Iterator[list[object]]:
             yield [sweep, co["optimizer"][o], full, bs, co["learning_rate"][l], co["size"][s], m,
                    *(sm.mean[o, b, l, s], sm.std[o, b, l, s], sm.sem[o, b, l, s],
                      sm.ci_low[o, b, l, s], sm.ci_high[o, b, l, s]),
-                   int(sm.n[o, b, l, s]), 0 if METRICS[m][0] in OPTIMA else int(nd)]
+                   int(sm.n[o, b, l, s]), 0 if METRICS[m][0] in OPTIMA else int(nd),
+                   m in USES_LSTAR, int(n_cert[s])]
 
 
 def _cell(v: object) -> str:

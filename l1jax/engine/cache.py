@@ -7,6 +7,7 @@ On by default for the command line, in the user's cache directory; off with ``--
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -24,10 +25,21 @@ def cache_dir() -> Path | None:
 
 
 def enable_compilation_cache(path: Path | None = None) -> Path | None:
-    """Turn the persistent cache on (for programs that took over 0.5 s to compile)."""
+    """Turn the persistent cache on (for programs that took over 0.5 s to compile).  A cache
+    directory that cannot be made or written (a file, under a file, a read-only mount) costs
+    only the cache: one warning line on stderr, and the run goes on without it (None)."""
     path = path or cache_dir()
-    if path is not None:
+    if path is None:
+        return None
+    try:
         path.mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", str(path))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", str(path))
+    except OSError as e:
+        print(f"l1jax: warning: the compilation cache {path} cannot be used ({e.strerror or e}): "
+              "compiling without it (set L1JAX_COMPILATION_CACHE to another directory, or 0)",
+              file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return path

@@ -33,6 +33,11 @@ INITS = ("normal", "zeros")
 # chunk, which plan.replicates_per_device keeps below 2**31 too.
 INT32_MAX = 2**31 - 1
 MAX_SAMPLES = 2**30
+# Synthetic targets must stay finite in float32 when a dataset's |y| are summed (MAX_SAMPLES of
+# them): |y| <= sum|w*| + |b*| + NOISE_TAIL * noise_scale (x in [0, 1]; NOISE_TAIL bounds the
+# largest draw of every noise family from float32 uniforms, heavy Student t and outliers included)
+MAX_TARGET = 1e28
+NOISE_TAIL = 1e8
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,10 @@ _SECTIONS = {"data": DataConfig, "train": TrainConfig, "sweep": SweepConfig}
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{key} = {value!r} is not allowed: expected {allowed}")
+    shown = repr(value)
+    if len(shown) > 80:  # a 100,000-character value is named, not echoed
+        shown = f"{shown[:60]}... ({len(shown):,} characters)"
+    raise ConfigError(f"{key} = {shown} is not allowed: expected {allowed}")
 
 
 def _is_int(v: Any) -> bool:
@@ -173,6 +181,11 @@ def _check_data(d: dict[str, Any], base_dir: Path) -> DataConfig:
             _fail("data.true_weights", tw, f"a list of length n_features = {nf}")
         kw["n_features"] = nf
         kw["true_weights"] = tuple(_number("data.true_weights", w) for w in tw)
+        bound = sum(map(abs, kw["true_weights"])) + abs(kw["true_bias"]) + NOISE_TAIL * kw["noise_scale"]
+        if bound > MAX_TARGET:
+            raise ConfigError(f"data: true_weights, true_bias and noise_scale make targets up to about "
+                              f"{bound:.2g}, beyond float32 once a dataset's losses are summed: keep "
+                              f"sum|true_weights| + |true_bias| + {NOISE_TAIL:g} * noise_scale <= {MAX_TARGET:g}")
     else:
         for key in _SYNTHETIC_ONLY:
             if key in d:

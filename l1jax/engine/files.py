@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from l1jax.engine.config import Config, ConfigError
 
@@ -56,10 +56,46 @@ def fingerprint(cfg: Config) -> str:
     """Hex SHA-256 naming what a run computes: its config, the engine's ``NUMBERS_VERSION`` and,
     for csv data, the file's bytes (so results of an edited data file, or of an engine that
     computed other numbers, are never passed off as this run's)."""
-    h = hashlib.sha256(json.dumps({"config": cfg.to_dict(), "numbers": NUMBERS_VERSION}, sort_keys=True).encode())
-    if cfg.data.source == "csv":
-        h.update(sha256_file(cfg.data.path).encode())
+    return config_fingerprint(cfg.to_dict(), NUMBERS_VERSION, data_digest(cfg))
+
+
+def data_digest(cfg: Config) -> str | None:
+    """Hex SHA-256 of a csv config's data file (None for synthetic data)."""
+    return sha256_file(cfg.data.path) if cfg.data.source == "csv" else None
+
+
+def config_fingerprint(config: dict[str, Any], numbers: int, data_sha256: str | None) -> str:
+    """:func:`fingerprint` of a config as plain types (``Config.to_dict``, or a manifest's),
+    an engine numbers version and a csv file's digest (version 1 hashed the config alone)."""
+    what: Any = config if numbers == 1 else {"config": config, "numbers": numbers}
+    h = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
+    if data_sha256 is not None:
+        h.update(data_sha256.encode())
     return h.hexdigest()
+
+
+def fingerprint_matches(config: dict[str, Any], tag: str, data_sha256: str | None) -> bool:
+    """Whether ``tag`` is the fingerprint of ``config`` (plain types) under this engine's or
+    an earlier numbers version: a manifest whose config was edited after the run fails."""
+    return any(config_fingerprint(config, v, data_sha256) == tag for v in range(1, NUMBERS_VERSION + 1))
+
+
+def check_dir_path(path: str | Path, flag: str) -> None:
+    """Refuse in one line a directory path that is empty (not the current directory), a
+    dangling symlink, names a file, or lies under a file (before anything is created there)."""
+    if not str(path):
+        raise ConfigError(f"{flag} is empty: name a directory ('.' for the current one)")
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{flag} {path} is a symlink to {os.readlink(path)}, which does not exist: "
+                          f"create that directory or name another {flag}")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is not a directory: name a new or existing directory")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path} lies under {parent}, which is not a directory")
+            return
 
 
 class DirLock:

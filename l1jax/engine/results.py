@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import shutil
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -50,8 +51,31 @@ def check_export_path(results_dir: str | Path, target: str | Path) -> None:
     if path.is_relative_to(own):
         raise ConfigError(f"{target} is inside the results directory {results_dir}: export to a "
                           "file outside it")
+    run = next((d for d in path.parents if _is_results_dir(d)), None)
+    if run is not None:
+        raise ConfigError(f"{target} is inside {run}, the results directory of another run: export "
+                          "to a file outside it")
     if path.is_dir():
         raise ConfigError(f"{target} is a directory: name a file to export to")
+
+
+CSV_ROW_BYTES = 40  # fewest bytes of a tidy CSV row: 11 cells, 3 of them float32 metrics
+
+
+def check_export_space(results: "Results", target: Path) -> None:
+    """Refuse in one line, before writing, a CSV export that cannot fit on its disk: even at
+    ``CSV_ROW_BYTES`` a row, its rows need more than the free space."""
+    need = results.arrays["train_l1"].size * CSV_ROW_BYTES
+    where = next(d for d in (target.resolve().parent, *target.resolve().parents) if d.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise ConfigError(f"{target} would need at least {need:,} bytes ({results.arrays['train_l1'].size:,} "
+                          f"rows) but its disk has {free:,} bytes free: free space or export elsewhere")
+
+
+def _is_results_dir(d: Path) -> bool:
+    """Whether ``d`` holds a run's files (results, manifest or chunk index)."""
+    return any((d / name).exists() for name in ("results.npz", "manifest.json", "chunks/index.json"))
 
 
 @dataclass
@@ -107,8 +131,10 @@ class Results:
         (out / "manifest.json").unlink(missing_ok=True)
         with atomic_file(out / "results.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **self.arrays, _fingerprint=np.array(tag))
+        digest = files.data_digest(self.config)
         manifest = {"config": self.config.to_dict(), "fingerprint": tag, "coords": self.coords,
-                    "dims": {k: list(v) for k, v in ARRAY_DIMS.items()}, **self.meta}
+                    "dims": {k: list(v) for k, v in ARRAY_DIMS.items()}, **self.meta,
+                    **({} if digest is None else {"data_sha256": digest})}
         files.write_atomic(out / "manifest.json",
                            (json.dumps(manifest, indent=2, default=str) + "\n").encode())
 
@@ -130,9 +156,14 @@ class Results:
         try:
             manifest = json.loads(man_path.read_text())
             raw = manifest.pop("config")
+            _check_fingerprint(man_path, raw, manifest.get("fingerprint"), manifest.get("data_sha256"))
             if raw["data"].get("source") == "csv":  # manifests written before csv refused them
                 raw["data"] = {k: v for k, v in raw["data"].items() if k not in NOISE_KEYS}
             config = config_from_dict(raw, base_dir=out, check_files=False)
+        except ConfigError as e:
+            if str(e).startswith(str(man_path)):  # already says what is wrong with the manifest
+                raise
+            raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{man_path} is truncated or corrupt: {e}") from None
         try:
@@ -150,6 +181,9 @@ class Results:
                               "results, or one being rewritten): rerun `l1jax run` for this --out")
         results = cls(config, arrays, {k: v for k, v in manifest.items() if k not in ("coords", "dims")})
         results.check_shapes(npz_path)
+        if _plain(manifest.get("coords")) != _plain(results.coords):
+            raise ConfigError(f"{man_path}: its coordinates do not follow from its config (edited by "
+                              "hand?): rerun `l1jax run` for this --out")
         return results
 
     def check_shapes(self, where: Path) -> None:
@@ -244,6 +278,36 @@ class Results:
         return xr.Dataset({k: (dims, self.arrays[k]) for k, dims in ARRAY_DIMS.items()}, coords,
                           {"config": json.dumps(self.config.to_dict()),
                            "meta": json.dumps(self.meta, default=str)})
+
+
+def _check_fingerprint(man_path: Path, raw: Any, tag: Any, digest: Any) -> None:
+    """Refuse a manifest whose config does not hash to its recorded fingerprint (a config
+    edited after the run would relabel its results).  A csv config's data digest is the one the
+    manifest records, or, for manifests from before it did, the data file's if it is there."""
+    if not (isinstance(raw, dict) and isinstance(tag, str)):
+        raise ValueError("no config or fingerprint")
+    data = raw.get("data")
+    csv = isinstance(data, dict) and data.get("source") == "csv"
+    recorded = digest if isinstance(digest, str) else None
+    digest = recorded if recorded is not None or not csv else _current_digest(man_path, Path(str(data.get("path"))))
+    legacy = {**raw, "data": {k: v for k, v in data.items() if k not in NOISE_KEYS}} if csv else raw
+    if not any(files.fingerprint_matches(c, tag, digest) for c in (raw, legacy)):  # old csv: noise keys
+        what = "its config and data file do not" if csv and recorded is None else "its config does not"
+        raise ConfigError(f"{man_path}: {what} match its fingerprint (edited after the run?), so "
+                          "its results would be mislabelled: rerun `l1jax run` for this --out")
+
+
+def _current_digest(man_path: Path, path: Path) -> str:
+    """The digest of a csv run's data file as it is now (manifests from before they recorded it)."""
+    if not path.is_file():
+        raise ConfigError(f"{man_path} records no digest of its data file and {path} is gone: "
+                          "its config cannot be checked against its fingerprint; restore the file")
+    return files.sha256_file(path)
+
+
+def _plain(v: Any) -> Any:
+    """``v`` as JSON would give it back (tuples as lists, other types as strings)."""
+    return json.loads(json.dumps(v, default=str))
 
 
 def _npz_memmap(path: Path) -> dict[str, np.ndarray]:

@@ -273,6 +273,8 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
         on_disk = store is not None and total > available_ram() // 4
     if on_disk and store is None:
         raise ValueError("results can be assembled on disk only with a store")
+    if store is not None and writer:
+        store.check_space(total, on_disk)
     arrays = {k: store.scratch(k, *spec) if on_disk else np.full(*spec)
               for k, spec in specs.items()} if writer else {}
     per_device = 1 if jax.default_backend() == "cpu" else len(devices)
@@ -360,7 +362,10 @@ def run_to_dir(cfg: Config, out: str | Path, overwrite: bool = False, quiet: boo
     try:
         results = run(cfg, quiet=quiet, memory_budget=memory_budget, store=store)
         results.save(out, store.fingerprint)
-        store.discard_scratch()
+    except BaseException:
+        store.abandon()  # a run refused before its first chunk leaves no index behind
+        raise
     finally:
+        store.discard_scratch()  # after the results are saved, or on any failure
         lock.release()
     return results
