@@ -12,10 +12,11 @@ import numpy as np
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import plots, stats
+from l1jax.analysis import twin as TW
 from l1jax.analysis.analyze import Analysis, analyze, has_test_set
 from l1jax.analysis.theory import expected_train_l1
 from l1jax.analysis.optima import Optima
-from l1jax.analysis.tables import metric_summary, write_metrics_csv
+from l1jax.analysis.tables import metric_summary, write_metrics_csv, write_theory_csv
 from l1jax.engine.config import Config, ConfigError
 from l1jax.engine.files import atomic_file, fingerprint
 from l1jax.engine.results import Results
@@ -36,6 +37,8 @@ class Report(NamedTuple):
     figures: list[Path]
     analysis: Analysis
     claim_list: list[C.Claim]
+    twin: TW.SweepTwin | None = None  # every run's infinite-data twin (None: see ``twin.applies``)
+    theory: Path | None = None  # theory.csv, where the sweep has a twin
 
 
 def describe_data(cfg: Config) -> str:
@@ -139,6 +142,58 @@ def theory_section(a: Analysis) -> list[str]:
     return lines + [""]
 
 
+def sweep_seconds(meta: dict) -> float:
+    """Compile and run time of a sweep, from its manifest."""
+    return float(sum(p.get("compile_s", 0) + p.get("run_s", 0) for p in meta.get("programs", [])))
+
+
+def twin_rule(cfg: Config) -> str:
+    """How the prediction is made, in words."""
+    pop = ("the training pool (full-batch training on all of it: exact for n = pool)" if cfg.data.source == "csv"
+           else "x ~ U(0,1)^d and the noise law (closed form over the noise, "
+           + ("tensor Gauss-Legendre" if cfg.data.n_features <= 3 else "scrambled Sobol") + " over x)")
+    return ("Each run's *twin* takes the run's own optimizer, schedule, learning rate and start and "
+            f"steps on the population L1 over {pop}; a run at epoch e has taken e·ceil(n/B) steps (e "
+            "for full batch) and is compared with its twin after as many steps. Prediction of the "
+            "training L1 = twin − min(V, O): V = (1/n) Σ lr·tr Σ along the twin (the initial-rate "
+            "theory's variance term, summed; plain sgd only), O = p/(4 f(0) n) (claim 3's "
+            "overfitting term; for csv data the mean exact optimum L* floors it instead); other "
+            "optimizers get O as the twin closes its gap to the floor. Held-out: twin + O (1 − √(1 − u))², "
+            "u = min(V/O, 1) (the twin alone for csv data). Gap = measured − predicted train L1, "
+            "paired per seed, with its standard error (se) over seeds. First order: expected to fail "
+            "at large lr (the twin does not see the minibatch noise floor), for small n with many "
+            "features and for heavy-tailed noise.")
+
+
+def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
+    """The whole curve from theory: per setting the largest paired gap in se and where it is."""
+    cfg = a.results.config
+    why = TW.applies(cfg)
+    if tw is None:
+        return [f"No infinite-data twin: {why}.", ""]
+    co = a.results.coords
+    cost = sweep_seconds(a.results.meta)
+    lines = [twin_rule(cfg), "",
+             f"Integration error (largest change of the population L1 at the runs' starts when the "
+             f"quadrature is refined): {tw.integration_error:.2g}. The twins took {tw.curves.seconds:.1f} s "
+             + (f"({tw.curves.seconds / cost:.0%} of the sweep's {cost:.1f} s of compile and run)." if cost > 0
+                else "."), "",
+             "| optimizer | batch | lr | n | largest \|gap\| / se | at epoch (steps) | gap there | "
+             "gap / predicted | largest \|gap\| / predicted, any epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for o, b, l, s in np.ndindex(tw.gap.mean.shape[:4]):
+        w = TW.worst_gap(tw, co["epoch"], (o, b, l, s))
+        if w.epoch < 0:
+            lines.append(f"| {co['optimizer'][o]} | {plots.batch_label(co['batch_size'][b])} | "
+                         f"{co['learning_rate'][l]:g} | {co['size'][s]} | every run diverged | | | | |")
+            continue
+        steps = int(tw.curves.steps[b, s, co["epoch"].index(w.epoch)])
+        lines.append(f"| {co['optimizer'][o]} | {plots.batch_label(co['batch_size'][b])} | "
+                     f"{co['learning_rate'][l]:g} | {co['size'][s]} | {abs(w.z):.3g} | {w.epoch} ({steps}) | "
+                     f"{w.gap:+.3g} | {w.relative:+.2%} | {w.max_relative:.2%} |")
+    return lines + [""]
+
+
 def verdict_rules() -> list[str]:
     """How a verdict is reached, in words, from the constants of ``claims``."""
     return [f"Each claim compares the smallest and the largest size in every setting (optimizer x "
@@ -198,10 +253,12 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
         a = analyze(res, memory_budget=memory_budget, quiet=quiet)
         t1 = time.perf_counter()
         claims = C.sweep_claims(a)
-        figures = plots.draw_all(a, out / "figures")
+        tw = TW.sweep_twin(a)
+        figures = plots.draw_all(a, out / "figures", tw)
     metrics = write_metrics_csv(a, out / "metrics.csv", name)
+    theory = None if tw is None else write_theory_csv(a, tw, out / "theory.csv", name)
     claims_path = write_text(out / "claims.json", json.dumps(
-        {"sweep": name, "claims": C.claims_json(claims)}, indent=2) + "\n")
+        {"sweep": name, "claims": C.claims_json(claims, TW.explains(a, tw, claims))}, indent=2) + "\n")
     t2 = time.perf_counter()
     cfg = res.config
     n_div, n_runs = int(res.diverged.sum()), res.diverged.size
@@ -218,11 +275,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
              "Mean over seeds [95% t interval]; all metrics, with sd and se, are in `metrics.csv`.", "",
              *_grid_table(a), "",
              "## Exact optimum and theory", "", certified_line(a.optima), "", *theory_section(a),
+             "## The whole curve from theory: each run's infinite-data twin", "", *twin_section(a, tw),
              "## Figures", "",
              "Each optimizer and batch mode is drawn at its reference learning rate (the lowest mean "
              f"final {'test' if has_test_set(cfg) else 'train'} L1 at the largest size), named in each "
              "legend and title; the heatmaps show every learning rate.", ""]
-    captions = {"curves.png": "L1 by epoch per size", "rate.png": "initial rate against size",
+    captions = {"curves.png": "L1 by epoch per size", "steps.png": "train L1 against optimizer steps, with the twin",
+                "rate.png": "initial rate against size",
                 "final.png": "final L1 against size", "spread.png": "seed-to-seed spread",
                 "heatmaps.png": "learning rate x size"}
     for f in figures:
@@ -232,4 +291,4 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
               f"Runs made on: {_machine(res.meta)}. Report made on: {host_description()}; analysis "
               f"{t1 - t0:.1f} s, figures and tables {t2 - t1:.1f} s.", ""]
     path = write_text(out / "report.md", "\n".join(lines))
-    return Report(path, metrics, claims_path, figures, a, claims)
+    return Report(path, metrics, claims_path, figures, a, claims, tw, theory)

@@ -83,7 +83,9 @@ def write_study_report(out: Path, repro: Reproduction, reports: dict[str, Report
     lines += ["## The article's experiment", "", "```", seed_report(repro), "```", "",
               "![the article's update against the true subgradient](figures/article.png)", "",
               "## Figures", ""]
-    captions = {"curves.png": "L1 by epoch per size", "rate.png": "initial rate against size, with theory",
+    captions = {"curves.png": "L1 by epoch per size, with the twins' prediction",
+                "steps.png": "train L1 against optimizer steps, with the infinite-data twin",
+                "rate.png": "initial rate against size, with theory",
                 "final.png": "final L1 against size, with the exact fit and theory",
                 "spread.png": "seed-to-seed spread of the final loss", "heatmaps.png": "learning rate x size"}
     for n, r in reports.items():

@@ -1,0 +1,396 @@
+"""The infinite-data twin of every run: the same optimizer, schedule, learning rate and start,
+stepping on the population L1 instead of the run's n samples.
+
+To first order a run's expected training L1 after k optimizer steps is the population loss after
+k steps of the same optimizer on the population loss, whatever n is: a full-batch epoch is one
+step, a batch-B epoch ceil(n / B) steps.  Finite n adds two known terms (``finite_n_terms``).
+
+Population loss and subgradient, residual a = (x, 1).(theta - theta*) (noise eps, CDF F):
+
+    L(theta) = E_x E_eps |a - eps| = E_x [a (2 F(a) - 1) + 2 psi(a)],   psi(a) = E[eps; eps > a]
+    G(theta) = E_x [(2 F(a) - 1) (x, 1)]
+
+with psi in closed form for every noise law (gaussian s phi(a/s); Laplace (|a| + s) e^(-|a|/s) / 2;
+Student t s (df + z^2) / (df - 1) f_t(z), z = a / s, its CDF by the 1-D quadrature table of
+``rate_theory.noise_cdf``; contaminated: the gaussian mixture).  Over x ~ U(0, 1)^d: tensor
+Gauss-Legendre for d <= 3, a scrambled Sobol set above.  For csv data the population is the
+training pool: L and G are its mean |r| and mean sign(r) (x, 1) (sign(0) = 0, as the engine).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l1jax.analysis import claims as C
+from l1jax.analysis import stats
+from l1jax.analysis.analyze import Analysis
+from l1jax.analysis.rate_theory import noise_cdf, steps_per_epoch
+from l1jax.analysis.theory import bayes_l1_floor, noise_density_at_zero
+from l1jax.engine import data as D
+from l1jax.engine.config import Config, DataConfig
+from l1jax.engine.data import CONTAMINATION_SCALE
+from l1jax.engine.optim import learning_rate
+from l1jax.engine.step import init_states, sign, update_all
+from l1jax.engine.table import Table, load_csv
+from l1jax.engine.train import initial_theta
+
+GL_POINTS = {1: 32, 2: 8, 3: 8}  # Gauss-Legendre nodes per axis for d <= 3 (smooth noise densities)
+GL_POINTS_KINKED = {1: 64, 2: 16, 3: 12}  # Laplace: its density's kink at 0 slows the rule
+SOBOL_LOG2 = 14  # 2^14 scrambled Sobol points for d > 3
+
+
+class Population(NamedTuple):
+    """Quadrature of the population: design rows (x, 1) [M, p], targets [M] (x.theta* for
+    synthetic data, the pool's y for csv) and weights [M] summing to 1."""
+
+    x: jax.Array
+    y: jax.Array
+    w: jax.Array
+
+
+def upper_mean(cfg: DataConfig, a: jax.Array) -> jax.Array:
+    """psi(a) = E[eps; eps > a] of the configured (symmetric) noise law, in closed form."""
+    s = cfg.noise_scale
+    phi = lambda z: jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    if cfg.noise == "gaussian":
+        return s * phi(a / s)
+    if cfg.noise == "laplace":
+        return (jnp.abs(a) + s) * jnp.exp(-jnp.abs(a) / s) / 2
+    if cfg.noise == "student_t":
+        nu, z = cfg.noise_df, a / s
+        log_c = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+        pdf = jnp.exp(log_c - (nu + 1) / 2 * jnp.log1p(z * z / nu))
+        return s * (nu + z * z) / (nu - 1) * pdf
+    if cfg.noise == "contaminated":
+        q, wide = cfg.outlier_fraction, CONTAMINATION_SCALE * s
+        return (1 - q) * s * phi(a / s) + q * wide * phi(a / wide)
+    raise ValueError(f"unknown noise family {cfg.noise!r}")
+
+
+def centred_cdf(cfg: DataConfig, a: jax.Array) -> jax.Array:
+    """2 F(a) - 1 = E sign(a - eps): erf for the gaussian laws (3x faster than ``ndtr`` on the
+    CPU, exact to float32 in absolute terms), Laplace in closed form, Student t by the quadrature
+    table of ``rate_theory.noise_cdf``."""
+    s = cfg.noise_scale
+    if cfg.noise == "gaussian":
+        return jax.lax.erf(a / (s * math.sqrt(2)))
+    if cfg.noise == "contaminated":
+        q, wide = cfg.outlier_fraction, CONTAMINATION_SCALE * s
+        return (1 - q) * jax.lax.erf(a / (s * math.sqrt(2))) + q * jax.lax.erf(a / (wide * math.sqrt(2)))
+    if cfg.noise == "laplace":
+        return jnp.sign(a) * -jnp.expm1(-jnp.abs(a) / s)
+    return 2 * noise_cdf(cfg, a) - 1
+
+
+def expected_abs(cfg: DataConfig, a: jax.Array) -> jax.Array:
+    """E|a - eps| = a (2 F(a) - 1) + 2 psi(a) (eps symmetric about 0)."""
+    return a * centred_cdf(cfg, a) + 2 * upper_mean(cfg, a)
+
+
+def x_nodes(d: int, kinked: bool = False, refine: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes [M, d] and weights [M] for E over x ~ U(0, 1)^d: tensor Gauss-Legendre for d <= 3
+    (``refine`` times the nodes per axis; more where the noise density has a kink), scrambled
+    Sobol (equal weights) above."""
+    if d <= 3:
+        t, w = np.polynomial.legendre.leggauss((GL_POINTS_KINKED if kinked else GL_POINTS)[d] * refine)
+        t, w = (t + 1) / 2, w / 2
+        grid = np.stack(np.meshgrid(*[t] * d, indexing="ij"), -1).reshape(-1, d)
+        weights = np.prod(np.stack(np.meshgrid(*[w] * d, indexing="ij"), -1).reshape(-1, d), -1)
+        return grid, weights
+    from scipy.stats import qmc
+    pts = qmc.Sobol(d, scramble=True, seed=seed).random_base2(SOBOL_LOG2 + refine - 1)
+    return pts, np.full(len(pts), 1.0 / len(pts))
+
+
+def synthetic_population(cfg: DataConfig, refine: int = 1, seed: int = 0) -> Population:
+    """The population of a synthetic sweep: quadrature over x, targets x.w* + b*."""
+    x, w = x_nodes(cfg.n_features, cfg.noise == "laplace", refine, seed)
+    xd = np.c_[x, np.ones(len(x))]
+    star = np.asarray(cfg.true_weights + (cfg.true_bias,))
+    return Population(jnp.asarray(xd, jnp.float32), jnp.asarray(xd @ star, jnp.float32),
+                      jnp.asarray(w, jnp.float32))
+
+
+def pool_population(table: Table) -> Population:
+    """The population of a csv sweep: the training pool, each row weight 1 / N."""
+    n = table.n_train
+    xd = np.c_[table.x_train, np.ones(n, np.float32)]
+    return Population(jnp.asarray(xd, jnp.float32), jnp.asarray(table.y_train, jnp.float32),
+                      jnp.full(n, 1.0 / n, jnp.float32))
+
+
+def loss_and_grad(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Population L1 and subgradient at theta [p]; ``noise`` None: the pool itself (csv)."""
+    r = pop.x @ theta - pop.y
+    if noise is None:
+        a, s = jnp.abs(r), sign(r)
+    else:
+        c = centred_cdf(noise, r)
+        a, s = r * c + 2 * upper_mean(noise, r), c
+    return pop.w @ a, (pop.w * s) @ pop.x
+
+
+def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
+    """(noise law or None, population) of a sweep's data."""
+    if cfg.data.source == "csv":
+        return None, pool_population(load_csv(cfg.data, cfg.sweep.base_seed))
+    return cfg.data, synthetic_population(cfg.data)
+
+
+def run_starts(cfg: Config, p: int) -> np.ndarray:
+    """Every run's own start [size, seed, p], drawn as ``train.initial_theta`` draws it."""
+    sizes, seeds = cfg.sweep.sizes, cfg.sweep.seeds
+    size = jnp.asarray(np.repeat(sizes, seeds), jnp.int32)
+    rep = jnp.asarray(np.tile(np.arange(seeds), len(sizes)), jnp.int32)
+    keys = D.streams(jnp.uint32(cfg.sweep.base_seed), rep, size, cfg.data.coupling == "nested")
+    return np.asarray(initial_theta(cfg.train.init, keys, 1, p)[:, 0]).reshape(len(sizes), seeds, p)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "schedule", "noise"))
+def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array,
+             optimizer: str, schedule: str, noise: DataConfig | None) -> tuple[jax.Array, jax.Array]:
+    """Optimizer steps on the population from starts theta0 [T, p] at rates lr [H] (schedule over
+    ``total`` [T] steps): population L1 [K, T, H] after each step count of ``record_at`` [K]
+    (sorted, from 0) and the variance sum sum_{j<k} eta_j tr Sigma(theta_j) [K, T, H], with
+    tr Sigma = E||(x, 1)||^2 - ||G||^2 and eta_j the learning rate of step j."""
+    both = jax.vmap(jax.vmap(functools.partial(loss_and_grad, noise, pop)))
+    second = pop.w @ jnp.sum(pop.x * pop.x, axis=-1)
+    theta = jnp.broadcast_to(theta0[:, None, :], (theta0.shape[0], lr.shape[0], theta0.shape[1]))
+    state = init_states(optimizer, schedule, theta, lr, total)
+    loss0, _ = both(theta)
+
+    def step(t: jax.Array, c: tuple) -> tuple:
+        theta, state, vsum = c
+        _, g = both(theta)
+        eta = learning_rate(schedule, lr[None, :], t, total[:, None])
+        theta, state = update_all(optimizer, schedule, g, state, theta, lr, total)
+        return theta, state, vsum + eta * (second - jnp.sum(g * g, axis=-1))
+
+    def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array]]:
+        c = jax.lax.fori_loop(bounds[0], bounds[1], step, c)
+        return c, (both(c[0])[0], c[2])
+
+    bounds = jnp.stack([record_at[:-1], record_at[1:]], axis=-1)
+    _, (loss, vsum) = jax.lax.scan(segment, (theta, state, jnp.zeros_like(loss0)), bounds)
+    zero = jnp.zeros_like(loss0)[None]
+    return jnp.concatenate([loss0[None], loss]), jnp.concatenate([zero, vsum])
+
+
+class TwinCurves(NamedTuple):
+    """Each run's twin per recorded epoch [opt, batch, lr, size, seed, epoch]: its population L1
+    and variance sum (see ``simulate``); steps [batch, size, epoch] the run's optimizer steps."""
+
+    loss: np.ndarray
+    vsum: np.ndarray
+    steps: np.ndarray
+    seconds: float  # wall time of the twin's computation
+
+
+def recorded_steps(cfg: Config) -> np.ndarray:
+    """Optimizer steps a run has taken at each recorded epoch [batch, size, epoch]."""
+    e = np.asarray(cfg.recorded_epochs)
+    n = np.asarray(cfg.sweep.sizes)
+    return np.stack([steps_per_epoch(n, b)[:, None] * e[None, :] for b in cfg.train.batch_size])
+
+
+def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinCurves:
+    """The twin of every run of a sweep.  Runs that share a start and (where the schedule uses
+    it) a total step count share one trajectory, read at each run's own step counts."""
+    t0 = time.perf_counter()
+    t = cfg.train
+    steps = recorded_steps(cfg)  # [B, S, E]
+    starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
+    n_b, n_s, n_e = steps.shape
+    n_r = starts.shape[1]
+    totals = steps[..., -1]  # [B, S]: a run's total steps is its last recorded count
+    uses_total = t.schedule in ("cosine", "exponential")
+    # one track per distinct (start, total): every (batch, size, seed) maps to one
+    keyed = np.concatenate([np.broadcast_to(starts[None], (n_b, n_s, n_r, starts.shape[-1])),
+                            np.broadcast_to((totals if uses_total else 0 * totals)[..., None, None],
+                                            (n_b, n_s, n_r, 1)).astype(np.float32)], -1)
+    tracks, which = np.unique(keyed.reshape(-1, keyed.shape[-1]), axis=0, return_inverse=True)
+    record_at = np.unique(steps)
+    lr = jnp.asarray(t.learning_rate, jnp.float32)
+    total = jnp.asarray(np.maximum(tracks[:, -1], 1), jnp.int32) if uses_total else \
+        jnp.asarray(np.full(len(tracks), max(int(totals.max()), 1)), jnp.int32)
+    pos = np.searchsorted(record_at, steps)  # [B, S, E]
+    which = which.reshape(n_b, n_s, n_r)
+    loss = np.empty((len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
+    vsum = np.empty_like(loss)
+    for o, opt in enumerate(t.optimizer):
+        bl, bv = simulate(pop, jnp.asarray(tracks[:, :-1]), lr, total, jnp.asarray(record_at, jnp.int32),
+                          opt, t.schedule, noise)
+        bl, bv = np.asarray(bl), np.asarray(bv)  # [K, T, H]
+        for name, buf in (("loss", bl), ("vsum", bv)):
+            got = buf[pos[:, :, None, :], which[..., None], :]  # [B, S, R, E, H]
+            (loss if name == "loss" else vsum)[o] = np.moveaxis(got, -1, 1)  # [B, H, S, R, E]
+    return TwinCurves(loss, vsum, steps, time.perf_counter() - t0)
+
+
+class Prediction(NamedTuple):
+    """Predicted training and held-out L1 of every run [opt, batch, lr, size, seed, epoch]."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+def finite_n_terms(cfg: Config, curves: TwinCurves, lstar: np.ndarray | None) -> Prediction:
+    """The twin with its two finite-n terms.  The variance term V_k = (fpc / n) sum_j eta_j
+    tr Sigma(theta_j) (plain sgd only: the rate theory's extra decrease lr tr Sigma / n per step,
+    summed along the twin) lowers the training L1 until it reaches the overfitting term
+    O_n = p / (4 f(0) n) of the exact fit (claim 3's theory): train = twin - min(V_k, O_n).  The
+    held-out L1 rises by O_n (1 - sqrt(1 - u))^2, u = min(V_k / O_n, 1) (one mode of the
+    quadratic model: train falls by O (1 - a^2), test rises by O (1 - a)^2).  For csv data f(0)
+    is unknown: the training prediction is floored at the mean exact optimum ``lstar`` [size]
+    instead and the held-out prediction is the twin.  Other optimizers get only O_n, reached
+    as the twin closes its gap to the floor."""
+    n = np.asarray(cfg.sweep.sizes, float)[:, None, None]  # against [size, seed, epoch]
+    if cfg.data.source == "csv":
+        pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
+        fpc = (pool - n) / max(pool - 1, 1)
+        v = curves.vsum * fpc / n
+        floor_at = np.asarray(lstar, float)[:, None, None]
+        train = np.where(_sgd_mask(cfg), np.maximum(curves.loss - v, floor_at), curves.loss)
+        return Prediction(train.astype(np.float32), curves.loss)
+    over = (cfg.data.n_features + 1) / (4 * noise_density_at_zero(cfg.data) * n)
+    v = curves.vsum / n
+    loss0 = curves.loss[..., :1]
+    closed = np.clip((loss0 - curves.loss) / np.maximum(loss0 - bayes_l1_floor(cfg.data), 1e-12), 0, 1)
+    u = np.where(_sgd_mask(cfg), np.minimum(v / over, 1.0), closed)
+    train = curves.loss - over * u
+    test = curves.loss + over * (1 - np.sqrt(1 - u)) ** 2
+    return Prediction(train.astype(np.float32), test.astype(np.float32))
+
+
+def _sgd_mask(cfg: Config) -> np.ndarray:
+    """[opt, 1, 1, 1, 1, 1] True for plain sgd, whose variance term is lr tr Sigma / n per step."""
+    return np.asarray([o == "sgd" for o in cfg.train.optimizer])[:, None, None, None, None, None]
+
+
+# ------------------------------------------------------------------ one sweep against its twin
+
+class SweepTwin(NamedTuple):
+    """A sweep's twin and how its prediction fares against the measured curves."""
+
+    curves: TwinCurves
+    predicted: Prediction
+    gap: stats.Summary  # measured - predicted train L1, paired per seed [opt, batch, lr, size, epoch]
+    integration_error: float  # max |L| change when the quadrature is refined, over the runs' starts
+    ok: np.ndarray  # [opt, batch, lr, size, seed] runs that did not diverge (the ones compared)
+
+
+def applies(cfg: Config) -> str | None:
+    """Why a sweep has no twin (None if it has one)."""
+    if cfg.train.gradient != "l1":
+        return "the article's update is not the L1 subgradient: no population loss it descends"
+    return None
+
+
+def integration_error(cfg: Config, noise: DataConfig | None, pop: Population, max_starts: int = 256) -> float:
+    """Largest change of the population L1 at the runs' starts (and theta*) when the quadrature
+    is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger Sobol set); 0 for csv."""
+    if noise is None:
+        return 0.0
+    fine = synthetic_population(noise, refine=2)
+    starts = run_starts(cfg, int(pop.x.shape[1])).reshape(-1, pop.x.shape[1])[:max_starts]
+    star = np.asarray(noise.true_weights + (noise.true_bias,), np.float32)[None]
+    th = jnp.asarray(np.concatenate([starts, star]), jnp.float32)
+    got = [jax.vmap(lambda t, q=q: loss_and_grad(noise, q, t)[0])(th) for q in (pop, fine)]
+    return float(jnp.max(jnp.abs(got[0] - got[1])))
+
+
+def sweep_twin(a: Analysis) -> SweepTwin | None:
+    """The twin of every run of an analysed sweep, its prediction and the paired gaps."""
+    cfg = a.results.config
+    if applies(cfg) is not None:
+        return None
+    noise, pop = population_of(cfg)
+    curves = twin_curves(cfg, noise, pop)
+    lstar = np.nanmean(a.optima.lstar, axis=-1)
+    pred = finite_n_terms(cfg, curves, lstar)
+    ok = np.asarray(a.results.diverged_epoch) < 0
+    measured = np.where(ok[..., None], np.asarray(a.results.train_l1, np.float64), np.nan)
+    with stats.quiet():
+        gap = stats.t_summary(stats.moments(measured - pred.train, axis=4), cfg.sweep.seeds)
+    return SweepTwin(curves, pred, gap, integration_error(cfg, noise, pop), ok)
+
+
+def seed_mean(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Mean over the non-diverged seeds: [opt, batch, lr, size, seed, epoch] -> [..., epoch]."""
+    with np.errstate(invalid="ignore"), stats.quiet():
+        return np.nanmean(np.where(ok[..., None], v, np.nan), axis=4)
+
+
+class Worst(NamedTuple):
+    """The largest paired gap of one setting's curve, in standard errors, and where it is."""
+
+    z: float  # (measured - predicted) / se at that epoch
+    epoch: int
+    gap: float  # measured - predicted mean train L1 there
+    relative: float  # gap / predicted
+    max_relative: float  # largest |gap| / predicted over all epochs
+
+
+def worst_gap(tw: SweepTwin, epochs: list[int], idx: tuple[int, int, int, int]) -> Worst:
+    """The epoch with the largest |gap| / se of setting ``idx`` = (opt, batch, lr, size)."""
+    g = tw.gap
+    mean, se = g.mean[idx], g.sem[idx]
+    pred = seed_mean(tw.predicted.train, tw.ok)[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.inf * np.sign(mean)))
+        rel = np.abs(mean) / pred
+    if not np.isfinite(mean).any():
+        return Worst(np.nan, -1, np.nan, np.nan, np.nan)
+    i = int(np.nanargmax(np.abs(np.where(np.isfinite(mean), z, np.nan))))
+    return Worst(float(z[i]), int(epochs[i]), float(mean[i]), float(mean[i] / pred[i]), float(np.nanmax(rel)))
+
+
+def predicted_outcomes(a: Analysis, tw: SweepTwin, key: str) -> list[str] | None:
+    """The outcome claim ``key`` would have in each setting (claims.settings order) if the runs
+    followed the prediction exactly: the decision rule applied to the predicted contrast, with
+    the measured margin; None for claims the twin does not predict (spreads, learning rates)."""
+    co = a.results.coords
+    if key == "faster_small":
+        ki = co["epoch"].index(a.k)
+        v = (tw.predicted.train[..., 0] - tw.predicted.train[..., ki]) / a.k
+        measured = a.metrics.rate_epoch
+    elif key in ("lowest_final_test", "lowest_final_train"):
+        v = (tw.predicted.test if key == "lowest_final_test" else tw.predicted.train)[..., -1]
+        measured = a.metrics.final_test if key == "lowest_final_test" else a.metrics.final_train
+        if key == "lowest_final_test" and a.results.config.data.source == "csv":
+            return None  # the twin's held-out prediction for csv data is the pool loss only
+    else:
+        return None
+    v = np.where(tw.ok, v, np.nan)
+    out = []
+    with stats.quiet(), np.errstate(invalid="ignore"):
+        for _, (o, b, l) in C.settings(a):
+            d = float(np.nanmean(v[o, b, l, 0]) - np.nanmean(v[o, b, l, -1]))
+            margin = C.MARGIN * float(np.nanmean(np.abs(measured[o, b, l, -1])))
+            out.append(C.decide(C.Estimate(d, d, d), margin, "greater"))
+    return out
+
+
+def explains(a: Analysis, tw: SweepTwin | None, claim_list: list) -> dict[str, dict]:
+    """Per claim, whether the twin's prediction gives the measured outcome in every setting the
+    runs decided (inconclusive settings aside): for ``claims.json``."""
+    out = {}
+    for c in claim_list:
+        pred = None if tw is None or not c.evidence else predicted_outcomes(a, tw, c.key)
+        if pred is None:
+            why = ("no twin for this sweep" if tw is None else "not applicable on this sweep" if not c.evidence
+                   else "the twin predicts mean curves, not spreads over datasets or the best learning rate")
+            out[c.key] = {"explains": None, "why": why}
+            continue
+        pairs = [(e.outcome, p) for e, p in zip(c.evidence, pred) if e.outcome != "inconclusive"]
+        agree = sum(m == p for m, p in pairs)
+        out[c.key] = {"explains": bool(pairs) and agree == len(pairs), "settings_agreeing": agree,
+                      "settings_decided": len(pairs), "predicted_outcomes": pred}
+    return out
