@@ -178,8 +178,8 @@ def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
              f"quadrature is refined): {tw.integration_error:.2g}. The twins took {tw.curves.seconds:.1f} s "
              + (f"({tw.curves.seconds / cost:.0%} of the sweep's {cost:.1f} s of compile and run)." if cost > 0
                 else "."), "",
-             "| optimizer | batch | lr | n | largest \|gap\| / se | at epoch (steps) | gap there | "
-             "gap / predicted | largest \|gap\| / predicted, any epoch |",
+             "| optimizer | batch | lr | n | largest \\|gap\\| / se | at epoch (steps) | gap there | "
+             "gap / predicted | largest \\|gap\\| / predicted, any epoch |",
              "|---|---|---|---|---|---|---|---|---|"]
     for o, b, l, s in np.ndindex(tw.gap.mean.shape[:4]):
         w = TW.worst_gap(tw, co["epoch"], (o, b, l, s))

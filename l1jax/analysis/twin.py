@@ -169,7 +169,7 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
     def step(t: jax.Array, c: tuple) -> tuple:
         theta, state, vsum = c
         _, g = both(theta)
-        eta = learning_rate(schedule, lr[None, :], t, total[:, None])
+        eta = learning_rate(schedule, lr[None, :], t, total[:, None].astype(jnp.float32))
         theta, state = update_all(optimizer, schedule, g, state, theta, lr, total)
         return theta, state, vsum + eta * (second - jnp.sum(g * g, axis=-1))
 
