@@ -322,7 +322,7 @@ def fig_steps(a: Analysis, tw: SweepTwin, path: Path) -> Path:
         ax.set_xlabel("optimizer steps (log scale)")
         ax.set_ylabel("train L1 (mean absolute error)")
         ax.set_title(f"{co['optimizer'][o]}, lr {co['learning_rate'][l]:g}", fontsize=9)
-        ax.legend(fontsize=6, ncol=2)
+    axes.flat[0].legend(fontsize=6, ncol=2)  # the same entries in every panel
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     return _save(fig, path, f"Train L1 against optimizer steps, mean over {_seeds(a)}; "

@@ -155,14 +155,15 @@ def twin_rule(cfg: Config) -> str:
     return ("Each run's *twin* takes the run's own optimizer, schedule, learning rate and start and "
             f"steps on the population L1 over {pop}; a run at epoch e has taken e·ceil(n/B) steps (e "
             "for full batch) and is compared with its twin after as many steps. Prediction of the "
-            "training L1 = twin − min(V, O): V = (1/n) Σ lr·tr Σ along the twin (the initial-rate "
-            "theory's variance term, summed; plain sgd only), O = p/(4 f(0) n) (claim 3's "
-            "overfitting term; for csv data the mean exact optimum L* floors it instead); other "
-            "optimizers get O as the twin closes its gap to the floor. Held-out: twin + O (1 − √(1 − u))², "
-            "u = min(V/O, 1) (the twin alone for csv data). Gap = measured − predicted train L1, "
-            "paired per seed, with its standard error (se) over seeds. First order: expected to fail "
-            "at large lr (the twin does not see the minibatch noise floor), for small n with many "
-            "features and for heavy-tailed noise.")
+            "training L1 = twin − O·u, u = 1 − exp(−V/O): V = (1/n) Σ lr·tr Σ along the twin (the "
+            "initial-rate theory's variance term, summed; times (N − n)/(N − 1) for a pool of N rows; "
+            "plain sgd only; other optimizers take for u the share of its gap the twin has closed), "
+            "O the overfitting term (synthetic data: claim 3's p/(4 f(0) n); csv data: the pool's "
+            "least L1 minus the mean exact optimum L* of the size-n subsamples). Held-out: twin + "
+            "O (1 − √(1 − u))². Gap = measured − predicted train L1, paired per seed, with its "
+            "standard error (se) over seeds. First order: expected to fail at large lr (the twin "
+            "does not see the minibatch noise floor), for small n with many features and for "
+            "heavy-tailed noise.")
 
 
 def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:

@@ -32,6 +32,7 @@ from l1jax.analysis import claims as C
 from l1jax.analysis import stats
 from l1jax.analysis.analyze import Analysis
 from l1jax.analysis.rate_theory import noise_cdf, steps_per_epoch
+from l1jax.analysis.optimum import lad
 from l1jax.analysis.theory import bayes_l1_floor, noise_density_at_zero
 from l1jax.engine import data as D
 from l1jax.engine.config import Config, DataConfig
@@ -153,42 +154,89 @@ def run_starts(cfg: Config, p: int) -> np.ndarray:
     return np.asarray(initial_theta(cfg.train.init, keys, 1, p)[:, 0]).reshape(len(sizes), seeds, p)
 
 
+def moments(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, ...]:
+    """At theta [p]: the population L1, subgradient G [p], its Jacobian H = E[2 f(a) (x,1)(x,1)^T]
+    [p, p] (0 for a pool: its loss is piecewise linear) and the covariance of one sample's
+    subgradient Sigma = E[sign(r)^2 (x,1)(x,1)^T] - G G^T [p, p]."""
+    r = pop.x @ theta - pop.y
+    if noise is None:
+        a, s, ds = jnp.abs(r), sign(r), jnp.zeros_like(r)
+        s2 = s * s  # sign(r)^2: 0 where a row is fitted exactly
+    else:
+        s, ds = jax.jvp(lambda v: centred_cdf(noise, v), (r,), (jnp.ones_like(r),))
+        a = r * s + 2 * upper_mean(noise, r)
+        s2 = jnp.ones_like(r)  # sign(r - eps)^2 = 1 almost surely: the noise has a density
+    g = (pop.w * s) @ pop.x
+    hess = (pop.x * (pop.w * ds)[:, None]).T @ pop.x
+    sigma = (pop.x * (pop.w * s2)[:, None]).T @ pop.x - jnp.outer(g, g)
+    return pop.w @ a, g, hess, sigma
+
+
+def _response_terms(j: jax.Array, hess: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """tr(J Sigma) and tr(J^T H J Sigma) [T, H] of the response J [direction, T, H, p]."""
+    hj = jnp.einsum("thik,jthk->thij", hess, j)
+    jhj = jnp.einsum("athi,thib->thab", j, hj)
+    return jnp.einsum("jthi,thji->th", j, sigma), jnp.einsum("thab,thba->th", jhj, sigma)
+
+
 @functools.partial(jax.jit, static_argnames=("optimizer", "schedule", "noise"))
 def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array,
-             optimizer: str, schedule: str, noise: DataConfig | None) -> tuple[jax.Array, jax.Array]:
+             optimizer: str, schedule: str, noise: DataConfig | None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Optimizer steps on the population from starts theta0 [T, p] at rates lr [H] (schedule over
-    ``total`` [T] steps): population L1 [K, T, H] after each step count of ``record_at`` [K]
-    (sorted, from 0) and the variance sum sum_{j<k} eta_j tr Sigma(theta_j) [K, T, H], with
-    tr Sigma = E||(x, 1)||^2 - ||G||^2 and eta_j the learning rate of step j."""
-    both = jax.vmap(jax.vmap(functools.partial(loss_and_grad, noise, pop)))
-    second = pop.w @ jnp.sum(pop.x * pop.x, axis=-1)
+    ``total`` [T] steps), with the linear response J_k = d theta_k / d xi of each trajectory to a
+    fixed perturbation xi of every step's gradient (a finite sample's gradient noise), propagated
+    through the optimizer's own update by forward-mode differentiation.  Returns, after each step
+    count of ``record_at`` [K] (sorted, from 0), [K, T, H] each: the population L1, tr(J Sigma)
+    and tr(J^T H J Sigma) at the current point."""
+    mom = jax.vmap(jax.vmap(functools.partial(moments, noise, pop)))
     theta = jnp.broadcast_to(theta0[:, None, :], (theta0.shape[0], lr.shape[0], theta0.shape[1]))
     state = init_states(optimizer, schedule, theta, lr, total)
-    loss0, _ = both(theta)
+    leaves, tree = jax.tree.flatten(state)
+    floating = [jnp.issubdtype(v.dtype, jnp.floating) for v in leaves]
+    p = theta.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(p)[:, None, None, :], (p,) + theta.shape)
+
+    def floats(st) -> list:
+        return [v for v, f in zip(jax.tree.leaves(st), floating) if f]
+
+    def advance(g, fl, th, st):  # the optimizer step with the state's integer leaves held fixed
+        it = iter(fl)
+        full = jax.tree.unflatten(tree, [next(it) if f else v for v, f in zip(jax.tree.leaves(st), floating)])
+        th2, st2 = update_all(optimizer, schedule, g, full, th, lr, total)
+        return th2, floats(st2)
 
     def step(t: jax.Array, c: tuple) -> tuple:
-        theta, state, vsum = c
-        _, g = both(theta)
-        eta = learning_rate(schedule, lr[None, :], t, total[:, None].astype(jnp.float32))
+        theta, state, j, dfl = c
+        _, g, hess, _ = mom(theta)
+        _, lin = jax.linearize(lambda g_, f_, t_: advance(g_, f_, t_, state), g, floats(state), theta)
+        dg = jnp.einsum("thik,jthk->jthi", hess, j) + eye  # d g / d xi = H J + I
+        j, dfl = jax.vmap(lin)(dg, dfl, j)
         theta, state = update_all(optimizer, schedule, g, state, theta, lr, total)
-        return theta, state, vsum + eta * (second - jnp.sum(g * g, axis=-1))
+        return theta, state, j, dfl
 
-    def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array]]:
+    def record(c: tuple) -> tuple[jax.Array, jax.Array, jax.Array]:
+        loss, _, hess, sigma = mom(c[0])
+        return (loss, *_response_terms(c[2], hess, sigma))
+
+    def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array, jax.Array]]:
         c = jax.lax.fori_loop(bounds[0], bounds[1], step, c)
-        return c, (both(c[0])[0], c[2])
+        return c, record(c)
 
+    dfl0 = [jnp.zeros((p,) + v.shape, v.dtype) for v in floats(state)]
+    c0 = (theta, state, jnp.zeros_like(eye), dfl0)
     bounds = jnp.stack([record_at[:-1], record_at[1:]], axis=-1)
-    _, (loss, vsum) = jax.lax.scan(segment, (theta, state, jnp.zeros_like(loss0)), bounds)
-    zero = jnp.zeros_like(loss0)[None]
-    return jnp.concatenate([loss0[None], loss]), jnp.concatenate([zero, vsum])
+    _, out = jax.lax.scan(segment, c0, bounds)
+    return tuple(jnp.concatenate([first[None], rest]) for first, rest in zip(record(c0), out))
 
 
 class TwinCurves(NamedTuple):
     """Each run's twin per recorded epoch [opt, batch, lr, size, seed, epoch]: its population L1
-    and variance sum (see ``simulate``); steps [batch, size, epoch] the run's optimizer steps."""
+    and the response terms tr(J Sigma), tr(J^T H J Sigma) (see ``simulate``); steps [batch, size,
+    epoch] the run's optimizer steps."""
 
     loss: np.ndarray
-    vsum: np.ndarray
+    response: np.ndarray  # tr(J Sigma): the first-order extra decrease of a size-n run is -this / n
+    curvature: np.ndarray  # tr(J^T H J Sigma): twice the rise of its population L1, times n
     steps: np.ndarray
     seconds: float  # wall time of the twin's computation
 
@@ -222,56 +270,65 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinC
         jnp.asarray(np.full(len(tracks), max(int(totals.max()), 1)), jnp.int32)
     pos = np.searchsorted(record_at, steps)  # [B, S, E]
     which = which.reshape(n_b, n_s, n_r)
-    loss = np.empty((len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
-    vsum = np.empty_like(loss)
+    out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
     for o, opt in enumerate(t.optimizer):
-        bl, bv = simulate(pop, jnp.asarray(tracks[:, :-1]), lr, total, jnp.asarray(record_at, jnp.int32),
-                          opt, t.schedule, noise)
-        bl, bv = np.asarray(bl), np.asarray(bv)  # [K, T, H]
-        for name, buf in (("loss", bl), ("vsum", bv)):
-            got = buf[pos[:, :, None, :], which[..., None], :]  # [B, S, R, E, H]
-            (loss if name == "loss" else vsum)[o] = np.moveaxis(got, -1, 1)  # [B, H, S, R, E]
-    return TwinCurves(loss, vsum, steps, time.perf_counter() - t0)
+        got = simulate(pop, jnp.asarray(tracks[:, :-1]), lr, total, jnp.asarray(record_at, jnp.int32),
+                       opt, t.schedule, noise)
+        for i, buf in enumerate(got):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
+            out[i, o] = np.moveaxis(np.asarray(buf)[pos[:, :, None, :], which[..., None], :], -1, 1)
+    return TwinCurves(*out, steps, time.perf_counter() - t0)
 
 
 class Prediction(NamedTuple):
-    """Predicted training and held-out L1 of every run [opt, batch, lr, size, seed, epoch]."""
+    """Predicted training and held-out L1 of every run [opt, batch, lr, size, seed, epoch], and
+    the overfitting term O [size] it used."""
 
     train: np.ndarray
     test: np.ndarray
+    overfit: np.ndarray
 
 
-def finite_n_terms(cfg: Config, curves: TwinCurves, lstar: np.ndarray | None) -> Prediction:
-    """The twin with its two finite-n terms.  The variance term V_k = (fpc / n) sum_j eta_j
-    tr Sigma(theta_j) (plain sgd only: the rate theory's extra decrease lr tr Sigma / n per step,
-    summed along the twin) lowers the training L1 until it reaches the overfitting term
-    O_n = p / (4 f(0) n) of the exact fit (claim 3's theory): train = twin - min(V_k, O_n).  The
-    held-out L1 rises by O_n (1 - sqrt(1 - u))^2, u = min(V_k / O_n, 1) (one mode of the
-    quadratic model: train falls by O (1 - a^2), test rises by O (1 - a)^2).  For csv data f(0)
-    is unknown: the training prediction is floored at the mean exact optimum ``lstar`` [size]
-    instead and the held-out prediction is the twin.  Other optimizers get only O_n, reached
-    as the twin closes its gap to the floor."""
-    n = np.asarray(cfg.sweep.sizes, float)[:, None, None]  # against [size, seed, epoch]
+def population_minimum(noise: DataConfig | None, pop: Population) -> float:
+    """The least population L1: the Bayes floor E|eps| (synthetic), or the pool's exact L1 fit."""
+    if noise is not None:
+        return bayes_l1_floor(noise)
+    x, y = np.asarray(pop.x, np.float64), np.asarray(pop.y, np.float64)
+    return float(lad(x[:, :-1], y).loss)
+
+
+def overfitting_term(cfg: Config, lstar: np.ndarray, minimum: float) -> np.ndarray:
+    """O_n [size], how far a size-n run's training L1 ends below the population minimum: the exact
+    fit's p / (4 f(0) n) for synthetic data (claim 3's theory); for csv data, whose noise law is
+    unknown, the pool's least L1 minus the mean exact optimum ``lstar`` [size] of the subsamples."""
+    n = np.asarray(cfg.sweep.sizes, float)
     if cfg.data.source == "csv":
-        pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
-        fpc = (pool - n) / max(pool - 1, 1)
-        v = curves.vsum * fpc / n
-        floor_at = np.asarray(lstar, float)[:, None, None]
-        train = np.where(_sgd_mask(cfg), np.maximum(curves.loss - v, floor_at), curves.loss)
-        return Prediction(train.astype(np.float32), curves.loss)
-    over = (cfg.data.n_features + 1) / (4 * noise_density_at_zero(cfg.data) * n)
-    v = curves.vsum / n
-    loss0 = curves.loss[..., :1]
-    closed = np.clip((loss0 - curves.loss) / np.maximum(loss0 - bayes_l1_floor(cfg.data), 1e-12), 0, 1)
-    u = np.where(_sgd_mask(cfg), np.minimum(v / over, 1.0), closed)
+        return np.maximum(minimum - np.asarray(lstar, float), 0.0)
+    return (cfg.data.n_features + 1) / (4 * noise_density_at_zero(cfg.data) * n)
+
+
+def finite_n_terms(cfg: Config, curves: TwinCurves, overfit: np.ndarray) -> Prediction:
+    """The twin with its finite-n terms: the linear response of a run to its sample's gradient
+    noise xi (covariance Sigma / n, times (N - n) / (N - 1) for a pool of N rows), to second order.
+    A run's training L1 is its twin's plus E[xi.e] + E[e^T H e] / 2 with e = J xi, i.e.
+    (tr(J Sigma) + tr(J^T H J Sigma) / 2) / n; its held-out L1 rises by tr(J^T H J Sigma) / (2 n).
+    For plain sgd J starts at -k lr I (the initial-rate theory's extra decrease lr tr Sigma / n per
+    step) and ends at -H^-1, where the terms are claim 3's -p / (4 f(0) n) and +p / (4 f(0) n).
+    A pool's loss is piecewise linear (H = 0), so for csv data the first term, V = -tr(J Sigma) / n,
+    saturates at the overfitting term O (``overfit`` [size]): train = twin - O u, u = 1 - exp(-V/O),
+    held-out = twin + O (1 - sqrt(1 - u))^2 (one mode of the quadratic model)."""
+    n = np.asarray(cfg.sweep.sizes, float)[:, None, None]  # against [size, seed, epoch]
+    if cfg.data.source == "synthetic":
+        train = curves.loss + (curves.response + curves.curvature / 2) / n
+        test = curves.loss + curves.curvature / (2 * n)
+        return Prediction(train.astype(np.float32), test.astype(np.float32), np.asarray(overfit, float))
+    pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
+    v = np.maximum(-curves.response, 0.0) * (pool - n) / max(pool - 1, 1) / n
+    over = np.asarray(overfit, float)[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(over > 0, -np.expm1(-v / np.where(over > 0, over, 1.0)), 0.0)
     train = curves.loss - over * u
     test = curves.loss + over * (1 - np.sqrt(1 - u)) ** 2
-    return Prediction(train.astype(np.float32), test.astype(np.float32))
-
-
-def _sgd_mask(cfg: Config) -> np.ndarray:
-    """[opt, 1, 1, 1, 1, 1] True for plain sgd, whose variance term is lr tr Sigma / n per step."""
-    return np.asarray([o == "sgd" for o in cfg.train.optimizer])[:, None, None, None, None, None]
+    return Prediction(train.astype(np.float32), test.astype(np.float32), np.asarray(overfit, float))
 
 
 # ------------------------------------------------------------------ one sweep against its twin
@@ -313,8 +370,10 @@ def sweep_twin(a: Analysis) -> SweepTwin | None:
         return None
     noise, pop = population_of(cfg)
     curves = twin_curves(cfg, noise, pop)
-    lstar = np.nanmean(a.optima.lstar, axis=-1)
-    pred = finite_n_terms(cfg, curves, lstar)
+    minimum = population_minimum(noise, pop)
+    with stats.quiet(), np.errstate(invalid="ignore"):
+        lstar = np.nanmean(a.optima.lstar, axis=-1)
+    pred = finite_n_terms(cfg, curves, overfitting_term(cfg, lstar, minimum))
     ok = np.asarray(a.results.diverged_epoch) < 0
     measured = np.where(ok[..., None], np.asarray(a.results.train_l1, np.float64), np.nan)
     with stats.quiet():
