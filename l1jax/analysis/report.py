@@ -166,6 +166,15 @@ def twin_rule(cfg: Config) -> str:
             "heavy-tailed noise.")
 
 
+def _clipped_worst(a: Analysis, tw: TW.SweepTwin) -> str:
+    """The setting and size whose runs' finite-n terms were clipped most often, in words."""
+    share = tw.predicted.clipped.mean(axis=(4, 5))
+    o, b, l, s = np.unravel_index(int(np.argmax(share)), share.shape)
+    co = a.results.coords
+    return (f"{co['optimizer'][o]}, {plots.batch_label(co['batch_size'][b])}, lr {co['learning_rate'][l]:g}, "
+            f"n = {co['size'][s]}: {share[o, b, l, s]:.0%}")
+
+
 def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
     """The whole curve from theory: per setting the largest paired gap in se and where it is."""
     cfg = a.results.config
@@ -176,7 +185,10 @@ def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
     cost = sweep_seconds(a.results.meta)
     lines = [twin_rule(cfg), "",
              f"Integration error (largest change of the population L1 at the runs' starts when the "
-             f"quadrature is refined): {tw.integration_error:.2g}. The twins took {tw.curves.seconds:.1f} s "
+             f"quadrature is refined): {tw.integration_error:.2g}. The linear response left its stable "
+             f"bounds (finite-n terms clipped) in {tw.predicted.clipped.mean():.1%} of run-epochs"
+             + (f" (largest share: {_clipped_worst(a, tw)})" if tw.predicted.clipped.any() else "")
+             + f". The twins took {tw.curves.seconds:.1f} s "
              + (f"({tw.curves.seconds / cost:.0%} of the sweep's {cost:.1f} s of compile and run)." if cost > 0
                 else "."), "",
              "| optimizer | batch | lr | n | largest \\|gap\\| / se | at epoch (steps) | gap there | "

@@ -3,7 +3,8 @@ stepping on the population L1 instead of the run's n samples.
 
 To first order a run's expected training L1 after k optimizer steps is the population loss after
 k steps of the same optimizer on the population loss, whatever n is: a full-batch epoch is one
-step, a batch-B epoch ceil(n / B) steps.  Finite n adds two known terms (``finite_n_terms``).
+step, a batch-B epoch ceil(n / B) steps.  Finite n adds the linear response of the run to its
+sample's gradient noise (``simulate``, ``finite_n_terms``).
 
 Population loss and subgradient, residual a = (x, 1).(theta - theta*) (noise eps, CDF F):
 
@@ -90,11 +91,6 @@ def centred_cdf(cfg: DataConfig, a: jax.Array) -> jax.Array:
     return 2 * noise_cdf(cfg, a) - 1
 
 
-def expected_abs(cfg: DataConfig, a: jax.Array) -> jax.Array:
-    """E|a - eps| = a (2 F(a) - 1) + 2 psi(a) (eps symmetric about 0)."""
-    return a * centred_cdf(cfg, a) + 2 * upper_mean(cfg, a)
-
-
 def x_nodes(d: int, kinked: bool = False, refine: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Nodes [M, d] and weights [M] for E over x ~ U(0, 1)^d: tensor Gauss-Legendre for d <= 3
     (``refine`` times the nodes per axis; more where the noise density has a kink), scrambled
@@ -125,17 +121,6 @@ def pool_population(table: Table) -> Population:
     xd = np.c_[table.x_train, np.ones(n, np.float32)]
     return Population(jnp.asarray(xd, jnp.float32), jnp.asarray(table.y_train, jnp.float32),
                       jnp.full(n, 1.0 / n, jnp.float32))
-
-
-def loss_and_grad(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Population L1 and subgradient at theta [p]; ``noise`` None: the pool itself (csv)."""
-    r = pop.x @ theta - pop.y
-    if noise is None:
-        a, s = jnp.abs(r), sign(r)
-    else:
-        c = centred_cdf(noise, r)
-        a, s = r * c + 2 * upper_mean(noise, r), c
-    return pop.w @ a, (pop.w * s) @ pop.x
 
 
 def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
@@ -172,6 +157,11 @@ def moments(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tupl
     return pop.w @ a, g, hess, sigma
 
 
+def loss_and_grad(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Population L1 and subgradient at theta [p]; ``noise`` None: the pool itself (csv)."""
+    return moments(noise, pop, theta)[:2]
+
+
 def _response_terms(j: jax.Array, hess: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
     """tr(J Sigma) and tr(J^T H J Sigma) [T, H] of the response J [direction, T, H, p]."""
     hj = jnp.einsum("thik,jthk->thij", hess, j)
@@ -199,20 +189,20 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
     def floats(st) -> list:
         return [v for v, f in zip(jax.tree.leaves(st), floating) if f]
 
-    def advance(g, fl, th, st):  # the optimizer step with the state's integer leaves held fixed
+    def advance(g, fl, th, st):  # the optimizer step, differentiable in the state's float leaves
         it = iter(fl)
         full = jax.tree.unflatten(tree, [next(it) if f else v for v, f in zip(jax.tree.leaves(st), floating)])
         th2, st2 = update_all(optimizer, schedule, g, full, th, lr, total)
-        return th2, floats(st2)
+        return (th2, floats(st2)), st2
 
     def step(t: jax.Array, c: tuple) -> tuple:
         theta, state, j, dfl = c
         _, g, hess, _ = mom(theta)
-        _, lin = jax.linearize(lambda g_, f_, t_: advance(g_, f_, t_, state), g, floats(state), theta)
+        (theta2, _), lin, state2 = jax.linearize(lambda g_, f_, t_: advance(g_, f_, t_, state), g,
+                                                 floats(state), theta, has_aux=True)
         dg = jnp.einsum("thik,jthk->jthi", hess, j) + eye  # d g / d xi = H J + I
         j, dfl = jax.vmap(lin)(dg, dfl, j)
-        theta, state = update_all(optimizer, schedule, g, state, theta, lr, total)
-        return theta, state, j, dfl
+        return theta2, state2, j, dfl
 
     def record(c: tuple) -> tuple[jax.Array, jax.Array, jax.Array]:
         loss, _, hess, sigma = mom(c[0])
@@ -280,12 +270,14 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinC
 
 
 class Prediction(NamedTuple):
-    """Predicted training and held-out L1 of every run [opt, batch, lr, size, seed, epoch], and
-    the overfitting term O [size] it used."""
+    """Predicted training and held-out L1 of every run [opt, batch, lr, size, seed, epoch], the
+    overfitting term O [size] it used, and per run and epoch whether the linear response left the
+    bounds a stable step keeps it in (its terms were clipped there: see ``finite_n_terms``)."""
 
     train: np.ndarray
     test: np.ndarray
     overfit: np.ndarray
+    clipped: np.ndarray
 
 
 def population_minimum(noise: DataConfig | None, pop: Population) -> float:
@@ -315,20 +307,30 @@ def finite_n_terms(cfg: Config, curves: TwinCurves, overfit: np.ndarray) -> Pred
     step) and ends at -H^-1, where the terms are claim 3's -p / (4 f(0) n) and +p / (4 f(0) n).
     A pool's loss is piecewise linear (H = 0), so for csv data the first term, V = -tr(J Sigma) / n,
     saturates at the overfitting term O (``overfit`` [size]): train = twin - O u, u = 1 - exp(-V/O),
-    held-out = twin + O (1 - sqrt(1 - u))^2 (one mode of the quadratic model)."""
+    held-out = twin + O (1 - sqrt(1 - u))^2 (one mode of the quadratic model).
+
+    In the quadratic model a stable step (|1 - lr h| < 1 in every mode) keeps the training term in
+    [-O, 0] and the held-out one in [0, 4 O]; where the response leaves these bounds (adam's long
+    oscillations around the optimum amplify it without limit), the terms are clipped to them and
+    the run's epoch counted in ``clipped``."""
     n = np.asarray(cfg.sweep.sizes, float)[:, None, None]  # against [size, seed, epoch]
-    if cfg.data.source == "synthetic":
-        train = curves.loss + (curves.response + curves.curvature / 2) / n
-        test = curves.loss + curves.curvature / (2 * n)
-        return Prediction(train.astype(np.float32), test.astype(np.float32), np.asarray(overfit, float))
-    pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
-    v = np.maximum(-curves.response, 0.0) * (pool - n) / max(pool - 1, 1) / n
     over = np.asarray(overfit, float)[:, None, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.where(over > 0, -np.expm1(-v / np.where(over > 0, over, 1.0)), 0.0)
+    if cfg.data.source == "synthetic":
+        with np.errstate(invalid="ignore", over="ignore"):
+            down = (curves.response.astype(np.float64) + curves.curvature / 2) / n
+            up = curves.curvature.astype(np.float64) / (2 * n)
+        clipped = ~((down >= -over) & (down <= 0) & (up >= 0) & (up <= 4 * over))
+        train = curves.loss + np.clip(np.nan_to_num(down), -over, 0.0)
+        test = curves.loss + np.clip(np.nan_to_num(up), 0.0, 4 * over)
+        return Prediction(train.astype(np.float32), test.astype(np.float32), over[:, 0, 0], clipped)
+    pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
+    v = -curves.response.astype(np.float64) * (pool - n) / max(pool - 1, 1) / n
+    clipped = ~(v >= 0)  # also where the response is not finite
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        u = np.where(over > 0, -np.expm1(-np.clip(np.nan_to_num(v), 0, None) / np.where(over > 0, over, 1.0)), 0.0)
     train = curves.loss - over * u
     test = curves.loss + over * (1 - np.sqrt(1 - u)) ** 2
-    return Prediction(train.astype(np.float32), test.astype(np.float32), np.asarray(overfit, float))
+    return Prediction(train.astype(np.float32), test.astype(np.float32), over[:, 0, 0], clipped)
 
 
 # ------------------------------------------------------------------ one sweep against its twin
