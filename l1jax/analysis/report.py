@@ -149,21 +149,31 @@ def sweep_seconds(meta: dict) -> float:
 
 def twin_rule(cfg: Config) -> str:
     """How the prediction is made, in words."""
-    pop = ("the training pool (full-batch training on all of it: exact for n = pool)" if cfg.data.source == "csv"
+    csv = cfg.data.source == "csv"
+    pop = ("the training pool (full-batch training on all of it: exact for n = pool)" if csv
            else "x ~ U(0,1)^d and the noise law (closed form over the noise, "
            + ("tensor Gauss-Legendre" if cfg.data.n_features <= 3 else "scrambled Sobol") + " over x)")
+    response = ("The finite-n terms follow the run's linear response J = ∂θ_k/∂ξ to its sample's "
+                "gradient noise ξ (covariance Σ/n), propagated through the optimizer's own update "
+                "along the twin. ")
+    if csv:
+        finite = ("A pool's loss is piecewise linear, so V = −tr(JΣ)·(N − n)/((N − 1) n) (for sgd "
+                  "the initial-rate theory's lr·tr Σ/n per step, summed) saturates at the overfitting "
+                  "term O, the pool's least L1 minus the mean exact optimum L* of the size-n "
+                  "subsamples: predicted training L1 = twin − O·u, u = 1 − exp(−V/O); held-out = "
+                  "twin + O (1 − √(1 − u))². ")
+    else:
+        finite = ("Predicted training L1 = twin + (tr(JΣ) + ½ tr(JᵀHJΣ))/n, held-out = twin + "
+                  "½ tr(JᵀHJΣ)/n (H the population loss's curvature): for sgd the first term starts "
+                  "as the initial-rate theory's −lr·tr Σ/n per step, and both end at claim 3's "
+                  "∓p/(4 f(0) n); where the response leaves the bounds a stable step keeps ([−O, 0] "
+                  "and [0, 4 O], O = p/(4 f(0) n)) the terms are clipped to them. ")
     return ("Each run's *twin* takes the run's own optimizer, schedule, learning rate and start and "
             f"steps on the population L1 over {pop}; a run at epoch e has taken e·ceil(n/B) steps (e "
-            "for full batch) and is compared with its twin after as many steps. Prediction of the "
-            "training L1 = twin − O·u, u = 1 − exp(−V/O): V = (1/n) Σ lr·tr Σ along the twin (the "
-            "initial-rate theory's variance term, summed; times (N − n)/(N − 1) for a pool of N rows; "
-            "plain sgd only; other optimizers take for u the share of its gap the twin has closed), "
-            "O the overfitting term (synthetic data: claim 3's p/(4 f(0) n); csv data: the pool's "
-            "least L1 minus the mean exact optimum L* of the size-n subsamples). Held-out: twin + "
-            "O (1 − √(1 − u))². Gap = measured − predicted train L1, paired per seed, with its "
-            "standard error (se) over seeds. First order: expected to fail at large lr (the twin "
-            "does not see the minibatch noise floor), for small n with many features and for "
-            "heavy-tailed noise.")
+            "for full batch) and is compared with its twin after as many steps. " + response + finite
+            + "Gap = measured − predicted train L1, paired per seed, with its standard error (se) "
+            "over seeds. First order: expected to fail at large lr in minibatches (the twin has no "
+            "minibatch noise), for small n with many features and for heavy-tailed noise.")
 
 
 def _clipped_worst(a: Analysis, tw: TW.SweepTwin) -> str:
