@@ -142,9 +142,18 @@ def theory_section(a: Analysis) -> list[str]:
     return lines + [""]
 
 
-def sweep_seconds(meta: dict) -> float:
+def sweep_seconds(meta: dict) -> tuple[float, float]:
     """Compile and run time of a sweep, from its manifest."""
-    return float(sum(p.get("compile_s", 0) + p.get("run_s", 0) for p in meta.get("programs", [])))
+    programs = meta.get("programs", [])
+    return (float(sum(p.get("compile_s", 0) for p in programs)), float(sum(p.get("run_s", 0) for p in programs)))
+
+
+def twin_cost(twin_s: tuple[float, float], sweep_s: tuple[float, float]) -> str:
+    """What the twins cost against the sweep, compile and run apart, in words."""
+    (tc, tr), (sc, sr) = twin_s, sweep_s
+    share = f" ({tr / sr:.0%} of the sweep's {sr:.1f} s)" if sr > 0 else ""
+    return (f"The twins ran in {tr:.2f} s{share} after {tc:.1f} s of compiling (the sweep's: {sc:.1f} s; "
+            "both are kept in the on-disk compilation cache).")
 
 
 def twin_rule(cfg: Config) -> str:
@@ -192,15 +201,12 @@ def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
     if tw is None:
         return [f"No infinite-data twin: {why}.", ""]
     co = a.results.coords
-    cost = sweep_seconds(a.results.meta)
     lines = [twin_rule(cfg), "",
              f"Integration error (largest change of the population L1 at the runs' starts when the "
              f"quadrature is refined): {tw.integration_error:.2g}. The linear response left its stable "
              f"bounds (finite-n terms clipped) in {tw.predicted.clipped.mean():.1%} of run-epochs"
              + (f" (largest share: {_clipped_worst(a, tw)})" if tw.predicted.clipped.any() else "")
-             + f". The twins took {tw.curves.seconds:.1f} s "
-             + (f"({tw.curves.seconds / cost:.0%} of the sweep's {cost:.1f} s of compile and run)." if cost > 0
-                else "."), "",
+             + ". " + twin_cost((tw.curves.compile_s, tw.curves.run_s), sweep_seconds(a.results.meta)), "",
              "| optimizer | batch | lr | n | largest \\|gap\\| / se | at epoch (steps) | gap there | "
              "gap / predicted | largest \\|gap\\| / predicted, any epoch |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -12,7 +12,7 @@ from l1jax.analysis import rate_theory as RT
 from l1jax.analysis import stats
 from l1jax.analysis import twin as TW
 from l1jax.analysis.analyze import Analysis
-from l1jax.analysis.report import Report, sweep_seconds
+from l1jax.analysis.report import Report, sweep_seconds, twin_cost
 
 NOISE_NAMES = {"gaussian": "gaussian", "laplace": "Laplace", "student_t": "Student t (3 df)",
                "contaminated": "contaminated (10% at 10x scale)"}
@@ -222,8 +222,8 @@ def twin_paragraph(reports: dict[str, Report], titles: dict[str, str]) -> list[s
         if bad:
             text += "; beyond it in " + "; ".join(f"{g.setting}: {_gap_words(g)}" for g in bad)
         parts.append(text)
-    seconds = sum(r.twin.curves.seconds for r in with_twin.values())
-    sweep = sum(sweep_seconds(r.analysis.results.meta) for r in with_twin.values())
+    twin_s = tuple(sum(v) for v in zip(*((r.twin.curves.compile_s, r.twin.curves.run_s) for r in with_twin.values())))
+    sweep_s = tuple(sum(v) for v in zip(*(sweep_seconds(r.analysis.results.meta) for r in with_twin.values())))
     lines = ["**The whole curve from theory.** To first order a run's expected training L1 after k "
              "optimizer steps is the population L1 after k steps of the same optimizer on the "
              "population loss, whatever n is (its *infinite-data twin*: same optimizer, schedule, "
@@ -242,8 +242,7 @@ def twin_paragraph(reports: dict[str, Report], titles: dict[str, str]) -> list[s
     lines.append("Where it fails, it misses what first order leaves out: the minibatch noise of large "
                  "steps (the twin has none, so the runs stay above it) and, for a few samples with many "
                  "features, constant steps bouncing on a piecewise-linear loss above its minimum.")
-    lines.append(f"The twins took {seconds:.1f} s in all, {seconds / sweep:.0%} of these sweeps' "
-                 f"{sweep:.1f} s of compile and run." if sweep > 0 else f"The twins took {seconds:.1f} s in all.")
+    lines.append("All sweeps together: " + twin_cost(twin_s, sweep_s)[0].lower() + twin_cost(twin_s, sweep_s)[1:])
     return [" ".join(lines), ""]
 
 
