@@ -148,11 +148,11 @@ def sweep_seconds(meta: dict) -> tuple[float, float]:
     return (float(sum(p.get("compile_s", 0) for p in programs)), float(sum(p.get("run_s", 0) for p in programs)))
 
 
-def twin_cost(twin_s: tuple[float, float], sweep_s: tuple[float, float]) -> str:
+def twin_cost(twin_s: tuple[float, float], sweep_s: tuple[float, float], whose: str = "the sweep's") -> str:
     """What the twins cost against the sweep, compile and run apart, in words."""
     (tc, tr), (sc, sr) = twin_s, sweep_s
-    share = f" ({tr / sr:.0%} of the sweep's {sr:.1f} s)" if sr > 0 else ""
-    return (f"The twins ran in {tr:.2f} s{share} after {tc:.1f} s of compiling (the sweep's: {sc:.1f} s; "
+    share = f" ({tr / sr:.0%} of {whose} {sr:.1f} s)" if sr > 0 else ""
+    return (f"The twins ran in {tr:.2f} s{share} after {tc:.1f} s of compiling ({whose}: {sc:.1f} s; "
             "both are kept in the on-disk compilation cache).")
 
 

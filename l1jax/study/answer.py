@@ -242,7 +242,7 @@ def twin_paragraph(reports: dict[str, Report], titles: dict[str, str]) -> list[s
     lines.append("Where it fails, it misses what first order leaves out: the minibatch noise of large "
                  "steps (the twin has none, so the runs stay above it) and, for a few samples with many "
                  "features, constant steps bouncing on a piecewise-linear loss above its minimum.")
-    lines.append("All sweeps together: " + twin_cost(twin_s, sweep_s)[0].lower() + twin_cost(twin_s, sweep_s)[1:])
+    lines.append("All sweeps together: t" + twin_cost(twin_s, sweep_s, "the sweeps'")[1:])
     return [" ".join(lines), ""]
 
 
