@@ -161,7 +161,7 @@ def twin_rule(cfg: Config) -> str:
     csv = cfg.data.source == "csv"
     pop = ("the training pool (full-batch training on all of it: exact for n = pool)" if csv
            else "x ~ U(0,1)^d and the noise law (closed form over the noise, "
-           + ("tensor Gauss-Legendre" if cfg.data.n_features <= 3 else "scrambled Sobol") + " over x)")
+           + ("tensor Gauss-Legendre" if cfg.data.n_features <= 3 else "a shifted Halton set") + " over x)")
     response = ("The finite-n terms follow the run's linear response J = ∂θ_k/∂ξ to its sample's "
                 "gradient noise ξ (covariance Σ/n), propagated through the optimizer's own update "
                 "along the twin. ")

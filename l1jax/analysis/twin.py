@@ -14,7 +14,7 @@ Population loss and subgradient, residual a = (x, 1).(theta - theta*) (noise eps
 with psi in closed form for every noise law (gaussian s phi(a/s); Laplace (|a| + s) e^(-|a|/s) / 2;
 Student t s (df + z^2) / (df - 1) f_t(z), z = a / s, its CDF by the 1-D quadrature table of
 ``rate_theory.noise_cdf``; contaminated: the gaussian mixture).  Over x ~ U(0, 1)^d: tensor
-Gauss-Legendre for d <= 3, a scrambled Sobol set above.  For csv data the population is the
+Gauss-Legendre for d <= 3, a shifted Halton set above.  For csv data the population is the
 training pool: L and G are its mean |r| and mean sign(r) (x, 1) (sign(0) = 0, as the engine).
 """
 
@@ -45,7 +45,7 @@ from l1jax.engine.train import initial_theta
 
 GL_POINTS = {1: 32, 2: 8, 3: 8}  # Gauss-Legendre nodes per axis for d <= 3 (smooth noise densities)
 GL_POINTS_KINKED = {1: 64, 2: 16, 3: 12}  # Laplace: its density's kink at 0 slows the rule
-SOBOL_LOG2 = 14  # 2^14 scrambled Sobol points for d > 3
+QMC_POINTS = 2 ** 14  # points of the shifted Halton set for d > 3
 
 
 class Population(NamedTuple):
@@ -93,17 +93,31 @@ def centred_cdf(cfg: DataConfig, a: jax.Array) -> jax.Array:
 
 def x_nodes(d: int, kinked: bool = False, refine: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Nodes [M, d] and weights [M] for E over x ~ U(0, 1)^d: tensor Gauss-Legendre for d <= 3
-    (``refine`` times the nodes per axis; more where the noise density has a kink), scrambled
-    Sobol (equal weights) above."""
+    (``refine`` times the nodes per axis; more where the noise density has a kink), a randomly
+    shifted Halton set (equal weights, ``refine`` times the points) above."""
     if d <= 3:
         t, w = np.polynomial.legendre.leggauss((GL_POINTS_KINKED if kinked else GL_POINTS)[d] * refine)
         t, w = (t + 1) / 2, w / 2
         grid = np.stack(np.meshgrid(*[t] * d, indexing="ij"), -1).reshape(-1, d)
         weights = np.prod(np.stack(np.meshgrid(*[w] * d, indexing="ij"), -1).reshape(-1, d), -1)
         return grid, weights
-    from scipy.stats import qmc
-    pts = qmc.Sobol(d, scramble=True, seed=seed).random_base2(SOBOL_LOG2 + refine - 1)
+    pts = halton(d, QMC_POINTS * refine, seed)
     return pts, np.full(len(pts), 1.0 / len(pts))
+
+
+def halton(d: int, m: int, seed: int = 0) -> np.ndarray:
+    """m points of the Halton sequence in [0, 1)^d (radical inverses in the first d primes),
+    shifted modulo 1 by a seeded random vector (a Cranley-Patterson rotation)."""
+    primes = [q for q in range(2, 10 * d + 10) if all(q % k for k in range(2, int(q ** 0.5) + 1))][:d]
+    out = np.empty((m, d))
+    for j, base in enumerate(primes):
+        i, scale, v = np.arange(1, m + 1), 1.0, np.zeros(m)
+        while i.any():
+            scale /= base
+            v += scale * (i % base)
+            i //= base
+        out[:, j] = v
+    return (out + np.random.default_rng(seed).random(d)) % 1.0
 
 
 def synthetic_population(cfg: DataConfig, refine: int = 1, seed: int = 0) -> Population:
@@ -359,7 +373,7 @@ def applies(cfg: Config) -> str | None:
 
 def integration_error(cfg: Config, noise: DataConfig | None, pop: Population, max_starts: int = 256) -> float:
     """Largest change of the population L1 at the runs' starts (and theta*) when the quadrature
-    is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger Sobol set); 0 for csv."""
+    is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger quasi-random set); 0 for csv."""
     if noise is None:
         return 0.0
     fine = synthetic_population(noise, refine=2)
