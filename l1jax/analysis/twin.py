@@ -38,7 +38,6 @@ from l1jax.analysis.theory import bayes_l1_floor, noise_density_at_zero
 from l1jax.engine import data as D
 from l1jax.engine.config import Config, DataConfig
 from l1jax.engine.data import CONTAMINATION_SCALE
-from l1jax.engine.optim import learning_rate
 from l1jax.engine.step import init_states, sign, update_all
 from l1jax.engine.table import Table, load_csv
 from l1jax.engine.train import initial_theta
