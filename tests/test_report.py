@@ -18,7 +18,8 @@ from l1jax.engine.results import Results
 from l1jax.engine.sweep import run_to_dir
 
 FILES = ["claims.json", "figures/curves.png", "figures/final.png", "figures/heatmaps.png",
-         "figures/rate.png", "figures/spread.png", "metrics.csv", "report.md"]
+         "figures/rate.png", "figures/spread.png", "figures/steps.png", "metrics.csv", "report.md",
+         "theory.csv"]
 
 
 def _files(out):
@@ -58,7 +59,8 @@ def test_report_writes_every_file_with_labels_from_the_results(two_optimizers):
     assert sorted(df.groupby(["full_batch", "batch_size"]).groups) == [(False, 16), (True, 0)]
     # adam's row in the table of report.md carries adam's numbers
     final = res.train_l1[0, 1, 1, 0, :, -1]  # adam, batch 16, lr 0.3, n = 20
-    row = [l for l in text.splitlines() if l.startswith("| adam | minibatch 16 | 0.3 | 20 |")]
+    grid = text.split("## The whole curve")[0]  # the twin's table has rows with the same first cells
+    row = [l for l in grid.splitlines() if l.startswith("| adam | minibatch 16 | 0.3 | 20 |")]
     assert len(row) == 1 and f"{final.mean():.4g} [" in row[0]
     claims = json.loads((out / "claims.json").read_text())["claims"]
     assert [c["key"] for c in claims] == ["faster_small", "slower_steadier_large", "lowest_final_test",
@@ -66,6 +68,27 @@ def test_report_writes_every_file_with_labels_from_the_results(two_optimizers):
     assert {e["outcome"] for c in claims for e in c["evidence"]} <= set(C.OUTCOMES)
     settings = {e["setting"] for c in claims for e in c["evidence"]}
     assert {"adam, full batch, lr 0.3", "sgd, batch 16, lr 0.05", "adam, batch 16"} <= settings
+
+
+def test_theory_csv_pairs_each_grid_point_and_epoch_with_the_measured_curve(two_optimizers):
+    res = Results.load(two_optimizers)
+    df = _read_metrics(two_optimizers / "report" / "theory.csv")
+    assert tuple(df.columns) == ("sweep", "optimizer", "full_batch", "batch_size", "learning_rate", "size",
+                                 "epoch", "steps", "twin_l1", "predicted_train_l1", "predicted_test_l1",
+                                 "measured_train_l1", "measured_se")
+    assert len(df) == res.train_l1[..., 0, :].size
+    row = df[(df.optimizer == "adam") & (df.batch_size == 16) & (df.learning_rate == 0.3) & (df["size"] == 60)]
+    ok = ~res.diverged[0, 1, 1, 1]
+    v = res.train_l1[0, 1, 1, 1][ok].astype(np.float64)  # adam, batch 16, lr 0.3, n = 60
+    np.testing.assert_allclose(row.measured_train_l1, v.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(row.measured_se, v.std(0, ddof=1) / np.sqrt(ok.sum()), rtol=1e-5)
+    assert list(row.steps) == [4 * e for e in range(9)]  # ceil(60 / 16) steps an epoch
+    assert np.isfinite(df[["twin_l1", "predicted_train_l1", "predicted_test_l1"]]).all().all()
+    start = df[df.epoch == 0]  # before any step the prediction is the population L1 at the start
+    assert (start.twin_l1 == start.predicted_train_l1).all()
+    claims = json.loads((two_optimizers / "report" / "claims.json").read_text())["claims"]
+    assert claims[0]["twin_explains"]["explains"] in (True, False)
+    assert claims[4]["twin_explains"]["explains"] is None  # spreads: not what the twin predicts
 
 
 def test_metrics_csv_equals_numpy_on_results(two_optimizers):
@@ -117,7 +140,8 @@ def test_report_of_other_kinds_says_what_does_not_apply(tmp_path, monkeypatch, k
                "sweep": {"sizes": [10, 30], "seeds": 1}}
         run_to_dir(config_from_dict(raw), tmp_path / "run")
     rep = report(tmp_path / "run", tmp_path / "rep")
-    assert _files(tmp_path / "rep") == FILES
+    twinless = {"figures/steps.png", "theory.csv"}  # the article's update has no population twin
+    assert _files(tmp_path / "rep") == [f for f in FILES if kind == "csv_one_size" or f not in twinless]
     text = rep.report.read_text()
     assert not re.search(r"\b(nan|inf)\b", text, re.I)
     df = _read_metrics(rep.metrics)

@@ -35,7 +35,7 @@ def test_tiny_study_runs_reports_and_writes_its_own_report(tmp_path):
     out = tmp_path / "study"
     r = study(out, seeds_article=40, configs=configs)
     text = r.report.read_text()
-    figs = ["curves", "final", "heatmaps", "rate", "spread"]
+    figs = ["curves", "final", "heatmaps", "rate", "spread", "steps"]
     assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["article.png"] + sorted(
         f"{s}_{f}.png" for s in configs for f in figs)
     for sweep, cfg in configs.items():  # each sweep is an ordinary run directory with its own report
@@ -43,11 +43,13 @@ def test_tiny_study_runs_reports_and_writes_its_own_report(tmp_path):
         assert Results.load(out / sweep).config == cfg
     # the answer comes first, with the article setting's numbers and the theory's terms
     sections = re.findall(r"^## (.*)$", text, flags=re.M)
-    assert sections[:5] == ["The answer", "The article's setting, claim by claim",
-                            "Why: the theory of the rate, against the engine", "The wider sweeps",
+    assert sections[:6] == ["The answer", "The article's setting, claim by claim",
+                            "Why: the theory of the rate, against the engine",
+                            "The whole curve from theory, against the engine", "The wider sweeps",
                             "Beyond gaussian noise"] and sections[-1] == "Hardware and stage timings"
     answer = text.split("## The article's setting")[0]
     assert "In the article's own setting" in answer and "‖G‖² = " in answer and "minibatch twin" in answer
+    assert "The whole curve from theory" in answer and " se at n = " in answer
     rows = [l for l in text.splitlines() if re.match(r"\| \d[ab]? \|", l)]
     assert len(rows) == 6 * 2  # six findings, in the article-setting and the wider-sweeps tables
     verdicts = {C.SUPPORTED, C.CONTRADICTED, C.NO_DIFFERENCE, C.DEPENDS, C.INCONCLUSIVE, C.NOT_APPLICABLE}

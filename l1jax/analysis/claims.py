@@ -405,10 +405,11 @@ def sweep_claims(a: Analysis) -> list[Claim]:
                                       for c in found]
 
 
-def claims_json(claims: list[Claim]) -> list[dict[str, Any]]:
-    """The claims as plain JSON types: per claim its verdict, rule and per-setting evidence."""
+def claims_json(claims: list[Claim], twin: dict[str, dict] | None = None) -> list[dict[str, Any]]:
+    """The claims as plain JSON types: per claim its verdict, rule and per-setting evidence, and
+    (``twin``, from ``twin.explains``) whether the infinite-data twin's prediction explains it."""
     num = lambda v: float(v) if np.isfinite(v) else None
-    return [{"key": c.key, "number": c.number, "claim": c.text, "verdict": c.verdict, "detail": c.detail,
+    return [{"key": c.key, **({"twin_explains": twin[c.key]} if twin and c.key in twin else {}), "number": c.number, "claim": c.text, "verdict": c.verdict, "detail": c.detail,
              "counts": c.counts, "rule": c.rule, "figure": c.figure,
              "evidence": [{"setting": e.setting, "quantity": e.quantity,
                            "estimate": num(e.estimate.value), "ci_low": num(e.estimate.low),

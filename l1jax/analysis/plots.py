@@ -22,6 +22,7 @@ from l1jax.analysis import rate_theory as RT
 from l1jax.analysis import stats  # noqa: E402
 from l1jax.analysis.analyze import Analysis, has_test_set  # noqa: E402
 from l1jax.analysis.theory import expected_test_l1  # noqa: E402
+from l1jax.analysis.twin import SweepTwin, seed_mean  # noqa: E402
 
 # Okabe-Ito (colour-blind safe), without its yellow, which is faint on white
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"]
@@ -111,9 +112,12 @@ def _errorbar(ax, x, s: stats.Summary, colour, label: str, style: str = "o-") ->
                 capsize=3, color=colour, label=label, lw=1.3, ms=4)
 
 
-def fig_curves(a: Analysis, path: Path) -> Path:
-    """Train (and test) L1 by epoch, one band per size; a row per optimizer and batch mode."""
+def fig_curves(a: Analysis, path: Path, tw: SweepTwin | None = None) -> Path:
+    """Train (and test) L1 by epoch, one band per size; a row per optimizer and batch mode; dashed,
+    each size's mean prediction from its runs' infinite-data twins."""
     co, cv = a.results.coords, a.curves
+    pred = None if tw is None else {"train": seed_mean(tw.predicted.train, tw.ok),
+                                    "test": seed_mean(tw.predicted.test, tw.ok)}
     rows, losses = list(modes(a)), _loss_names(a)
     fig, axes = plt.subplots(len(rows), len(losses), figsize=(5 * len(losses), 3.4 * len(rows)),
                              squeeze=False)
@@ -129,6 +133,10 @@ def fig_curves(a: Analysis, path: Path) -> Path:
                             marker="o" if len(ep) <= 25 else None, ms=3)  # few epochs recorded: show which
                     ax.fill_between(ep, s.ci_low[o, b, l, i], s.ci_high[o, b, l, i], color=cs[i],
                                     alpha=0.25, lw=0)
+                if pred is not None and np.isfinite(pred[field][o, b, l, i]).any():
+                    ax.plot(ep, pred[field][o, b, l, i], ls="--", color=cs[i], lw=1.2)
+            if pred is not None:
+                ax.plot([], [], ls="--", color="0.3", lw=1.2, label="dashed: predicted from the twins")
             _floor(ax, a)
             _log_y(ax)
             ax.set_xlabel("epoch")
@@ -274,12 +282,71 @@ def fig_heatmaps(a: Analysis, path: Path) -> Path:
     return _save(fig, path)
 
 
-def draw_all(a: Analysis, figdir: Path) -> list[Path]:
-    """Every figure of a sweep report into ``figdir``."""
+def fig_steps(a: Analysis, tw: SweepTwin, path: Path) -> Path:
+    """Train L1 against optimizer steps (log axis), every size and batch mode of each optimizer and
+    learning rate in one panel, with the infinite-data twin: where the curves collapse onto it,
+    steps, not size, set the rate."""
+    co = a.results.coords
+    panels = [(o, l) for o in range(len(co["optimizer"])) for l in range(len(co["learning_rate"]))]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(5 * cols, 7), 3.6 * rows), squeeze=False)
+    cs = colours(len(co["size"]))
+    styles = ["-", ":", "-.", (0, (5, 1, 1, 1))]
+    twin = seed_mean(tw.curves.loss, tw.ok)
+    # one twin for all sizes and batch modes where they share starts and the schedule ignores the
+    # run's length; else each size's own (dashed, in its colour)
+    shared = cfg_shares_twin(a)
+    for ax, (o, l) in zip(axes.flat, panels):
+        points = []
+        for b, bs in enumerate(co["batch_size"]):
+            for i, n in enumerate(co["size"]):
+                k = tw.curves.steps[b, i]
+                m = a.curves.train.mean[o, b, l, i]
+                keep = (k > 0) & np.isfinite(m)
+                ax.plot(k[keep], m[keep], ls=styles[b % len(styles)], color=cs[i], lw=1.3,
+                        label=f"n={n}, {batch_label(bs)}")
+                t = twin[o, b, l, i]
+                keep = (k > 0) & np.isfinite(t)
+                if shared:
+                    points += list(zip(k[keep], t[keep]))
+                else:
+                    ax.plot(k[keep], t[keep], ls="--", color=cs[i], lw=1,
+                            label="dashed: each run's twin (mean)" if (b, i) == (0, 0) else None)
+        if points:
+            k, t = np.asarray(sorted(set(points))).T
+            ax.plot(k, t, ls="--", color="k", lw=1.4, label="infinite-data twin (mean)")
+        _floor(ax, a)
+        ax.set_xscale("log")
+        _log_y(ax)
+        ax.set_xlabel("optimizer steps (log scale)")
+        ax.set_ylabel("train L1 (mean absolute error)")
+        ax.set_title(f"{co['optimizer'][o]}, lr {co['learning_rate'][l]:g}", fontsize=9)
+    axes.flat[0].legend(fontsize=6, ncol=2)  # the same entries in every panel
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    return _save(fig, path, f"Train L1 against optimizer steps, mean over {_seeds(a)}; "
+                            "dashed: the runs' twins")
+
+
+def cfg_shares_twin(a: Analysis) -> bool:
+    """Whether every size and batch mode of a setting shares one twin trajectory (nested starts,
+    a schedule that does not depend on the run's length)."""
+    cfg = a.results.config
+    return cfg.data.coupling == "nested" and cfg.train.schedule in ("constant", "inverse_sqrt")
+
+
+def draw_all(a: Analysis, figdir: Path, tw: SweepTwin | None = None) -> list[Path]:
+    """Every figure of a sweep report into ``figdir`` (with the twin's overlay and steps figure
+    where the sweep has a twin)."""
     figdir.mkdir(parents=True, exist_ok=True)
-    drawn = {"curves.png": fig_curves, "rate.png": fig_rate, "final.png": fig_final,
-             "spread.png": fig_spread, "heatmaps.png": fig_heatmaps}
-    return [draw(a, figdir / name) for name, draw in drawn.items()]
+    drawn = [fig_curves(a, figdir / "curves.png", tw)]
+    if tw is not None:
+        drawn.append(fig_steps(a, tw, figdir / "steps.png"))
+    drawn += [draw(a, figdir / name) for name, draw in (
+        ("rate.png", fig_rate), ("final.png", fig_final), ("spread.png", fig_spread),
+        ("heatmaps.png", fig_heatmaps))]
+    return drawn
 
 
 def fig_article(article: np.ndarray, seed_curves: np.ndarray, l1_curves: np.ndarray, floor: float,

@@ -12,10 +12,11 @@ import numpy as np
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import plots, stats
+from l1jax.analysis import twin as TW
 from l1jax.analysis.analyze import Analysis, analyze, has_test_set
 from l1jax.analysis.theory import expected_train_l1
 from l1jax.analysis.optima import Optima
-from l1jax.analysis.tables import metric_summary, write_metrics_csv
+from l1jax.analysis.tables import metric_summary, write_metrics_csv, write_theory_csv
 from l1jax.engine.config import Config, ConfigError
 from l1jax.engine.files import atomic_file, fingerprint
 from l1jax.engine.results import Results
@@ -36,6 +37,8 @@ class Report(NamedTuple):
     figures: list[Path]
     analysis: Analysis
     claim_list: list[C.Claim]
+    twin: TW.SweepTwin | None = None  # every run's infinite-data twin (None: see ``twin.applies``)
+    theory: Path | None = None  # theory.csv, where the sweep has a twin
 
 
 def describe_data(cfg: Config) -> str:
@@ -147,6 +150,87 @@ def theory_section(a: Analysis) -> list[str]:
     return lines + [""]
 
 
+def sweep_seconds(meta: dict) -> tuple[float, float]:
+    """Compile and run time of a sweep, from its manifest."""
+    programs = meta.get("programs", [])
+    return (float(sum(p.get("compile_s", 0) for p in programs)), float(sum(p.get("run_s", 0) for p in programs)))
+
+
+def twin_cost(twin_s: tuple[float, float], sweep_s: tuple[float, float], whose: str = "the sweep's") -> str:
+    """What the twins cost against the sweep, compile and run apart, in words."""
+    (tc, tr), (sc, sr) = twin_s, sweep_s
+    share = f" ({tr / sr:.0%} of {whose} {sr:.1f} s)" if sr > 0 else ""
+    return (f"The twins ran in {tr:.2f} s{share} after {tc:.1f} s of compiling ({whose}: {sc:.1f} s; "
+            "both are kept in the on-disk compilation cache).")
+
+
+def twin_rule(cfg: Config) -> str:
+    """How the prediction is made, in words."""
+    csv = cfg.data.source == "csv"
+    pop = ("the training pool (full-batch training on all of it: exact for n = pool)" if csv
+           else "x ~ U(0,1)^d and the noise law (closed form over the noise, "
+           + ("tensor Gauss-Legendre" if cfg.data.n_features <= 3 else "a shifted Halton set") + " over x)")
+    response = ("The finite-n terms follow the run's linear response J = ∂θ_k/∂ξ to its sample's "
+                "gradient noise ξ (covariance Σ/n), propagated through the optimizer's own update "
+                "along the twin. ")
+    if csv:
+        finite = ("A pool's loss is piecewise linear, so V = −tr(JΣ)·(N − n)/((N − 1) n) (for sgd "
+                  "the initial-rate theory's lr·tr Σ/n per step, summed) saturates at the overfitting "
+                  "term O, the pool's least L1 minus the mean exact optimum L* of the size-n "
+                  "subsamples: predicted training L1 = twin − O·u, u = 1 − exp(−V/O); held-out = "
+                  "twin + O (1 − √(1 − u))². ")
+    else:
+        finite = ("Predicted training L1 = twin + (tr(JΣ) + ½ tr(JᵀHJΣ))/n, held-out = twin + "
+                  "½ tr(JᵀHJΣ)/n (H the population loss's curvature): for sgd the first term starts "
+                  "as the initial-rate theory's −lr·tr Σ/n per step, and both end at claim 3's "
+                  "∓p/(4 f(0) n); where the response leaves the bounds a stable step keeps ([−O, 0] "
+                  "and [0, 4 O], O = p/(4 f(0) n)) the terms are clipped to them. ")
+    return ("Each run's *twin* takes the run's own optimizer, schedule, learning rate and start and "
+            f"steps on the population L1 over {pop}; a run at epoch e has taken e·ceil(n/B) steps (e "
+            "for full batch) and is compared with its twin after as many steps. " + response + finite
+            + "Gap = measured − predicted train L1, paired per seed, with its standard error (se) "
+            "over seeds. First order: expected to fail at large lr in minibatches (the twin has no "
+            "minibatch noise), for small n with many features and for heavy-tailed noise.")
+
+
+def _clipped_worst(a: Analysis, tw: TW.SweepTwin) -> str:
+    """The setting and size whose runs' finite-n terms were clipped most often, in words."""
+    share = tw.predicted.clipped.mean(axis=(4, 5))
+    o, b, l, s = np.unravel_index(int(np.argmax(share)), share.shape)
+    co = a.results.coords
+    return (f"{co['optimizer'][o]}, {plots.batch_label(co['batch_size'][b])}, lr {co['learning_rate'][l]:g}, "
+            f"n = {co['size'][s]}: {share[o, b, l, s]:.0%}")
+
+
+def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
+    """The whole curve from theory: per setting the largest paired gap in se and where it is."""
+    cfg = a.results.config
+    why = TW.applies(cfg)
+    if tw is None:
+        return [f"No infinite-data twin: {why}.", ""]
+    co = a.results.coords
+    lines = [twin_rule(cfg), "",
+             f"Integration error (largest change of the population L1 at the runs' starts when the "
+             f"quadrature is refined): {tw.integration_error:.2g}. The linear response left its stable "
+             f"bounds (finite-n terms clipped) in {tw.predicted.clipped.mean():.1%} of run-epochs"
+             + (f" (largest share: {_clipped_worst(a, tw)})" if tw.predicted.clipped.any() else "")
+             + ". " + twin_cost((tw.curves.compile_s, tw.curves.run_s), sweep_seconds(a.results.meta)), "",
+             "| optimizer | batch | lr | n | largest \\|gap\\| / se | at epoch (steps) | gap there | "
+             "gap / predicted | largest \\|gap\\| / predicted, any epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for o, b, l, s in np.ndindex(tw.gap.mean.shape[:4]):
+        w = TW.worst_gap(tw, co["epoch"], (o, b, l, s))
+        if w.epoch < 0:
+            lines.append(f"| {co['optimizer'][o]} | {plots.batch_label(co['batch_size'][b])} | "
+                         f"{co['learning_rate'][l]:g} | {co['size'][s]} | every run diverged | | | | |")
+            continue
+        steps = int(tw.curves.steps[b, s, co["epoch"].index(w.epoch)])
+        lines.append(f"| {co['optimizer'][o]} | {plots.batch_label(co['batch_size'][b])} | "
+                     f"{co['learning_rate'][l]:g} | {co['size'][s]} | {abs(w.z):.3g} | {w.epoch} ({steps}) | "
+                     f"{w.gap:+.3g} | {w.relative:+.2%} | {w.max_relative:.2%} |")
+    return lines + [""]
+
+
 def verdict_rules() -> list[str]:
     """How a verdict is reached, in words, from the constants of ``claims``."""
     return [f"Each claim compares the smallest and the largest size in every setting (optimizer x "
@@ -242,10 +326,12 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
         a = analyze(res, memory_budget=memory_budget, quiet=quiet)
         t1 = time.perf_counter()
         claims = C.sweep_claims(a)
-        figures = plots.draw_all(a, out / "figures")
+        tw = TW.sweep_twin(a)
+        figures = plots.draw_all(a, out / "figures", tw)
     metrics = write_metrics_csv(a, out / "metrics.csv", name)
+    theory = None if tw is None else write_theory_csv(a, tw, out / "theory.csv", name)
     claims_path = write_text(out / "claims.json", json.dumps(
-        {"sweep": name, "claims": C.claims_json(claims),
+        {"sweep": name, "claims": C.claims_json(claims, TW.explains(a, tw, claims)),
          "optima_certified": C.optima_json(a.optima.certified, res.coords["size"])}, indent=2) + "\n")
     t2 = time.perf_counter()
     cfg = res.config
@@ -264,11 +350,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
              "Mean over seeds [95% t interval]; all metrics, with sd and se, are in `metrics.csv`.", "",
              *_grid_table(a), "",
              "## Exact optimum and theory", "", certified_line(a.optima), "", *theory_section(a),
+             "## The whole curve from theory: each run's infinite-data twin", "", *twin_section(a, tw),
              "## Figures", "",
              "Each optimizer and batch mode is drawn at its reference learning rate (the lowest mean "
              f"final {'test' if has_test_set(cfg) else 'train'} L1 at the largest size), named in each "
              "legend and title; the heatmaps show every learning rate.", ""]
-    captions = {"curves.png": "L1 by epoch per size", "rate.png": "initial rate against size",
+    captions = {"curves.png": "L1 by epoch per size", "steps.png": "train L1 against optimizer steps, with the twin",
+                "rate.png": "initial rate against size",
                 "final.png": "final L1 against size", "spread.png": "seed-to-seed spread",
                 "heatmaps.png": "learning rate x size"}
     for f in figures:
@@ -278,4 +366,4 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
               f"Runs made on: {_machine(res.meta)}. Report made on: {host_description()}; analysis "
               f"{t1 - t0:.1f} s, figures and tables {t2 - t1:.1f} s.", ""]
     path = write_text(out / "report.md", "\n".join(lines))
-    return Report(path, metrics, claims_path, figures, a, claims)
+    return Report(path, metrics, claims_path, figures, a, claims, tw, theory)

@@ -11,6 +11,7 @@ import numpy as np
 
 from l1jax.analysis import stats
 from l1jax.analysis.analyze import Analysis, has_test_set
+from l1jax.analysis.twin import SweepTwin, seed_mean
 from l1jax.engine.files import atomic_file
 from l1jax.engine.results import batch_columns
 
@@ -92,4 +93,28 @@ def write_metrics_csv(a: Analysis, path: Path, sweep: str) -> Path:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         w.writerows([_cell(c) for c in r] for r in rows(a, sweep))
+    return path
+
+
+THEORY_COLUMNS = ("sweep", "optimizer", "full_batch", "batch_size", "learning_rate", "size", "epoch",
+                  "steps", "twin_l1", "predicted_train_l1", "predicted_test_l1", "measured_train_l1",
+                  "measured_se")
+
+
+def write_theory_csv(a: Analysis, tw: SweepTwin, path: Path, sweep: str) -> Path:
+    """theory.csv: one row per grid point and recorded epoch: the optimizer steps taken, the
+    mean over seeds of the runs' twins (population L1) and of the predicted train and held-out
+    L1, against the measured mean train L1 and its standard error (the same non-diverged seeds)."""
+    co = a.results.coords
+    twin, train, test = (seed_mean(v, tw.ok) for v in (tw.curves.loss, tw.predicted.train, tw.predicted.test))
+    measured = a.curves.train
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(THEORY_COLUMNS)
+        for (o, b, l, s, e), v in np.ndenumerate(twin):
+            full, bs = batch_columns(co["batch_size"][b])
+            w.writerow([_cell(c) for c in (
+                sweep, co["optimizer"][o], full, bs, co["learning_rate"][l], co["size"][s], co["epoch"][e],
+                int(tw.curves.steps[b, s, e]), v, train[o, b, l, s, e], test[o, b, l, s, e],
+                measured.mean[o, b, l, s, e], measured.sem[o, b, l, s, e])])
     return path

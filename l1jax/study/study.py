@@ -26,10 +26,12 @@ from l1jax.study.reproduce import SIZES, Reproduction, report as seed_report, re
 DATA = Path(__file__).with_name("data")
 SWEEPS = {"article": DATA / "article.toml", "article_minibatch": DATA / "article_minibatch.toml",
           "main": DATA / "main.toml", "real": DATA / "diabetes.toml",
-          **{f"noise_{n}": DATA / f"noise_{n}.toml" for n in ("laplace", "student_t", "contaminated")}}
+          **{f"noise_{n}": DATA / f"noise_{n}.toml" for n in ("laplace", "student_t", "contaminated")},
+          "twin_stress": DATA / "twin_stress.toml"}
 TITLES = {"article": "article setting, full batch", "article_minibatch": "article setting, batch 32",
           "main": "synthetic grid", "real": "real data (diabetes)", "noise_laplace": "Laplace noise",
-          "noise_student_t": "Student t noise", "noise_contaminated": "contaminated noise"}
+          "noise_student_t": "Student t noise", "noise_contaminated": "contaminated noise",
+          "twin_stress": "adam (chosen to break the twin)"}
 
 
 class StudyRun(NamedTuple):
@@ -55,6 +57,7 @@ def write_study_report(out: Path, repro: Reproduction, reports: dict[str, Report
         lines += A.article_paragraph(reports["article"], reports.get("article_minibatch"))
     if "real" in reports:
         lines += A.real_paragraph(reports["real"])
+    lines += A.twin_paragraph(reports, TITLES)
     lines += [f"**The article's own script** steps uphill on the squared error: {art.evidence[0].quantity}. "
               f"Its claim that the code shows the loss dropping: **{art.verdict}**.", ""]
     setting = {n: r for n, r in reports.items() if n in ("article", "article_minibatch")}
@@ -72,6 +75,13 @@ def write_study_report(out: Path, repro: Reproduction, reports: dict[str, Report
                   "(`l1jax/analysis/rate_theory.py`, tested against the engine at small lr). First "
                   "learning rate of each sweep shown; dashed lines in each sweep's rate figure.", "",
                   *A.rate_table(rows), ""]
+    if any(r.twin is not None for r in reports.values()):
+        lines += ["## The whole curve from theory, against the engine", "",
+                  "Each run's infinite-data twin (`l1jax/analysis/twin.py`) with the finite-n terms, "
+                  "against the measured mean training L1 at every recorded epoch: per setting the "
+                  "largest paired gap in standard errors over its sizes and epochs (every number per "
+                  "grid point and epoch is in each sweep's `theory.csv`). How each prediction is "
+                  "made is in each sweep's report.", "", *A.twin_table(reports, TITLES), ""]
     wide = {n: r for n, r in reports.items() if n in ("main", "real")}
     if wide:
         lines += ["## The wider sweeps", "", *verdict_rules(), "", *A.claims_overview(wide, TITLES), ""]
@@ -83,7 +93,9 @@ def write_study_report(out: Path, repro: Reproduction, reports: dict[str, Report
     lines += ["## The article's experiment", "", "```", seed_report(repro), "```", "",
               "![the article's update against the true subgradient](figures/article.png)", "",
               "## Figures", ""]
-    captions = {"curves.png": "L1 by epoch per size", "rate.png": "initial rate against size, with theory",
+    captions = {"curves.png": "L1 by epoch per size, with the twins' prediction",
+                "steps.png": "train L1 against optimizer steps, with the infinite-data twin",
+                "rate.png": "initial rate against size, with theory",
                 "final.png": "final L1 against size, with the exact fit and theory",
                 "spread.png": "seed-to-seed spread of the final loss", "heatmaps.png": "learning rate x size"}
     for n, r in reports.items():

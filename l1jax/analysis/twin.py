@@ -1,0 +1,473 @@
+"""The infinite-data twin of every run: the same optimizer, schedule, learning rate and start,
+stepping on the population L1 instead of the run's n samples.
+
+To first order a run's expected training L1 after k optimizer steps is the population loss after
+k steps of the same optimizer on the population loss, whatever n is: a full-batch epoch is one
+step, a batch-B epoch ceil(n / B) steps.  Finite n adds the linear response of the run to its
+sample's gradient noise (``simulate``, ``finite_n_terms``).
+
+Population loss and subgradient, residual a = (x, 1).(theta - theta*) (noise eps, CDF F):
+
+    L(theta) = E_x E_eps |a - eps| = E_x [a (2 F(a) - 1) + 2 psi(a)],   psi(a) = E[eps; eps > a]
+    G(theta) = E_x [(2 F(a) - 1) (x, 1)]
+
+with psi in closed form for every noise law (gaussian s phi(a/s); Laplace (|a| + s) e^(-|a|/s) / 2;
+Student t s (df + z^2) / (df - 1) f_t(z), z = a / s, its CDF by the 1-D quadrature table of
+``rate_theory.noise_cdf``; contaminated: the gaussian mixture).  Over x ~ U(0, 1)^d: tensor
+Gauss-Legendre for d <= 3, a shifted Halton set above.  For csv data the population is the
+training pool: L and G are its mean |r| and mean sign(r) (x, 1) (sign(0) = 0, as the engine).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l1jax.analysis import claims as C
+from l1jax.analysis import stats
+from l1jax.analysis.analyze import Analysis
+from l1jax.analysis.rate_theory import noise_cdf, steps_per_epoch
+from l1jax.analysis.optimum import lad
+from l1jax.analysis.theory import bayes_l1_floor, noise_density_at_zero
+from l1jax.engine import data as D
+from l1jax.engine.config import Config, DataConfig
+from l1jax.engine.data import CONTAMINATION_SCALE
+from l1jax.engine.step import init_states, sign, update_all
+from l1jax.engine.table import Table, load_csv
+from l1jax.engine.train import initial_theta
+
+GL_POINTS = {1: 32, 2: 6, 3: 6}  # Gauss-Legendre nodes per axis for d <= 3 (smooth noise densities: error ~1e-5)
+GL_POINTS_KINKED = {1: 64, 2: 16, 3: 12}  # Laplace: its density's kink at 0 slows the rule
+QMC_POINTS = 2 ** 14  # points of the shifted Halton set for d > 3
+
+
+class Population(NamedTuple):
+    """Quadrature of the population: design rows (x, 1) [M, p], targets [M] (x.theta* for
+    synthetic data, the pool's y for csv) and weights [M] summing to 1."""
+
+    x: jax.Array
+    y: jax.Array
+    w: jax.Array
+
+
+def upper_mean(cfg: DataConfig, a: jax.Array) -> jax.Array:
+    """psi(a) = E[eps; eps > a] of the configured (symmetric) noise law, in closed form."""
+    s = cfg.noise_scale
+    phi = lambda z: jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    if cfg.noise == "gaussian":
+        return s * phi(a / s)
+    if cfg.noise == "laplace":
+        return (jnp.abs(a) + s) * jnp.exp(-jnp.abs(a) / s) / 2
+    if cfg.noise == "student_t":
+        nu, z = cfg.noise_df, a / s
+        log_c = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+        pdf = jnp.exp(log_c - (nu + 1) / 2 * jnp.log1p(z * z / nu))
+        return s * (nu + z * z) / (nu - 1) * pdf
+    if cfg.noise == "contaminated":
+        q, wide = cfg.outlier_fraction, CONTAMINATION_SCALE * s
+        return (1 - q) * s * phi(a / s) + q * wide * phi(a / wide)
+    raise ValueError(f"unknown noise family {cfg.noise!r}")
+
+
+def centred_cdf(cfg: DataConfig, a: jax.Array) -> jax.Array:
+    """2 F(a) - 1 = E sign(a - eps): erf for the gaussian laws (3x faster than ``ndtr`` on the
+    CPU, exact to float32 in absolute terms), Laplace in closed form, Student t by the quadrature
+    table of ``rate_theory.noise_cdf``."""
+    s = cfg.noise_scale
+    if cfg.noise == "gaussian":
+        return jax.lax.erf(a / (s * math.sqrt(2)))
+    if cfg.noise == "contaminated":
+        q, wide = cfg.outlier_fraction, CONTAMINATION_SCALE * s
+        return (1 - q) * jax.lax.erf(a / (s * math.sqrt(2))) + q * jax.lax.erf(a / (wide * math.sqrt(2)))
+    if cfg.noise == "laplace":
+        return jnp.sign(a) * -jnp.expm1(-jnp.abs(a) / s)
+    return 2 * noise_cdf(cfg, a) - 1
+
+
+def x_nodes(d: int, kinked: bool = False, refine: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes [M, d] and weights [M] for E over x ~ U(0, 1)^d: tensor Gauss-Legendre for d <= 3
+    (``refine`` times the nodes per axis; more where the noise density has a kink), a randomly
+    shifted Halton set (equal weights, ``refine`` times the points) above."""
+    if d <= 3:
+        t, w = np.polynomial.legendre.leggauss((GL_POINTS_KINKED if kinked else GL_POINTS)[d] * refine)
+        t, w = (t + 1) / 2, w / 2
+        grid = np.stack(np.meshgrid(*[t] * d, indexing="ij"), -1).reshape(-1, d)
+        weights = np.prod(np.stack(np.meshgrid(*[w] * d, indexing="ij"), -1).reshape(-1, d), -1)
+        return grid, weights
+    pts = halton(d, QMC_POINTS * refine, seed)
+    return pts, np.full(len(pts), 1.0 / len(pts))
+
+
+def halton(d: int, m: int, seed: int = 0) -> np.ndarray:
+    """m points of the Halton sequence in [0, 1)^d (radical inverses in the first d primes),
+    shifted modulo 1 by a seeded random vector (a Cranley-Patterson rotation)."""
+    primes = [q for q in range(2, 10 * d + 10) if all(q % k for k in range(2, int(q ** 0.5) + 1))][:d]
+    out = np.empty((m, d))
+    for j, base in enumerate(primes):
+        i, scale, v = np.arange(1, m + 1), 1.0, np.zeros(m)
+        while i.any():
+            scale /= base
+            v += scale * (i % base)
+            i //= base
+        out[:, j] = v
+    return (out + np.random.default_rng(seed).random(d)) % 1.0
+
+
+def synthetic_population(cfg: DataConfig, refine: int = 1, seed: int = 0) -> Population:
+    """The population of a synthetic sweep: quadrature over x, targets x.w* + b*."""
+    x, w = x_nodes(cfg.n_features, cfg.noise == "laplace", refine, seed)
+    xd = np.c_[x, np.ones(len(x))]
+    star = np.asarray(cfg.true_weights + (cfg.true_bias,))
+    return Population(jnp.asarray(xd, jnp.float32), jnp.asarray(xd @ star, jnp.float32),
+                      jnp.asarray(w, jnp.float32))
+
+
+def pool_population(table: Table) -> Population:
+    """The population of a csv sweep: the training pool, each row weight 1 / N."""
+    n = table.n_train
+    xd = np.c_[table.x_train, np.ones(n, np.float32)]
+    return Population(jnp.asarray(xd, jnp.float32), jnp.asarray(table.y_train, jnp.float32),
+                      jnp.full(n, 1.0 / n, jnp.float32))
+
+
+def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
+    """(noise law or None, population) of a sweep's data."""
+    if cfg.data.source == "csv":
+        return None, pool_population(load_csv(cfg.data, cfg.sweep.base_seed))
+    return cfg.data, synthetic_population(cfg.data)
+
+
+def run_starts(cfg: Config, p: int) -> np.ndarray:
+    """Every run's own start [size, seed, p], drawn as ``train.initial_theta`` draws it."""
+    sizes, seeds = cfg.sweep.sizes, cfg.sweep.seeds
+    size = jnp.asarray(np.repeat(sizes, seeds), jnp.int32)
+    rep = jnp.asarray(np.tile(np.arange(seeds), len(sizes)), jnp.int32)
+    keys = D.streams(jnp.uint32(cfg.sweep.base_seed), rep, size, cfg.data.coupling == "nested")
+    return np.asarray(initial_theta(cfg.train.init, keys, 1, p)[:, 0]).reshape(len(sizes), seeds, p)
+
+
+def moments(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, ...]:
+    """At theta [p]: the population L1, subgradient G [p], its Jacobian H = E[2 f(a) (x,1)(x,1)^T]
+    [p, p] (0 for a pool: its loss is piecewise linear) and the covariance of one sample's
+    subgradient Sigma = E[sign(r)^2 (x,1)(x,1)^T] - G G^T [p, p]."""
+    r = pop.x @ theta - pop.y
+    if noise is None:
+        a, s, ds = jnp.abs(r), sign(r), jnp.zeros_like(r)
+        s2 = s * s  # sign(r)^2: 0 where a row is fitted exactly
+    else:
+        s, ds = jax.jvp(lambda v: centred_cdf(noise, v), (r,), (jnp.ones_like(r),))
+        a = r * s + 2 * upper_mean(noise, r)
+        s2 = jnp.ones_like(r)  # sign(r - eps)^2 = 1 almost surely: the noise has a density
+    g = (pop.w * s) @ pop.x
+    hess = (pop.x * (pop.w * ds)[:, None]).T @ pop.x
+    sigma = (pop.x * (pop.w * s2)[:, None]).T @ pop.x - jnp.outer(g, g)
+    return pop.w @ a, g, hess, sigma
+
+
+def loss_and_grad(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Population L1 and subgradient at theta [p]; ``noise`` None: the pool itself (csv)."""
+    return moments(noise, pop, theta)[:2]
+
+
+def _response_terms(j: jax.Array, hess: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """tr(J Sigma) and tr(J^T H J Sigma) [T, H] of the response J [direction, T, H, p]."""
+    hj = jnp.einsum("thik,jthk->thij", hess, j)
+    jhj = jnp.einsum("athi,thib->thab", j, hj)
+    return jnp.einsum("jthi,thji->th", j, sigma), jnp.einsum("thab,thba->th", jhj, sigma)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "schedule", "noise"))
+def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array,
+             optimizer: str, schedule: str, noise: DataConfig | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Optimizer steps on the population from starts theta0 [T, p] at rates lr [H] (schedule over
+    ``total`` [T] steps), with the linear response J_k = d theta_k / d xi of each trajectory to a
+    fixed perturbation xi of every step's gradient (a finite sample's gradient noise), propagated
+    through the optimizer's own update by forward-mode differentiation.  Returns, after each step
+    count of ``record_at`` [K] (sorted, from 0), [K, T, H] each: the population L1, tr(J Sigma)
+    and tr(J^T H J Sigma) at the current point."""
+    mom = jax.vmap(jax.vmap(functools.partial(moments, noise, pop)))
+    theta = jnp.broadcast_to(theta0[:, None, :], (theta0.shape[0], lr.shape[0], theta0.shape[1]))
+    state = init_states(optimizer, schedule, theta, lr, total)
+    leaves, tree = jax.tree.flatten(state)
+    floating = [jnp.issubdtype(v.dtype, jnp.floating) for v in leaves]
+    p = theta.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(p)[:, None, None, :], (p,) + theta.shape)
+
+    def floats(st) -> list:
+        return [v for v, f in zip(jax.tree.leaves(st), floating) if f]
+
+    def advance(g, fl, th, st):  # the optimizer step, differentiable in the state's float leaves
+        it = iter(fl)
+        full = jax.tree.unflatten(tree, [next(it) if f else v for v, f in zip(jax.tree.leaves(st), floating)])
+        th2, st2 = update_all(optimizer, schedule, g, full, th, lr, total)
+        return (th2, floats(st2)), st2
+
+    def step(t: jax.Array, c: tuple) -> tuple:
+        theta, state, j, dfl = c
+        _, g, hess, _ = mom(theta)
+        (theta2, _), lin, state2 = jax.linearize(lambda g_, f_, t_: advance(g_, f_, t_, state), g,
+                                                 floats(state), theta, has_aux=True)
+        dg = jnp.einsum("thik,jthk->jthi", hess, j) + eye  # d g / d xi = H J + I
+        j, dfl = jax.vmap(lin)(dg, dfl, j)
+        return theta2, state2, j, dfl
+
+    def record(c: tuple) -> tuple[jax.Array, jax.Array, jax.Array]:
+        loss, _, hess, sigma = mom(c[0])
+        return (loss, *_response_terms(c[2], hess, sigma))
+
+    def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array, jax.Array]]:
+        c = jax.lax.fori_loop(bounds[0], bounds[1], step, c)
+        return c, record(c)
+
+    dfl0 = [jnp.zeros((p,) + v.shape, v.dtype) for v in floats(state)]
+    c0 = (theta, state, jnp.zeros_like(eye), dfl0)
+    bounds = jnp.stack([record_at[:-1], record_at[1:]], axis=-1)
+    _, out = jax.lax.scan(segment, c0, bounds)
+    return tuple(jnp.concatenate([first[None], rest]) for first, rest in zip(record(c0), out))
+
+
+class TwinCurves(NamedTuple):
+    """Each run's twin per recorded epoch [opt, batch, lr, size, seed, epoch]: its population L1
+    and the response terms tr(J Sigma), tr(J^T H J Sigma) (see ``simulate``); steps [batch, size,
+    epoch] the run's optimizer steps."""
+
+    loss: np.ndarray
+    response: np.ndarray  # tr(J Sigma): the first-order extra decrease of a size-n run is -this / n
+    curvature: np.ndarray  # tr(J^T H J Sigma): twice the rise of its population L1, times n
+    steps: np.ndarray
+    compile_s: float  # compiling its programs (skipped when the persistent cache has them)
+    run_s: float  # running them and gathering each run's curve
+
+
+def recorded_steps(cfg: Config) -> np.ndarray:
+    """Optimizer steps a run has taken at each recorded epoch [batch, size, epoch]."""
+    e = np.asarray(cfg.recorded_epochs)
+    n = np.asarray(cfg.sweep.sizes)
+    return np.stack([steps_per_epoch(n, b)[:, None] * e[None, :] for b in cfg.train.batch_size])
+
+
+def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinCurves:
+    """The twin of every run of a sweep.  Runs that share a start and (where the schedule uses
+    it) a total step count share one trajectory, read at each run's own step counts."""
+    t = cfg.train
+    steps = recorded_steps(cfg)  # [B, S, E]
+    starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
+    n_b, n_s, n_e = steps.shape
+    n_r = starts.shape[1]
+    totals = steps[..., -1]  # [B, S]: a run's total steps is its last recorded count
+    uses_total = t.schedule in ("cosine", "exponential")
+    # one track per distinct (start, total): every (batch, size, seed) maps to one
+    keyed = np.concatenate([np.broadcast_to(starts[None], (n_b, n_s, n_r, starts.shape[-1])),
+                            np.broadcast_to((totals if uses_total else 0 * totals)[..., None, None],
+                                            (n_b, n_s, n_r, 1)).astype(np.float32)], -1)
+    tracks, which = np.unique(keyed.reshape(-1, keyed.shape[-1]), axis=0, return_inverse=True)
+    record_at = np.unique(steps)
+    lr = jnp.asarray(t.learning_rate, jnp.float32)
+    total = jnp.asarray(np.maximum(tracks[:, -1], 1), jnp.int32) if uses_total else \
+        jnp.asarray(np.full(len(tracks), max(int(totals.max()), 1)), jnp.int32)
+    pos = np.searchsorted(record_at, steps)  # [B, S, E]
+    which = which.reshape(n_b, n_s, n_r)
+    out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
+    args = (pop, jnp.asarray(tracks[:, :-1]), lr, total, jnp.asarray(record_at, jnp.int32))
+    compile_s = run_s = 0.0
+    for o, opt in enumerate(t.optimizer):
+        t0 = time.perf_counter()
+        program = simulate.lower(*args, optimizer=opt, schedule=t.schedule, noise=noise).compile()
+        t1 = time.perf_counter()
+        for i, buf in enumerate(program(*args)):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
+            out[i, o] = np.moveaxis(np.asarray(buf)[pos[:, :, None, :], which[..., None], :], -1, 1)
+        compile_s, run_s = compile_s + t1 - t0, run_s + time.perf_counter() - t1
+    return TwinCurves(*out, steps, compile_s, run_s)
+
+
+class Prediction(NamedTuple):
+    """Predicted training and held-out L1 of every run [opt, batch, lr, size, seed, epoch], the
+    overfitting term O [size] it used, and per run and epoch whether the linear response left the
+    bounds a stable step keeps it in (its terms were clipped there: see ``finite_n_terms``)."""
+
+    train: np.ndarray
+    test: np.ndarray
+    overfit: np.ndarray
+    clipped: np.ndarray
+
+
+def population_minimum(noise: DataConfig | None, pop: Population) -> float:
+    """The least population L1: the Bayes floor E|eps| (synthetic), or the pool's exact L1 fit."""
+    if noise is not None:
+        return bayes_l1_floor(noise)
+    x, y = np.asarray(pop.x, np.float64), np.asarray(pop.y, np.float64)
+    return float(lad(x[:, :-1], y).loss)
+
+
+def overfitting_term(cfg: Config, lstar: np.ndarray, minimum: float) -> np.ndarray:
+    """O_n [size], how far a size-n run's training L1 ends below the population minimum: the exact
+    fit's p / (4 f(0) n) for synthetic data (claim 3's theory); for csv data, whose noise law is
+    unknown, the pool's least L1 minus the mean exact optimum ``lstar`` [size] of the subsamples."""
+    n = np.asarray(cfg.sweep.sizes, float)
+    if cfg.data.source == "csv":
+        return np.maximum(minimum - np.asarray(lstar, float), 0.0)
+    return (cfg.data.n_features + 1) / (4 * noise_density_at_zero(cfg.data) * n)
+
+
+def finite_n_terms(cfg: Config, curves: TwinCurves, overfit: np.ndarray) -> Prediction:
+    """The twin with its finite-n terms: the linear response of a run to its sample's gradient
+    noise xi (covariance Sigma / n, times (N - n) / (N - 1) for a pool of N rows), to second order.
+    A run's training L1 is its twin's plus E[xi.e] + E[e^T H e] / 2 with e = J xi, i.e.
+    (tr(J Sigma) + tr(J^T H J Sigma) / 2) / n; its held-out L1 rises by tr(J^T H J Sigma) / (2 n).
+    For plain sgd J starts at -k lr I (the initial-rate theory's extra decrease lr tr Sigma / n per
+    step) and ends at -H^-1, where the terms are claim 3's -p / (4 f(0) n) and +p / (4 f(0) n).
+    A pool's loss is piecewise linear (H = 0), so for csv data the first term, V = -tr(J Sigma) / n,
+    saturates at the overfitting term O (``overfit`` [size]): train = twin - O u, u = 1 - exp(-V/O),
+    held-out = twin + O (1 - sqrt(1 - u))^2 (one mode of the quadratic model).
+
+    In the quadratic model a stable step (|1 - lr h| < 1 in every mode) keeps the training term in
+    [-O, 0] and the held-out one in [0, 4 O]; where the response leaves these bounds (adam's long
+    oscillations around the optimum amplify it without limit), the terms are clipped to them and
+    the run's epoch counted in ``clipped``."""
+    n = np.asarray(cfg.sweep.sizes, float)[:, None, None]  # against [size, seed, epoch]
+    over = np.asarray(overfit, float)[:, None, None]
+    if cfg.data.source == "synthetic":
+        with np.errstate(invalid="ignore", over="ignore"):
+            down = (curves.response.astype(np.float64) + curves.curvature / 2) / n
+            up = curves.curvature.astype(np.float64) / (2 * n)
+        slack = 0.01 * over  # float32 rounding at the bounds themselves (J = -H^-1 at convergence)
+        clipped = ~((down >= -over - slack) & (down <= slack) & (up >= -slack) & (up <= 4 * over + slack))
+        train = curves.loss + np.clip(np.nan_to_num(down), -over, 0.0)
+        test = curves.loss + np.clip(np.nan_to_num(up), 0.0, 4 * over)
+        return Prediction(train.astype(np.float32), test.astype(np.float32), over[:, 0, 0], clipped)
+    pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
+    v = -curves.response.astype(np.float64) * (pool - n) / max(pool - 1, 1) / n
+    clipped = ~(v >= 0)  # also where the response is not finite
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        u = np.where(over > 0, -np.expm1(-np.clip(np.nan_to_num(v), 0, None) / np.where(over > 0, over, 1.0)), 0.0)
+    train = curves.loss - over * u
+    test = curves.loss + over * (1 - np.sqrt(1 - u)) ** 2
+    return Prediction(train.astype(np.float32), test.astype(np.float32), over[:, 0, 0], clipped)
+
+
+# ------------------------------------------------------------------ one sweep against its twin
+
+class SweepTwin(NamedTuple):
+    """A sweep's twin and how its prediction fares against the measured curves."""
+
+    curves: TwinCurves
+    predicted: Prediction
+    gap: stats.Summary  # measured - predicted train L1, paired per seed [opt, batch, lr, size, epoch]
+    integration_error: float  # max |L| change when the quadrature is refined, over the runs' starts
+    ok: np.ndarray  # [opt, batch, lr, size, seed] runs that did not diverge (the ones compared)
+
+
+def applies(cfg: Config) -> str | None:
+    """Why a sweep has no twin (None if it has one)."""
+    if cfg.train.gradient != "l1":
+        return "the article's update is not the L1 subgradient: no population loss it descends"
+    return None
+
+
+def integration_error(cfg: Config, noise: DataConfig | None, pop: Population, max_starts: int = 256) -> float:
+    """Largest change of the population L1 at the runs' starts (and theta*) when the quadrature
+    is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger quasi-random set); 0 for csv."""
+    if noise is None:
+        return 0.0
+    fine = synthetic_population(noise, refine=2)
+    starts = run_starts(cfg, int(pop.x.shape[1])).reshape(-1, pop.x.shape[1])[:max_starts]
+    star = np.asarray(noise.true_weights + (noise.true_bias,), np.float32)[None]
+    th = jnp.asarray(np.concatenate([starts, star]), jnp.float32)
+    got = [jax.vmap(lambda t, q=q: loss_and_grad(noise, q, t)[0])(th) for q in (pop, fine)]
+    return float(jnp.max(jnp.abs(got[0] - got[1])))
+
+
+def sweep_twin(a: Analysis) -> SweepTwin | None:
+    """The twin of every run of an analysed sweep, its prediction and the paired gaps."""
+    cfg = a.results.config
+    if applies(cfg) is not None:
+        return None
+    noise, pop = population_of(cfg)
+    curves = twin_curves(cfg, noise, pop)
+    minimum = population_minimum(noise, pop)
+    with stats.quiet(), np.errstate(invalid="ignore"):
+        lstar = np.nanmean(a.optima.lstar, axis=-1)
+    pred = finite_n_terms(cfg, curves, overfitting_term(cfg, lstar, minimum))
+    ok = np.asarray(a.results.diverged_epoch) < 0
+    measured = np.where(ok[..., None], np.asarray(a.results.train_l1, np.float64), np.nan)
+    with stats.quiet():
+        gap = stats.t_summary(stats.moments(measured - pred.train, axis=4), cfg.sweep.seeds)
+    return SweepTwin(curves, pred, gap, integration_error(cfg, noise, pop), ok)
+
+
+def seed_mean(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Mean over the non-diverged seeds: [opt, batch, lr, size, seed, epoch] -> [..., epoch]."""
+    with np.errstate(invalid="ignore"), stats.quiet():
+        return np.nanmean(np.where(ok[..., None], v, np.nan), axis=4)
+
+
+class Worst(NamedTuple):
+    """The largest paired gap of one setting's curve, in standard errors, and where it is."""
+
+    z: float  # (measured - predicted) / se at that epoch
+    epoch: int
+    gap: float  # measured - predicted mean train L1 there
+    relative: float  # gap / predicted
+    max_relative: float  # largest |gap| / predicted over all epochs
+
+
+def worst_gap(tw: SweepTwin, epochs: list[int], idx: tuple[int, int, int, int]) -> Worst:
+    """The epoch with the largest |gap| / se of setting ``idx`` = (opt, batch, lr, size)."""
+    g = tw.gap
+    mean, se = g.mean[idx], g.sem[idx]
+    pred = seed_mean(tw.predicted.train, tw.ok)[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.inf * np.sign(mean)))
+        rel = np.abs(mean) / pred
+    if not np.isfinite(mean).any():
+        return Worst(np.nan, -1, np.nan, np.nan, np.nan)
+    i = int(np.nanargmax(np.abs(np.where(np.isfinite(mean), z, np.nan))))
+    return Worst(float(z[i]), int(epochs[i]), float(mean[i]), float(mean[i] / pred[i]), float(np.nanmax(rel)))
+
+
+def predicted_outcomes(a: Analysis, tw: SweepTwin, key: str) -> list[str] | None:
+    """The outcome claim ``key`` would have in each setting (claims.settings order) if the runs
+    followed the prediction exactly: the decision rule applied to the predicted contrast, with
+    the measured margin; None for claims the twin does not predict (spreads, learning rates)."""
+    co = a.results.coords
+    if key == "faster_small":
+        ki = co["epoch"].index(a.k)
+        v = (tw.predicted.train[..., 0] - tw.predicted.train[..., ki]) / a.k
+        measured = a.metrics.rate_epoch
+    elif key in ("lowest_final_test", "lowest_final_train"):
+        v = (tw.predicted.test if key == "lowest_final_test" else tw.predicted.train)[..., -1]
+        measured = a.metrics.final_test if key == "lowest_final_test" else a.metrics.final_train
+    else:
+        return None
+    v = np.where(tw.ok, v, np.nan)
+    out = []
+    with stats.quiet(), np.errstate(invalid="ignore"):
+        for _, (o, b, l) in C.settings(a):
+            d = float(np.nanmean(v[o, b, l, 0]) - np.nanmean(v[o, b, l, -1]))
+            margin = C.MARGIN * float(np.nanmean(np.abs(measured[o, b, l, -1])))
+            out.append(C.decide(C.Estimate(d, d, d), margin, "greater"))
+    return out
+
+
+def explains(a: Analysis, tw: SweepTwin | None, claim_list: list) -> dict[str, dict]:
+    """Per claim, whether the twin's prediction gives the measured outcome in every setting the
+    runs decided (inconclusive settings aside): for ``claims.json``."""
+    out = {}
+    for c in claim_list:
+        pred = None if tw is None or not c.evidence else predicted_outcomes(a, tw, c.key)
+        if pred is None:
+            why = ("no twin for this sweep" if tw is None else "not applicable on this sweep" if not c.evidence
+                   else "the twin predicts mean curves, not spreads over datasets or the best learning rate")
+            out[c.key] = {"explains": None, "why": why}
+            continue
+        pairs = [(e.outcome, p) for e, p in zip(c.evidence, pred) if e.outcome != "inconclusive"]
+        agree = sum(m == p for m, p in pairs)
+        out[c.key] = {"explains": bool(pairs) and agree == len(pairs), "settings_agreeing": agree,
+                      "settings_decided": len(pairs), "predicted_outcomes": pred}
+    return out
