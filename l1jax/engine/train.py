@@ -16,6 +16,8 @@ import numpy as np
 
 from l1jax.engine import data as D
 from l1jax.engine.config import Config
+from l1jax.engine.kernels import cpu as cpu_kernels
+from l1jax.engine.kernels import fused_path
 from l1jax.engine.plan import Group, block_group, shared_lr_pass
 from l1jax.engine.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
@@ -156,7 +158,8 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
 
 class StepRule(NamedTuple):
     """How every run steps: its optimizer, schedule and gradient mode, whether one pass over the
-    data serves all learning rates (``shared``), the learning rates [H] and steps per run [D]."""
+    data serves all learning rates (``shared``), the learning rates [H], steps per run [D], and
+    the fused kernel that trains it (``kernels.fused_path``; None for the XLA path)."""
 
     optimizer: str
     schedule: str
@@ -164,6 +167,7 @@ class StepRule(NamedTuple):
     shared: bool
     lr: jax.Array
     total_steps: jax.Array
+    fused: str | None = None
 
 
 class TrainingSet(NamedTuple):
@@ -300,6 +304,55 @@ def minibatch_epoch(carry: Carry, epoch: jax.Array, layout: MinibatchLayout, shu
     return Carry(theta, state, diverged)
 
 
+class FusedLayout(NamedTuple):
+    """What the fused minibatch epoch reads: the packed data as flat slots [d + 1, slots] (x, then
+    y), per dataset its first slot, size and shuffle grid sides [D, 4] and shuffle domain, the
+    widest excess of the group's grids, the batch width, the largest size and each dataset's
+    steps an epoch [D]."""
+
+    samples: jax.Array
+    table: jax.Array
+    domain: D.Domain
+    walk_width: int
+    width: int
+    max_size: int
+    steps: jax.Array
+
+
+def fused_layout(group: Group, data: D.Packed, size: jax.Array) -> FusedLayout:
+    """The fused minibatch epoch's view of a group's packed data (see ``FusedLayout``)."""
+    dom = D.domains(group.arrays().size)
+    first_slot = jnp.asarray(_first_tiles(group) * group.tile)
+    table = jnp.stack([first_slot, size, jnp.asarray(dom.a, jnp.int32), jnp.asarray(dom.b, jnp.int32)], axis=1)
+    samples = jnp.concatenate([data.x.reshape(data.x.shape[0], -1), data.y.reshape(1, -1)])
+    steps = (size + group.width - 1) // group.width
+    return FusedLayout(samples, table, D.Domain(*(jnp.asarray(v) for v in dom)),
+                       int(np.max(dom.a * dom.b - dom.n)), group.width, max(group.sizes), steps)
+
+
+def _advance_counts(state: Any, steps: jax.Array) -> Any:
+    """optax's state after ``steps`` [D] more updates of a constant-rate SGD: its step counters
+    (the integer leaves) advanced, its other leaves as they are."""
+    def advance(v: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(v.dtype, jnp.integer):
+            return v
+        return v + steps.reshape(-1, *([1] * (v.ndim - 1))).astype(v.dtype)
+    return jax.tree.map(advance, state)
+
+
+def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: FusedLayout, shuffle_keys: jax.Array,
+                          rule: StepRule) -> Carry:
+    """One minibatch epoch of plain SGD for every run in one fused CPU kernel call: the same
+    Feistel orders (round keys and cycle walks from ``data.py``), batches and optax.sgd updates
+    as ``minibatch_epoch``."""
+    keys = jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch)  # [D, rounds]
+    walks = D.cycle_walks(keys, layout.domain, layout.walk_width)
+    theta = cpu_kernels.sgd_epoch(layout.samples, carry.theta, rule.lr, layout.table, keys, walks,
+                                  layout.width, layout.max_size, rule.gradient)
+    diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
+    return Carry(theta, _advance_counts(carry.state, layout.steps), diverged)
+
+
 def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
                      rule: StepRule) -> tuple[Carry, jax.Array]:
     """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
@@ -351,7 +404,7 @@ def record(theta: jax.Array, train_set: TrainingSet, held_out: HeldOut, rule: St
 
 def record_block(carry: Carry, start: jax.Array, length: int, train_set: TrainingSet,
                  held_out: HeldOut, rule: StepRule,
-                 layout: MinibatchLayout | None, shuffle_keys: jax.Array) -> tuple[Carry, Record]:
+                 layout: MinibatchLayout | FusedLayout | None, shuffle_keys: jax.Array) -> tuple[Carry, Record]:
     """Record epoch ``start``, then train ``length`` epochs: full-batch if ``layout`` is None
     (its first epoch's loss is the recorded training L1), else minibatch."""
     test, err = held_out_metrics(carry.theta, held_out, rule.shared)
@@ -360,7 +413,8 @@ def record_block(carry: Carry, start: jax.Array, length: int, train_set: Trainin
         carry, train = _scan_epochs(epoch, (carry, jnp.zeros(carry.diverged.shape)), start, length)
     else:
         train = train_l1(carry.theta, train_set, rule)
-        epoch = functools.partial(minibatch_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule)
+        step_epoch = fused_minibatch_epoch if isinstance(layout, FusedLayout) else minibatch_epoch
+        epoch = functools.partial(step_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule)
         carry = _scan_epochs(epoch, carry, start, length)
     return carry, Record(train, test, err)
 
@@ -386,9 +440,14 @@ def _make_block_train(cfg: Config, group: Group, n_features: int,
         theta0 = initial_theta(tc.init, keys, inp.lr.shape[0], n_features + 1)
         total_steps = (jnp.full((group.n_datasets,), epochs, jnp.float32) if group.full_batch
                        else epochs * jnp.ceil(train_set.count / group.width))
-        rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps)
-        layout = (None if group.full_batch
-                  else minibatch_layout(group, train_set.data, inp.size, total_steps))
+        fused = fused_path(jax.default_backend(), group.optimizer, tc.schedule, group.full_batch, tc.kernels)
+        rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps, fused)
+        if group.full_batch:
+            layout = None
+        elif fused == "cpu_sgd_epoch":
+            layout = fused_layout(group, train_set.data, inp.size)
+        else:
+            layout = minibatch_layout(group, train_set.data, inp.size, total_steps)
         block = functools.partial(record_block, train_set=train_set, held_out=held_out, rule=rule,
                                   layout=layout, shuffle_keys=keys.shuffle)
 
