@@ -307,8 +307,8 @@ def minibatch_epoch(carry: Carry, epoch: jax.Array, layout: MinibatchLayout, shu
 class FusedLayout(NamedTuple):
     """What the fused minibatch epoch reads: the packed data as flat slots [d + 1, slots] (x, then
     y), per dataset its first slot, size and shuffle grid sides [D, 4] and shuffle domain, the
-    widest excess of the group's grids, the batch width, the largest size and each dataset's
-    steps an epoch [D]."""
+    widest excess of the group's grids, the batch width, the largest size and grid side b, and
+    each dataset's steps an epoch [D]."""
 
     samples: jax.Array
     table: jax.Array
@@ -316,6 +316,7 @@ class FusedLayout(NamedTuple):
     walk_width: int
     width: int
     max_size: int
+    max_side: int
     steps: jax.Array
 
 
@@ -327,7 +328,7 @@ def fused_layout(group: Group, data: D.Packed, size: jax.Array) -> FusedLayout:
     samples = jnp.concatenate([data.x.reshape(data.x.shape[0], -1), data.y.reshape(1, -1)])
     steps = (size + group.width - 1) // group.width
     return FusedLayout(samples, table, D.Domain(*(jnp.asarray(v) for v in dom)),
-                       int(np.max(dom.a * dom.b - dom.n)), group.width, max(group.sizes), steps)
+                       int(np.max(dom.a * dom.b - dom.n)), group.width, max(group.sizes), int(np.max(dom.b)), steps)
 
 
 def _advance_counts(state: Any, steps: jax.Array) -> Any:
@@ -348,16 +349,25 @@ def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: FusedLayout, s
     keys = jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch)  # [D, rounds]
     walks = D.cycle_walks(keys, layout.domain, layout.walk_width)
     theta = cpu_kernels.sgd_epoch(layout.samples, carry.theta, rule.lr, layout.table, keys, walks,
-                                  layout.width, layout.max_size, rule.gradient)
+                                  layout.width, layout.max_size, layout.max_side, rule.gradient)
     diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
     return Carry(theta, _advance_counts(carry.state, layout.steps), diverged)
+
+
+def data_sums(train_set: TrainingSet, theta: jax.Array, rule: StepRule) -> tuple[jax.Array, jax.Array]:
+    """Per run the sums of |r| [D, H] and of the gradient terms [D, H, p] over its whole training
+    set: the fused CPU pass wherever a fused kernel trains the group, else XLA's."""
+    data = train_set.data
+    if rule.fused is not None:
+        return cpu_kernels.full_batch_sums(data.x, data.y, data.count, data.owner, theta, rule.gradient)
+    return packed_sums(data, theta, train_set.count.shape[0], rule.gradient, rule.shared)
 
 
 def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
                      rule: StepRule) -> tuple[Carry, jax.Array]:
     """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
     count = train_set.count
-    l1_sum, grad_sum = packed_sums(train_set.data, carry.theta, count.shape[0], rule.gradient, rule.shared)
+    l1_sum, grad_sum = data_sums(train_set, carry.theta, rule)
     loss = l1_sum / count[:, None]
     grad = gradient_from_sums(grad_sum, count[:, None, None], rule.gradient)
     theta, state = _update(rule, grad, carry.state, carry.theta, rule.total_steps)
@@ -376,8 +386,7 @@ def _full_batch_epoch_keeping_loss(carry_loss: tuple[Carry, jax.Array], epoch: j
 
 def train_l1(theta: jax.Array, train_set: TrainingSet, rule: StepRule) -> jax.Array:
     """Mean training L1 [D, H] of every run at ``theta``."""
-    count = train_set.count
-    return packed_sums(train_set.data, theta, count.shape[0], rule.gradient, rule.shared)[0] / count[:, None]
+    return data_sums(train_set, theta, rule)[0] / train_set.count[:, None]
 
 
 def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple[jax.Array, jax.Array]:
