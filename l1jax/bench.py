@@ -46,6 +46,8 @@ WORKLOADS = {
     "bench-gpu": Workload(GPU_SIZES, 1000, 1000),
     "bench-lr": Workload(GPU_SIZES, 1000, 1000, tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())),
     "bench-sgd": Workload(CPU_SIZES, 64, 20, batch=32),
+    # bench-lr's 16 learning rates at bench-cpu's sizes (a quarter of its seeds)
+    "bench-lr-cpu": Workload(CPU_SIZES, 16, 300, tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())),
 }
 
 

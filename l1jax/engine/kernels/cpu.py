@@ -25,11 +25,20 @@ from numba import cfunc, njit, types
 from l1jax.engine import data as D
 from l1jax.engine.kernels import cpu_ffi as F
 
-MASK32 = 0xFFFFFFFF
+# Reordered float32 sums (vectorized) and fused multiply-adds; no NaN or Inf assumptions and no
+# approximate functions, so a diverging run still becomes NaN or Inf exactly as in XLA.
+FASTMATH = {"reassoc", "contract"}
 SEED_GRADIENT = 1  # gradient mode code: 0 the L1 subgradient, 1 the article's r * (x, 1)
 
 
 # ---------------------------------------------------------------- the Feistel order
+
+@njit(inline="always")
+def _sign(r):
+    """sign(r), 0 at 0 and at NaN (as ``step.sign``): copysign where r is not 0, a masked
+    select that vectorizes in fewer instructions than two comparisons."""
+    return np.copysign(np.float32(1.0), r) if (r > 0 or r < 0) else np.float32(0.0)
+
 
 @njit(inline="always")
 def _mix(x):
@@ -93,7 +102,7 @@ assert D.FEISTEL_ROUNDS == 8, "epoch_order unrolls data.py's 8 rounds"
 # feature), since calls and array views per batch cost more than the batch's arithmetic.
 
 
-@njit(fastmath={"reassoc"}, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def _epoch_two_features(samples, theta, lr, table, keys, walks, width, mode, order, first_round, buf):
     """``sgd_epoch_arrays`` for two features."""
     x0_all, x1_all, y_all = samples[0], samples[1], samples[2]
@@ -114,7 +123,7 @@ def _epoch_two_features(samples, theta, lr, table, keys, walks, width, mode, ord
                     x0, x1 = b0[j], b1[j]
                     r = ((bias - by[j]) + x0 * w0) + x1 * w1
                     if mode != SEED_GRADIENT:
-                        r = np.float32(r > 0) - np.float32(r < 0)
+                        r = _sign(r)
                     g0 += r * x0
                     g1 += r * x1
                     gb += r
@@ -128,7 +137,7 @@ def _epoch_two_features(samples, theta, lr, table, keys, walks, width, mode, ord
                 theta[ds, h, 2] = bias + step * gb
 
 
-@njit(fastmath={"reassoc"}, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def _epoch_any_features(samples, theta, lr, table, keys, walks, width, mode, order, first_round, buf):
     """``sgd_epoch_arrays`` for any number of features d: buf rows x_1..x_d, y, r."""
     p = samples.shape[0]
@@ -156,7 +165,7 @@ def _epoch_any_features(samples, theta, lr, table, keys, walks, width, mode, ord
                         r[j] = r[j] + x[j] * w
                 if mode != SEED_GRADIENT:
                     for j in range(c):
-                        r[j] = np.float32(r[j] > 0) - np.float32(r[j] < 0)
+                        r[j] = _sign(r[j])
                 for k in range(d):
                     x = buf[k]
                     acc = np.float32(0.0)
@@ -223,7 +232,7 @@ def _sgd_epoch_handler(address):
 # tile's sums are added to its dataset's in tile order.
 
 
-@njit(fastmath={"reassoc"}, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def _sums_two_features(x, y, count, owner, theta, mode, l1, grad):
     """``full_batch_sums_arrays`` for two features."""
     for t in range(y.shape[0]):
@@ -234,19 +243,22 @@ def _sums_two_features(x, y, count, owner, theta, mode, l1, grad):
             a = g0 = g1 = gb = np.float32(0.0)
             for j in range(c):
                 r = ((bias - yt[j]) + x0[j] * w0) + x1[j] * w1
-                a += abs(r)
                 if mode != SEED_GRADIENT:
-                    r = np.float32(r > 0) - np.float32(r < 0)
-                g0 += r * x0[j]
-                g1 += r * x1[j]
-                gb += r
+                    sg = _sign(r)
+                    a += sg * r  # |r|, exactly, in one multiply-add
+                else:
+                    sg = r
+                    a += abs(r)
+                g0 += sg * x0[j]
+                g1 += sg * x1[j]
+                gb += sg
             l1[o, h] += a
             grad[o, h, 0] += g0
             grad[o, h, 1] += g1
             grad[o, h, 2] += gb
 
 
-@njit(fastmath={"reassoc"}, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def _sums_any_features(x, y, count, owner, theta, mode, l1, grad, r):
     """``full_batch_sums_arrays`` for any number of features d (r: scratch [>= T])."""
     d = x.shape[0]
@@ -267,7 +279,7 @@ def _sums_any_features(x, y, count, owner, theta, mode, l1, grad, r):
             l1[o, h] += a
             if mode != SEED_GRADIENT:
                 for j in range(c):
-                    r[j] = np.float32(r[j] > 0) - np.float32(r[j] < 0)
+                    r[j] = _sign(r[j])
             for k in range(d):
                 xk = x[k, t]
                 acc = np.float32(0.0)
