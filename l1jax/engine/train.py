@@ -16,7 +16,6 @@ import numpy as np
 
 from l1jax.engine import data as D
 from l1jax.engine.config import Config
-from l1jax.engine.kernels import cpu as cpu_kernels
 from l1jax.engine.kernels import fused_path
 from l1jax.engine.plan import Group, block_group, shared_lr_pass
 from l1jax.engine.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
@@ -346,9 +345,10 @@ def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: FusedLayout, s
     """One minibatch epoch of plain SGD for every run in one fused CPU kernel call: the same
     Feistel orders (round keys and cycle walks from ``data.py``), batches and optax.sgd updates
     as ``minibatch_epoch``."""
+    from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
     keys = jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch)  # [D, rounds]
     walks = D.cycle_walks(keys, layout.domain, layout.walk_width)
-    theta = cpu_kernels.sgd_epoch(layout.samples, carry.theta, rule.lr, layout.table, keys, walks,
+    theta = cpu.sgd_epoch(layout.samples, carry.theta, rule.lr, layout.table, keys, walks,
                                   layout.width, layout.max_size, layout.max_side, rule.gradient)
     diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
     return Carry(theta, _advance_counts(carry.state, layout.steps), diverged)
@@ -359,8 +359,16 @@ def data_sums(train_set: TrainingSet, theta: jax.Array, rule: StepRule) -> tuple
     set: the fused CPU pass wherever a fused kernel trains the group, else XLA's."""
     data = train_set.data
     if rule.fused is not None:
-        return cpu_kernels.full_batch_sums(data.x, data.y, data.count, data.owner, theta, rule.gradient)
+        from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
+        return cpu.full_batch_sums(data.x, data.y, data.count, data.owner, theta, rule.gradient)
     return packed_sums(data, theta, train_set.count.shape[0], rule.gradient, rule.shared)
+
+
+def mean_of_sums(sums: jax.Array, count: jax.Array) -> jax.Array:
+    """sums [D, H] / count [D], as a product with the reciprocal: XLA rewrites a division by a
+    broadcast divisor into that product for some shapes and not others, which made a run's
+    recorded loss depend on how many learning rates shared its program (1 ulp)."""
+    return sums * (1.0 / count)[:, None]
 
 
 def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
@@ -368,7 +376,7 @@ def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
     """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
     count = train_set.count
     l1_sum, grad_sum = data_sums(train_set, carry.theta, rule)
-    loss = l1_sum / count[:, None]
+    loss = mean_of_sums(l1_sum, count)
     grad = gradient_from_sums(grad_sum, count[:, None, None], rule.gradient)
     theta, state = _update(rule, grad, carry.state, carry.theta, rule.total_steps)
     diverged = _first_bad(carry.diverged, ~jnp.isfinite(loss), epoch)
@@ -386,7 +394,7 @@ def _full_batch_epoch_keeping_loss(carry_loss: tuple[Carry, jax.Array], epoch: j
 
 def train_l1(theta: jax.Array, train_set: TrainingSet, rule: StepRule) -> jax.Array:
     """Mean training L1 [D, H] of every run at ``theta``."""
-    return data_sums(train_set, theta, rule)[0] / train_set.count[:, None]
+    return mean_of_sums(data_sums(train_set, theta, rule)[0], train_set.count)
 
 
 def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple[jax.Array, jax.Array]:
