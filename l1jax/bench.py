@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l1jax.engine.config import Config, DataConfig, SweepConfig, TrainConfig
+from l1jax.engine.kernels import fused_path
 from l1jax.engine.plan import padding_efficiency, plan, shared_lr_pass
 from l1jax.engine.sweep import compile_program, group_inputs, host_description, n_features, run_group
 from l1jax.engine.train import make_train
@@ -241,12 +243,24 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def kernels_used(cfg: Config) -> list[str]:
+    """The fused kernel of each of the config's groups on this backend ("xla" where none)."""
+    return [fused_path(jax.default_backend(), g.optimizer, cfg.train.schedule, g.full_batch,
+                       cfg.train.kernels) or "xla" for g in plan(cfg)]
+
+
 def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
-    """Measure one workload in this process; returns the JSON record."""
+    """Measure one workload in this process; returns the JSON record.  l1jax runs as configured
+    (fused kernels where they apply) and, where that differs, with ``train.kernels = "xla"``;
+    the load average before and after says how busy the machine was."""
     w = WORKLOADS[name]
     cfg = workload_config(w)
     work = useful_sample_epochs(w)
+    load_before = os.getloadavg()
     mine = l1jax_timings(cfg)
+    xla_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, kernels="xla"))
+    paths = kernels_used(cfg)
+    xla = l1jax_timings(xla_cfg) if paths != kernels_used(xla_cfg) else None
     npl = numpy_loop(w, peer_budget_s)
     per = jit_per_size(w, peer_budget_s)
     layouts = pass_layouts(w)
@@ -262,7 +276,10 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
         "device": f"{dev.platform}: {dev.device_kind}", "devices": len(jax.local_devices()),
         "host": host_description(),
         "jax": jax.__version__,
-        "l1jax": {**mine, "cold_rate": rate(mine["cold_s"]), "warm_rate": warm},
+        "l1jax": {**mine, "cold_rate": rate(mine["cold_s"]), "warm_rate": warm, "kernels": paths},
+        "l1jax_xla": None if xla is None else {**xla, "cold_rate": rate(xla["cold_s"]),
+                                                "warm_rate": rate(xla["warm_s"])},
+        "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())],
         "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
         "jit_per_size": {**per, "rate": rate(per.get("seconds"))},
         "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s"))},
@@ -337,11 +354,13 @@ def markdown(records: list[dict[str, Any]]) -> str:
     if not all(r.get("peak_before_roofline") for r in records):
         lines += ["", "\\* Peak memory read after the roofline's array was allocated (512 MiB on the CPU, "
                   "2 GiB on accelerators), so it includes that array; later records read it before."]
+    lines += _kernel_lines(records)
     lines += _minibatch_fractions(records)
     lines += ["", "Targets (issue 4): CPU warm ≥ 7x and cold ≥ 3x the NumPy loop on bench-cpu; GPU ≥ 70% "
               "of the roofline on bench-gpu; bench-lr ≥ 2x the single-run roofline; padding ≥ 90%. "
               "Targets (issue 14): bench-sgd warm ≥ 3x and cold ≥ 1.5x the Numba loop, bench-cpu warm "
-              "≥ 5x the Numba loop.", "",
+              "≥ 5x the Numba loop. Targets (issue 24, fused CPU kernels): bench-sgd warm and cold ≥ 1x "
+              "the Numba loop, bench-cpu warm ≥ 1x, bench-lr-cpu (16 learning rates) warm ≥ 1.3x.", "",
               "The roofline is the streaming bandwidth from main memory. On the CPU l1jax trains "
               "replicates in blocks whose data stays in cache for all their epochs "
               "(`plan.block_seeds`), so it is not a bound there; on accelerators a program is one "
@@ -362,6 +381,27 @@ def markdown(records: list[dict[str, Any]]) -> str:
               "make one run about a quarter of `--peer-budget`. \"not measured\": the record predates "
               "the peer; \"not installed\": numba was missing.", ""]
     return "\n".join(lines)
+
+
+def _kernel_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Lines comparing l1jax's fused CPU kernels with its XLA path and the Numba peer, for the
+    records that measured both paths."""
+    lines = []
+    for r in records:
+        x, m, nb = r.get("l1jax_xla"), r["l1jax"], r.get("numba") or {}
+        if not x:
+            continue
+        peer_w, peer_c = nb.get("warm_rate"), nb.get("cold_rate")
+        load = r.get("load_average")
+        busy = "" if not load else f"; load average {load[0]:.1f} before, {load[3]:.1f} after"
+        lines.append(f"- {r['workload']} on {r['device']}{_count(r)} ({', '.join(sorted(set(m['kernels'])))}): "
+                     f"fused warm {_fmt(m['warm_rate'])}/s, cold {_fmt(m['cold_rate'])}/s; XLA path warm "
+                     f"{_fmt(x['warm_rate'])}/s, cold {_fmt(x['cold_rate'])}/s (fused/XLA "
+                     f"{_fmt(_ratio(m['warm_rate'], x['warm_rate']), 'x')} warm); fused/Numba "
+                     f"{_fmt(_ratio(m['warm_rate'], peer_w), 'x')} warm, {_fmt(_ratio(m['cold_rate'], peer_c), 'x')} "
+                     f"cold{busy}.")
+    return ["", "Fused CPU kernels (`l1jax/engine/kernels/`, the default on the CPU) against l1jax's XLA path "
+            "(`train.kernels = \"xla\"`), both measured in the record's process:", "", *lines] if lines else []
 
 
 def _minibatch_fractions(records: list[dict[str, Any]]) -> list[str]:
