@@ -104,13 +104,15 @@ def l1jax_timings(cfg: Config) -> dict[str, Any]:
 
 
 def pass_layouts(w: Workload) -> dict[str, Any] | None:
-    """Warm rates (best of two) of both ways to pass over the data with several learning rates:
-    one reduction for all of them, or one per learning rate (``plan.shared_lr_pass`` picks
-    per backend), on a tenth of the workload's seeds; None with one learning rate."""
+    """Warm rates (best of two) of both ways XLA's pass over the data can take with several
+    learning rates: one reduction for all of them, or one per learning rate
+    (``plan.shared_lr_pass`` picks per backend), on a tenth of the workload's seeds; None with
+    one learning rate.  Measured on the XLA path (the fused CPU pass has its own loop)."""
     if len(w.learning_rates) < 2:
         return None
     part = dataclasses.replace(w, seeds=max(1, w.seeds // 10))
     cfg = workload_config(part)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, kernels="xla"))  # XLA's pass layouts
     (g,) = plan(cfg)
     inputs = group_inputs(cfg, g, None)
     rates = {}

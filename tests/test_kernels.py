@@ -157,3 +157,10 @@ def test_kernels_compile_from_a_fresh_location_into_numba_s_disk_cache(tmp_path)
                            cwd=tmp_path).stdout.split()[-1] for _ in range(2)]
     assert hits == ["0", "1"]
     assert any((tmp_path / "cache").rglob("*.nbi"))
+
+
+def test_an_untested_jax_is_refused_in_one_line(monkeypatch):
+    from l1jax.engine.kernels import probe
+    monkeypatch.setattr(probe, "_jax_version", lambda: (0, 99))
+    why = probe.layout_error()
+    assert why is not None and "not among the versions" in why and "\n" not in why
