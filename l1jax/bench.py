@@ -5,7 +5,7 @@ A full-batch epoch of a linear L1 run must read each sample's features and targe
 roofline is the measured streaming bandwidth divided by those bytes.  Each workload reports
 l1jax cold (compilation included, no persistent cache) and warm (compiled), the article-style
 NumPy loop (true subgradient), one-jit-per-exact-size JAX and a Numba loop parallel over runs
-(``l1jax.peers``, optional: ``pip install l1jax[bench]``), measured on a subset of seeds where
+(``l1jax.peers``; Numba is a core dependency), measured on a subset of seeds where
 slow and extrapolated linearly in seeds (each seed is the same work), and says so.
 """
 
@@ -317,8 +317,7 @@ def _numba_cells(r: dict[str, Any]) -> str:
 def markdown(records: list[dict[str, Any]]) -> str:
     """docs/benchmarks.md from every recorded run; workloads never run on a GPU say so."""
     lines = ["# Benchmarks", "",
-             "Each record is one command, `python scripts/bench.py --workload NAME` (with "
-             "`pip install -e '.[bench]'` for the Numba peer): it measures everything in one process, "
+             "Each record is one command, `python scripts/bench.py --workload NAME`: it measures everything in one process, "
              "writes `docs/bench/NAME-DEVICE.json` and rebuilds this page from the JSON records in "
              "`docs/bench/`. Rates are useful sample-epochs per second; "
              "ratios are l1jax warm (best of three runs) or cold (compilation and first run) over the peer. Peers measured on a subset of seeds are "

@@ -354,14 +354,13 @@ def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: FusedLayout, s
     return Carry(theta, _advance_counts(carry.state, layout.steps), diverged)
 
 
-def data_sums(train_set: TrainingSet, theta: jax.Array, rule: StepRule) -> tuple[jax.Array, jax.Array]:
-    """Per run the sums of |r| [D, H] and of the gradient terms [D, H, p] over its whole training
-    set: the fused CPU pass wherever a fused kernel trains the group, else XLA's."""
-    data = train_set.data
+def data_sums(data: D.Packed, theta: jax.Array, rule: StepRule) -> tuple[jax.Array, jax.Array]:
+    """Per dataset the sums of |r| [D, H] and of the gradient terms [D, H, p] over the packed
+    data: the fused CPU pass wherever a fused kernel trains the group, else XLA's."""
     if rule.fused is not None:
         from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
         return cpu.full_batch_sums(data.x, data.y, data.count, data.owner, theta, rule.gradient)
-    return packed_sums(data, theta, train_set.count.shape[0], rule.gradient, rule.shared)
+    return packed_sums(data, theta, theta.shape[0], rule.gradient, rule.shared)
 
 
 def mean_of_sums(sums: jax.Array, count: jax.Array) -> jax.Array:
@@ -375,7 +374,7 @@ def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
                      rule: StepRule) -> tuple[Carry, jax.Array]:
     """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
     count = train_set.count
-    l1_sum, grad_sum = data_sums(train_set, carry.theta, rule)
+    l1_sum, grad_sum = data_sums(train_set.data, carry.theta, rule)
     loss = mean_of_sums(l1_sum, count)
     grad = gradient_from_sums(grad_sum, count[:, None, None], rule.gradient)
     theta, state = _update(rule, grad, carry.state, carry.theta, rule.total_steps)
@@ -394,7 +393,7 @@ def _full_batch_epoch_keeping_loss(carry_loss: tuple[Carry, jax.Array], epoch: j
 
 def train_l1(theta: jax.Array, train_set: TrainingSet, rule: StepRule) -> jax.Array:
     """Mean training L1 [D, H] of every run at ``theta``."""
-    return mean_of_sums(data_sums(train_set, theta, rule)[0], train_set.count)
+    return mean_of_sums(data_sums(train_set.data, theta, rule)[0], train_set.count)
 
 
 def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple[jax.Array, jax.Array]:
