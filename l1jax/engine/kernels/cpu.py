@@ -9,8 +9,8 @@
 
 Each run's sums depend only on its own data and parameters (the order of a sum is fixed by the
 compiled loop, the same whatever the other runs of the call are), so a run's numbers do not
-depend on the block, chunk or device count.  The sums over a batch or a tile are vectorized
-(fastmath ``reassoc`` on those loops only), so they may round differently from XLA's.
+depend on the block, chunk or device count.  The sums over a batch or a tile are vectorized and
+use fused multiply-adds (``FASTMATH``), so they round differently from XLA's.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from l1jax.engine import data as D
 from l1jax.engine.kernels import cpu_ffi as F
 
 # Reordered float32 sums (vectorized) and fused multiply-adds; no NaN or Inf assumptions and no
-# approximate functions, so a diverging run still becomes NaN or Inf exactly as in XLA.
+# approximate functions, so a diverging run still becomes NaN or Inf, as on the XLA path.
 FASTMATH = {"reassoc", "contract"}
 SEED_GRADIENT = 1  # gradient mode code: 0 the L1 subgradient, 1 the article's r * (x, 1)
 

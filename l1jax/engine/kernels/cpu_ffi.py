@@ -6,7 +6,7 @@ version 0, whose structs only grow at their end; each carries its size).  It ans
 metadata query (a call-frame extension of type 1) with its API version, works only at the
 execute stage, and returns a null error.  A frame whose sizes or buffer counts differ from
 what the handler reads gets an XLA error instead of a result, and before any handler is used
-``layout_error`` runs a probe handler on the installed jax, so a jax whose layout differs
+``probe.layout_error`` runs a probe handler on the installed jax, so a jax whose layout differs
 makes the engine fall back to its XLA path with that message.
 """
 
@@ -32,7 +32,7 @@ API_MAJOR, API_MINOR = 0, 1  # the FFI API version the handlers declare
 ERROR_CREATE = 48  # byte offset of XLA_FFI_Error_Create in XLA_FFI_Api
 FAILED_PRECONDITION = 9  # XLA_FFI_Error_Code
 LAYOUT_MESSAGE = ("l1jax fused CPU kernel: XLA's FFI call frame differs from the layout it reads; "
-                  "rerun with L1JAX_KERNELS=xla")
+                  'set kernels = "xla" in the config\'s [train] section')
 
 
 @intrinsic
