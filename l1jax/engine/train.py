@@ -1,7 +1,9 @@
 """``make_train(cfg, group)`` returns one pure ``train(inputs)`` that generates a group's data
 and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over the rows of
 the group's lane schedule) of steps on every dataset and learning rate at once (datasets packed
-in tiles or lanes), in blocks of replicates on the CPU.  Wrap it in one ``jax.jit``.
+in tiles or lanes), in blocks of replicates on the CPU.  Where ``kernels.fused_path`` names a
+fused CPU kernel, an epoch's data pass or whole minibatch epoch is one call to it inside the
+same scan.  Wrap it in one ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -349,7 +351,7 @@ def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: FusedLayout, s
     keys = jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch)  # [D, rounds]
     walks = D.cycle_walks(keys, layout.domain, layout.walk_width)
     theta = cpu.sgd_epoch(layout.samples, carry.theta, rule.lr, layout.table, keys, walks,
-                                  layout.width, layout.max_size, layout.max_side, rule.gradient)
+                          layout.width, layout.max_size, layout.max_side, rule.gradient)
     diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
     return Carry(theta, _advance_counts(carry.state, layout.steps), diverged)
 
