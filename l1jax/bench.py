@@ -5,7 +5,7 @@ A full-batch epoch of a linear L1 run must read each sample's features and targe
 roofline is the measured streaming bandwidth divided by those bytes.  Each workload reports
 l1jax cold (compilation included, no persistent cache) and warm (compiled), the article-style
 NumPy loop (true subgradient), one-jit-per-exact-size JAX and a Numba loop parallel over runs
-(``l1jax.peers``, optional: ``pip install l1jax[bench]``), measured on a subset of seeds where
+(``l1jax.peers``; Numba is a core dependency), measured on a subset of seeds where
 slow and extrapolated linearly in seeds (each seed is the same work), and says so.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from l1jax.engine.config import Config, DataConfig, SweepConfig, TrainConfig
-from l1jax.engine.plan import kernel_mode, padding_efficiency, plan, shared_lr_pass
+from l1jax.engine.kernels import fused_path
+from l1jax.engine.plan import padding_efficiency, plan, shared_lr_pass
 from l1jax.engine.sweep import compile_program, group_inputs, host_description, n_features, run_group
 from l1jax.engine.train import make_train
 
@@ -46,6 +48,8 @@ WORKLOADS = {
     "bench-gpu": Workload(GPU_SIZES, 1000, 1000),
     "bench-lr": Workload(GPU_SIZES, 1000, 1000, tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())),
     "bench-sgd": Workload(CPU_SIZES, 64, 20, batch=32),
+    # bench-lr's 16 learning rates at bench-cpu's sizes (a quarter of its seeds)
+    "bench-lr-cpu": Workload(CPU_SIZES, 16, 300, tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())),
     # a GPU pair on the same sizes and seeds, so minibatch over full batch is one division
     "gpu-full": Workload(GPU_SIZES, 4096, 100),
     "gpu-sgd": Workload(GPU_SIZES, 4096, 20, batch=32),
@@ -104,13 +108,15 @@ def l1jax_timings(cfg: Config) -> dict[str, Any]:
 
 
 def pass_layouts(w: Workload) -> dict[str, Any] | None:
-    """Warm rates (best of two) of both ways to pass over the data with several learning rates:
-    one reduction for all of them, or one per learning rate (``plan.shared_lr_pass`` picks
-    per backend), on a tenth of the workload's seeds; None with one learning rate."""
+    """Warm rates (best of two) of both ways XLA's pass over the data can take with several
+    learning rates: one reduction for all of them, or one per learning rate
+    (``plan.shared_lr_pass`` picks per backend), on a tenth of the workload's seeds; None with
+    one learning rate.  Measured on the XLA path (the fused CPU pass has its own loop)."""
     if len(w.learning_rates) < 2:
         return None
     part = dataclasses.replace(w, seeds=max(1, w.seeds // 10))
     cfg = workload_config(part)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, kernels="xla"))  # XLA's pass layouts
     (g,) = plan(cfg)
     inputs = group_inputs(cfg, g, None)
     rates = {}
@@ -125,8 +131,9 @@ def pass_layouts(w: Workload) -> dict[str, Any] | None:
 
 def kernel_paths(w: Workload) -> dict[str, Any] | None:
     """Warm rates (best of two) of the workload with the Pallas kernels (the full-batch pass, or
-    whole plain-SGD minibatch epochs) and on the XLA path (``plan.kernel_mode`` picks per
-    backend), on a tenth of its seeds; None on backends without compiled kernels."""
+    whole plain-SGD minibatch epochs) and on the XLA path (``kernels.fused_path`` picks per
+    backend), on a tenth of its seeds (the XLA minibatch path would take minutes on all of them);
+    None off GPUs, where ``benchmark`` compares the CPU kernels on every seed."""
     if jax.default_backend() != "gpu":
         return None
     part = dataclasses.replace(w, seeds=max(1, w.seeds // 10))
@@ -134,13 +141,14 @@ def kernel_paths(w: Workload) -> dict[str, Any] | None:
     (g,) = plan(cfg)
     inputs = group_inputs(cfg, g, None)
     rates = {}
-    for kernels in ("kernel", ""):
-        exe, _ = compile_program(make_train(cfg, g, n_features(cfg, None), kernels=kernels), inputs,
+    kernel = fused_path(jax.default_backend(), g.optimizer, cfg.train.schedule, g.full_batch, cfg.train.kernels)
+    for fused in (kernel, ""):
+        exe, _ = compile_program(make_train(cfg, g, n_features(cfg, None), fused=fused), inputs,
                                  full_batch=g.full_batch)
         jax.block_until_ready(exe(inputs))
         best = min(_timed(lambda: jax.block_until_ready(exe(inputs))) for _ in range(2))
-        rates["kernel_rate" if kernels else "xla_rate"] = useful_sample_epochs(part) / best
-    return {"seeds": part.seeds, **rates, "engine_uses_kernels": bool(kernel_mode(jax.default_backend()))}
+        rates["kernel_rate" if fused else "xla_rate"] = useful_sample_epochs(part) / best
+    return {"seeds": part.seeds, **rates, "engine_uses_kernels": kernel is not None}
 
 
 def _numpy_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,16 +271,29 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def kernels_used(cfg: Config) -> list[str]:
+    """The fused kernel of each of the config's groups on this backend ("xla" where none)."""
+    return [fused_path(jax.default_backend(), g.optimizer, cfg.train.schedule, g.full_batch,
+                       cfg.train.kernels) or "xla" for g in plan(cfg)]
+
+
 def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
-    """Measure one workload in this process; returns the JSON record."""
+    """Measure one workload in this process; returns the JSON record.  l1jax runs as configured
+    (fused kernels where they apply) and, where that differs, with ``train.kernels = "xla"``;
+    the load average before and after says how busy the machine was."""
     w = WORKLOADS[name]
     cfg = workload_config(w)
     work = useful_sample_epochs(w)
+    load_before = os.getloadavg()
     mine = l1jax_timings(cfg)
+    xla_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, kernels="xla"))
+    paths = kernels_used(cfg)
+    on_cpu = jax.default_backend() == "cpu"  # GPUs compare on a tenth of the seeds (kernel_paths)
+    xla = l1jax_timings(xla_cfg) if on_cpu and paths != kernels_used(xla_cfg) else None
     npl = numpy_loop(w, peer_budget_s)
     per = jit_per_size(w, peer_budget_s)
     layouts = pass_layouts(w)
-    paths = kernel_paths(w)
+    gpu_paths = kernel_paths(w)
     peak = peak_memory_bytes()  # before the roofline's array and the Numba peer's data
     bw = streaming_bandwidth()
     roof = bw / (4 * (cfg.data.n_features + 1))
@@ -285,11 +306,14 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
         "device": f"{dev.platform}: {dev.device_kind}", "devices": len(jax.local_devices()),
         "host": host_description(),
         "jax": jax.__version__,
-        "l1jax": {**mine, "cold_rate": rate(mine["cold_s"]), "warm_rate": warm},
+        "l1jax": {**mine, "cold_rate": rate(mine["cold_s"]), "warm_rate": warm, "kernels": paths},
+        "l1jax_xla": None if xla is None else {**xla, "cold_rate": rate(xla["cold_s"]),
+                                                "warm_rate": rate(xla["warm_s"])},
+        "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())],
         "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
         "jit_per_size": {**per, "rate": rate(per.get("seconds"))},
         "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s"))},
-        "pass_layouts": layouts, "kernel_paths": paths,
+        "pass_layouts": layouts, "kernel_paths": gpu_paths,
         "bandwidth_bytes_per_s": bw, "roofline_rate": roof, "roofline_fraction": warm / roof,
         "peak_memory_bytes": peak, "peak_before_roofline": True,
     }
@@ -321,8 +345,7 @@ def _numba_cells(r: dict[str, Any]) -> str:
 def markdown(records: list[dict[str, Any]]) -> str:
     """docs/benchmarks.md from every recorded run; workloads never run on a GPU say so."""
     lines = ["# Benchmarks", "",
-             "Each record is one command, `python scripts/bench.py --workload NAME` (with "
-             "`pip install -e '.[bench]'` for the Numba peer): it measures everything in one process, "
+             "Each record is one command, `python scripts/bench.py --workload NAME`: it measures everything in one process, "
              "writes `docs/bench/NAME-DEVICE.json` and rebuilds this page from the JSON records in "
              "`docs/bench/`. Rates are useful sample-epochs per second; "
              "ratios are l1jax warm (best of three runs) or cold (compilation and first run) over the peer. Peers measured on a subset of seeds are "
@@ -366,15 +389,17 @@ def markdown(records: list[dict[str, Any]]) -> str:
         lines.append(f"- {r['workload']} on {r['device']} ({p['seeds']} seeds): kernels "
                      f"{_fmt(p['kernel_rate'])}/s, XLA {_fmt(p['xla_rate'])}/s "
                      f"({_fmt(p['kernel_rate'] / p['xla_rate'], 'x')}); l1jax uses "
-                     f"{'the kernels' if p['engine_uses_kernels'] else 'XLA'} here (`plan.kernel_mode`).")
+                     f"{'the kernels' if p['engine_uses_kernels'] else 'XLA'} here (`kernels.fused_path`).")
     if not all(r.get("peak_before_roofline") for r in records):
         lines += ["", "\\* Peak memory read after the roofline's array was allocated (512 MiB on the CPU, "
                   "2 GiB on accelerators), so it includes that array; later records read it before."]
+    lines += _kernel_lines(records)
     lines += _minibatch_fractions(records)
     lines += ["", "Targets (issue 4): CPU warm ≥ 7x and cold ≥ 3x the NumPy loop on bench-cpu; GPU ≥ 70% "
               "of the roofline on bench-gpu; bench-lr ≥ 2x the single-run roofline; padding ≥ 90%. "
               "Targets (issue 14): bench-sgd warm ≥ 3x and cold ≥ 1.5x the Numba loop, bench-cpu warm "
-              "≥ 5x the Numba loop.", "",
+              "≥ 5x the Numba loop. Targets (issue 24, fused CPU kernels): bench-sgd warm and cold ≥ 1x "
+              "the Numba loop, bench-cpu warm ≥ 1x, bench-lr-cpu (16 learning rates) warm ≥ 1.3x.", "",
               "The roofline is the streaming bandwidth from main memory. On the CPU l1jax trains "
               "replicates in blocks whose data stays in cache for all their epochs "
               "(`plan.block_seeds`), so it is not a bound there; on accelerators a program is one "
@@ -395,6 +420,27 @@ def markdown(records: list[dict[str, Any]]) -> str:
               "make one run about a quarter of `--peer-budget`. \"not measured\": the record predates "
               "the peer; \"not installed\": numba was missing.", ""]
     return "\n".join(lines)
+
+
+def _kernel_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Lines comparing l1jax's fused CPU kernels with its XLA path and the Numba peer, for the
+    records that measured both paths."""
+    lines = []
+    for r in records:
+        x, m, nb = r.get("l1jax_xla"), r["l1jax"], r.get("numba") or {}
+        if not x:
+            continue
+        peer_w, peer_c = nb.get("warm_rate"), nb.get("cold_rate")
+        load = r.get("load_average")
+        busy = "" if not load else f"; load average {load[0]:.1f} before, {load[3]:.1f} after"
+        lines.append(f"- {r['workload']} on {r['device']}{_count(r)} ({', '.join(sorted(set(m['kernels'])))}): "
+                     f"fused warm {_fmt(m['warm_rate'])}/s, cold {_fmt(m['cold_rate'])}/s; XLA path warm "
+                     f"{_fmt(x['warm_rate'])}/s, cold {_fmt(x['cold_rate'])}/s (fused/XLA "
+                     f"{_fmt(_ratio(m['warm_rate'], x['warm_rate']), 'x')} warm); fused/Numba "
+                     f"{_fmt(_ratio(m['warm_rate'], peer_w), 'x')} warm, {_fmt(_ratio(m['cold_rate'], peer_c), 'x')} "
+                     f"cold{busy}.")
+    return ["", "Fused CPU kernels (`l1jax/engine/kernels/`, the default on the CPU) against l1jax's XLA path "
+            "(`train.kernels = \"xla\"`), both measured in the record's process:", "", *lines] if lines else []
 
 
 def _minibatch_fractions(records: list[dict[str, Any]]) -> list[str]:

@@ -230,7 +230,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--no-cache", action="store_true", help="do not keep compiled programs on disk")
     st.set_defaults(func=cmd_study)
     b = sub.add_parser("bench", help="benchmark a named workload against its peers")
-    b.add_argument("--workload", required=True, choices=["bench-cpu", "bench-gpu", "bench-lr", "bench-sgd", "gpu-full", "gpu-sgd"])
+    b.add_argument("--workload", required=True, choices=["bench-cpu", "bench-gpu", "bench-lr", "bench-lr-cpu", "bench-sgd",
+                                                         "gpu-full", "gpu-sgd"])
     b.add_argument("--json", metavar="FILE", help="write the JSON record here (default: print only)")
     b.add_argument("--docs", metavar="FILE", help="rebuild this markdown table from the records in "
                    "FILE's sibling bench/ directory (e.g. docs/benchmarks.md from docs/bench/*.json)")

@@ -1,5 +1,4 @@
-"""The Numba peer: the loop a performance-minded user writes instead of l1jax (``pip install
-l1jax[bench]``).
+"""The Numba peer: the loop a performance-minded user writes instead of l1jax.
 
 Runs are trained in parallel (``prange``), each on its own contiguous float32 slice
 ``start[r]:start[r + 1]`` of ``x`` [2, N] (feature-major) and ``y`` [N], from ``theta[r]`` =

@@ -53,7 +53,7 @@ def sgd_shapes(w: bench.Workload) -> None:
     for lanes, warps in SGD_SHAPES:
         pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS = lanes, warps
         try:
-            s = program_seconds(w, kernels="kernel")
+            s = program_seconds(w)
         except Exception as e:  # a shape the compiler refuses: say so and try the next
             print(f"sgd kernel lanes {lanes} warps {warps}: failed: {str(e)[:300]}", flush=True)
             continue
@@ -67,7 +67,7 @@ def pass_shapes(w: bench.Workload) -> None:
     for tiles, warps in PASS_SHAPES:
         pallas_pass.DEFAULT_TILES, pallas_pass.DEFAULT_WARPS = tiles, warps
         try:
-            s = program_seconds(w, kernels="kernel")
+            s = program_seconds(w)
         except Exception as e:  # a shape the compiler refuses: say so and try the next
             print(f"pass kernel tiles {tiles} warps {warps}: failed: {str(e)[:300]}", flush=True)
             continue
@@ -79,7 +79,7 @@ def pass_shapes(w: bench.Workload) -> None:
 def full_batch_breakdown(w: bench.Workload) -> None:
     bw = bench.streaming_bandwidth()
     useful = sum(w.sizes) * w.seeds * 12  # bytes of one epoch's useful read (d = 2)
-    t1, t2 = (program_seconds(dataclasses.replace(w, epochs=e), kernels="") for e in (w.epochs, 2 * w.epochs))
+    t1, t2 = (program_seconds(dataclasses.replace(w, epochs=e), fused="") for e in (w.epochs, 2 * w.epochs))
     per_epoch = (t2 - t1) / w.epochs
     cfg = bench.workload_config(w)
     (g,) = plan(cfg)

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from l1jax.engine.config import DataConfig
+from l1jax.engine import data as D
 from l1jax.engine.data import CONTAMINATION_SCALE, synthetic_rows
 
 N = 20000
@@ -113,3 +114,14 @@ def test_epoch_orders_look_uniform(n):
     for v, support in ((perms[:, 0], n), (np.argmax(perms == 0, axis=1), n),
                        ((perms[:, 1] - perms[:, 0]) % n - 1, n - 1)):
         assert stats.chisquare(np.bincount(v, minlength=support)).pvalue > 1e-3
+
+
+def test_sample_bits_are_jax_random_bits_of_the_folded_key():
+    """data.sample_bits hashes whole arrays; it must give jax.random's bits and fold_in keys."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(5), i))(jnp.arange(3))
+    j = jnp.asarray([[0, 1, 7, 2**31 - 1]] * 3, jnp.int32)
+    bits, k = D.sample_bits(keys, j, 4)
+    folded = jax.vmap(jax.vmap(jax.random.fold_in, (None, 0)), (0, 0))(keys, j)
+    want = jax.vmap(jax.vmap(lambda kk: jax.random.bits(kk, (4,), jnp.uint32)))(folded)
+    np.testing.assert_array_equal(bits, want)
+    np.testing.assert_array_equal(k, jax.random.key_data(folded))

@@ -16,7 +16,7 @@ from l1jax.engine.sweep import group_inputs
 from l1jax.engine.train import make_train
 from tests.helpers import small_config
 
-MODE = "kernel" if jax.default_backend() == "gpu" else "interpret"
+INTERPRET = jax.default_backend() != "gpu"  # compiled on a GPU, interpreted elsewhere
 
 
 @pytest.mark.parametrize("gradient", ["l1", "seed"])
@@ -28,7 +28,7 @@ def test_pass_kernel_sums_equal_xlas(gradient):
     count = jnp.asarray([16, 16, 5, 0, 1, 16], jnp.int32)  # full, ragged, empty tiles
     theta = jnp.asarray(rng.normal(size=(tiles, h, d + 1)), jnp.float32)
     want = step.tile_sums(x, y, count, theta, gradient)
-    got = pallas_pass.tile_sums(x, y, count, theta, gradient, interpret=MODE == "interpret")
+    got = pallas_pass.tile_sums(x, y, count, theta, gradient, interpret=INTERPRET)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     assert float(jnp.abs(got[0][3]).max()) == 0.0  # the empty tile sums nothing
@@ -45,7 +45,7 @@ def test_training_with_the_pass_kernel_matches_xla():
                        sweep={"sizes": [37, 200], "seeds": 2})
     (g,) = plan(cfg)
     inp = group_inputs(cfg, g, None)
-    xla, kern = (jax.jit(make_train(cfg, g, 2, kernels=m))(inp) for m in ("", MODE))
+    xla, kern = (jax.jit(make_train(cfg, g, 2, fused=f, interpret=INTERPRET))(inp) for f in ("", "pallas_full_batch"))
     np.testing.assert_allclose(kern.train_l1, xla.train_l1, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(kern.theta, xla.theta, rtol=2e-5, atol=2e-5)
 
@@ -54,7 +54,7 @@ def test_the_pass_kernel_lowers_to_triton_for_gpus():
     """The compiled kernel's lowering runs on any host (see test_pallas_sgd.py)."""
     cfg = small_config(train={"learning_rate": [0.1, 0.2], "epochs": 2}, sweep={"sizes": [37], "seeds": 1})
     (g,) = plan(cfg)
-    fn = jax.jit(make_train(cfg, g, 2, kernels="kernel"))
+    fn = jax.jit(make_train(cfg, g, 2, fused="pallas_full_batch"))
     check = jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
     exported = jax.export.export(fn, platforms=["cuda"], disabled_checks=[check])(group_inputs(cfg, g, None))
     assert "l1jax_full_batch_pass" in exported.mlir_module()

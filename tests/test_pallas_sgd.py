@@ -20,7 +20,7 @@ from l1jax.engine.train import StepRule, advance_states, make_train
 from l1jax.engine.step import init_states, update_all
 from tests.helpers import reference_for, small_config
 
-MODE = "kernel" if jax.default_backend() == "gpu" else "interpret"
+INTERPRET = jax.default_backend() != "gpu"  # compiled on a GPU, interpreted elsewhere
 TOL = 2e-5
 
 
@@ -28,7 +28,7 @@ def _both(cfg, inputs=None, table=None):
     (g,) = plan(cfg)
     inp = inputs if inputs is not None else group_inputs(cfg, g, table)
     p = (table.x_train.shape[1] if table is not None else cfg.data.n_features) + 1
-    return [jax.jit(make_train(cfg, g, p - 1, kernels=mode))(inp) for mode in ("", MODE)]
+    return [jax.jit(make_train(cfg, g, p - 1, fused=f, interpret=INTERPRET))(inp) for f in ("", "pallas_sgd_epoch")]
 
 
 CASES = {
@@ -87,7 +87,7 @@ def test_a_fused_run_does_not_depend_on_the_other_runs_in_its_call():
     alone = small_config(train={"learning_rate": [0.05], "batch_size": [16]}, sweep={"sizes": [100], "seeds": 1})
     big = small_config(train={"learning_rate": [0.01, 0.05, 0.2], "batch_size": [16]},
                        sweep={"sizes": [30, 100, 1000], "seeds": 2})
-    a, b = (jax.jit(make_train(c, plan(c)[0], 2, kernels=MODE))(group_inputs(c, plan(c)[0], None))
+    a, b = (jax.jit(make_train(c, plan(c)[0], 2, fused="pallas_sgd_epoch", interpret=INTERPRET))(group_inputs(c, plan(c)[0], None))
             for c in (alone, big))
     np.testing.assert_array_equal(b.theta[2, 1], a.theta[0, 0])  # dataset (n = 100, rep 0), lr 0.05
     # the recorded loss is summed by XLA over tiles whose width depends on the sweep's sizes
@@ -116,7 +116,7 @@ def test_the_kernel_lowers_to_triton_for_gpus():
     kernel that a GPU could not compile; the GPU run itself is scripts/gpu_bench.sh's."""
     cfg = small_config(train={"batch_size": [16], "epochs": 2}, sweep={"sizes": [37], "seeds": 1})
     (g,) = plan(cfg)
-    fn = jax.jit(make_train(cfg, g, 2, kernels="kernel"))
+    fn = jax.jit(make_train(cfg, g, 2, fused="pallas_sgd_epoch"))
     check = jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
     exported = jax.export.export(fn, platforms=["cuda"], disabled_checks=[check])(group_inputs(cfg, g, None))
     assert "xla.gpu.triton" in exported.mlir_module()

@@ -25,6 +25,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmspro
 SCHEDULES = ("constant", "cosine", "inverse_sqrt", "exponential")
 GRADIENTS = ("l1", "seed")
 INITS = ("normal", "zeros")
+KERNELS = ("fused", "xla")  # fused CPU kernels where one applies (engine/kernels), or XLA only
 # The engine counts in int32 (sizes, replicates, epochs, sample indices, optax's step count) and
 # computes in float32.  Its sample indices run over a replicate's slots (every size padded to
 # tiles that keep 95% of them useful: plan.MIN_EFFICIENCY) and a minibatch epoch's positions
@@ -68,6 +69,7 @@ class TrainConfig:
     gradient: str = "l1"
     init: str = "normal"
     record_every: int = 1
+    kernels: str = "fused"
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ def _check_train(t: dict[str, Any]) -> TrainConfig:
     kw["gradient"] = _choice("train.gradient", t.get("gradient", "l1"), GRADIENTS)
     kw["init"] = _choice("train.init", t.get("init", "normal"), INITS)
     kw["record_every"] = _pos_int("train.record_every", t.get("record_every", 1))
+    kw["kernels"] = _choice("train.kernels", t.get("kernels", "fused"), KERNELS)
     for key in ("optimizer", "learning_rate", "batch_size"):
         if len(set(kw[key])) != len(kw[key]):
             _fail(f"train.{key}", list(kw[key]), "a list without repeated values")

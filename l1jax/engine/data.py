@@ -81,35 +81,65 @@ def unit_floats(bits: jax.Array) -> jax.Array:
 
 
 def noise(u: jax.Array, key: jax.Array, cfg: DataConfig) -> jax.Array:
-    """One draw of the configured noise family from two uniforms u (0, 1) (inverse CDFs; the
-    Student t draws from ``key``)."""
+    """Draws of the configured noise family from uniforms u [..., 2] (0, 1) (inverse CDFs; the
+    Student t draws from ``key``, typed keys of u's leading shape; contaminated noise alone
+    reads u[..., 1], which may be absent otherwise)."""
     s = cfg.noise_scale
-    v = 2.0 * u[0] - 1.0
+    v = 2.0 * u[..., 0] - 1.0
     if cfg.noise == "laplace":
         return -s * jnp.sign(v) * jnp.log1p(-jnp.abs(v))
     if cfg.noise == "student_t":
-        return s * jax.random.t(key, cfg.noise_df)
+        flat = jax.vmap(lambda k: jax.random.t(k, cfg.noise_df))(key.reshape(-1))
+        return s * flat.reshape(key.shape)
     z = jnp.sqrt(2.0) * jax.scipy.special.erfinv(v)
     if cfg.noise == "gaussian":
         return s * z
-    return jnp.where(u[1] < cfg.outlier_fraction, CONTAMINATION_SCALE * s, s) * z
+    return jnp.where(u[..., 1] < cfg.outlier_fraction, CONTAMINATION_SCALE * s, s) * z
 
 
-def synthetic_sample(key: jax.Array, j: jax.Array, cfg: DataConfig) -> tuple[jax.Array, jax.Array]:
-    """Sample j of a dataset: x ~ U(0,1)^d, y = x.w* + b* + noise, from one key k = fold_in(key, j)
-    (one hash for the bits keeps compilation cheap); Student t noise draws from fold_in(k, 1),
-    never from k itself."""
-    k = jax.random.fold_in(key, j)
-    u = unit_floats(jax.random.bits(k, (cfg.n_features + 2,), jnp.uint32))
-    x = u[:cfg.n_features]
-    w = jnp.asarray(cfg.true_weights, jnp.float32)
-    return x, x @ w + cfg.true_bias + noise(u[cfg.n_features:], jax.random.fold_in(k, 1), cfg)
+def _rotate_left(x: jax.Array, r: int) -> jax.Array:
+    return (x << jnp.uint32(r)) | (x >> jnp.uint32(32 - r))
+
+
+def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Threefry-2x32 (20 rounds, JAX's rotations and key schedule) of counters (x0, x1) under key
+    (k0, k1), uint32 arrays that broadcast: the hash behind ``jax.random``."""
+    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, r) ^ x0
+        x0, x1 = x0 + ks[(i + 1) % 3], x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x0, x1
+
+
+def sample_bits(keys: jax.Array, j: jax.Array, words: int) -> tuple[jax.Array, jax.Array]:
+    """The first ``words`` of ``jax.random.bits(fold_in(key, j), (m,), uint32)`` (JAX's default
+    partitionable threefry: word i hashes the counter (0, i)) for typed keys [R] and indices
+    j [R, T], computed on whole arrays: [R, T, words], with k = fold_in(key, j) as key data
+    [R, T, 2] (tests/test_data.py checks both against jax.random).  On the CPU this ran 5x
+    faster than vmapped ``jax.random`` calls, and the words no sample reads are not hashed."""
+    kd = jax.random.key_data(keys).astype(jnp.uint32)[:, None, :]
+    k0, k1 = threefry2x32(kd[..., 0], kd[..., 1], jnp.uint32(0), j.astype(jnp.uint32))
+    out = [threefry2x32(k0, k1, jnp.uint32(0), jnp.uint32(i)) for i in range(words)]
+    return jnp.stack([a ^ b for a, b in out], axis=-1), jnp.stack([k0, k1], axis=-1)
 
 
 def synthetic_rows(keys: jax.Array, j: jax.Array, cfg: DataConfig) -> tuple[jax.Array, jax.Array]:
-    """Samples j[r, :] of datasets keys[r]; returns x [R, T, d] and y [R, T]."""
-    per_row = jax.vmap(synthetic_sample, (None, 0, None))
-    return jax.vmap(per_row, (0, 0, None))(keys, j, cfg)
+    """Samples j[r, :] of datasets keys[r]; returns x [R, T, d] and y [R, T].  Sample j of a
+    dataset: x ~ U(0,1)^d, y = x.w* + b* + noise, from the bits of k = fold_in(key, j) (one hash
+    for the bits keeps compilation cheap); Student t noise draws from fold_in(k, 1), never from
+    k itself."""
+    d = cfg.n_features
+    bits, k = sample_bits(keys, j, d + (2 if cfg.noise == "contaminated" else 1))
+    u = unit_floats(bits)
+    x = u[..., :d]
+    w = jnp.asarray(cfg.true_weights, jnp.float32)
+    t_keys = (jax.vmap(jax.random.fold_in, (0, None))(jax.random.wrap_key_data(k.reshape(-1, 2)), 1).reshape(j.shape)
+              if cfg.noise == "student_t" else None)
+    return x, x @ w + cfg.true_bias + noise(u[..., d:], t_keys, cfg)
 
 
 def subsample_order(key: jax.Array, n_pool: int) -> jax.Array:

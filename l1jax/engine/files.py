@@ -48,8 +48,9 @@ def sha256_file(path: str | Path) -> str:
 # Bumped whenever a change to the engine changes any run's numbers, so that results of an older
 # engine are never resumed or reported as this one's.  2: minibatch shuffles on a grid (issue 14).
 # 3: GPUs sum each learning rate's terms in its own reduction (float32 rounding of the sums),
-# and a non-finite test L1 marks its run diverged.
-NUMBERS_VERSION = 3
+# and a non-finite test L1 marks its run diverged.  4: fused CPU kernels (engine/kernels: sums
+# in another float32 order, with multiply-adds) and the mean loss as a product with 1 / n.
+NUMBERS_VERSION = 4
 
 
 def fingerprint(cfg: Config) -> str:

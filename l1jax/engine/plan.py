@@ -300,13 +300,6 @@ def shared_lr_pass(backend: str) -> bool:
     return backend not in ("cpu", "gpu")
 
 
-def kernel_mode(backend: str) -> str:
-    """Whether training runs its Pallas kernels ("kernel": the full-batch data pass, and whole
-    plain-SGD minibatch epochs) or only XLA (""): kernels on GPUs, where they were measured
-    faster (README, "Speed"); XLA elsewhere."""
-    return "kernel" if backend == "gpu" else ""
-
-
 def replicates_per_device(groups: list[Group]) -> int:
     """The most replicates a device may hold so that every sample slot of its share has an int32
     index (a minibatch epoch addresses samples by flat slot); at least 1, since a config's sizes

@@ -28,6 +28,7 @@ from l1jax.engine.plan import (Group, block_group, bytes_per_seed, check_fits, c
                                work_summary)
 from l1jax.engine.results import Results
 from l1jax.engine.store import ChunkStore, open_out
+from l1jax.engine.kernels import fused_path
 from l1jax.engine.train import TrainInputs, TrainOutputs, make_train
 
 
@@ -51,18 +52,24 @@ def n_features(cfg: Config, table: Table | None) -> int:
 # off XLA's new CPU fusion emitters: the legacy emitters compile the variadic reduction of a pass
 # (step.tile_sums) into faster code (bench-cpu, warm); minibatch programs (gathers, short
 # batches) ran slower that way on bench-sgd, so they keep the default.
+# Programs whose hot loop is a fused kernel (engine/kernels) compile at -O3 with the default
+# emitters: what XLA still runs there is mostly data generation (threefry hashes, erfinv), which
+# -O1 and the legacy emitters left unvectorized (bench-cpu's and bench-sgd's set-up took 3.5x
+# and 3.7x the CPU time at -O1, for about 0.5 s more compilation).
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 CPU_FULL_BATCH_OPTIONS = {**CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+CPU_FUSED_OPTIONS = {"xla_backend_optimization_level": 3}
 
 
-def compile_program(fn: Callable[..., Any], *args: Any, full_batch: bool = False) -> tuple[Any, float]:
+def compile_program(fn: Callable[..., Any], *args: Any, full_batch: bool = False,
+                    fused: bool = False) -> tuple[Any, float]:
     """jit, lower and compile ``fn`` for ``args`` (on the CPU with the options above, the
     full-batch ones if ``full_batch``); returns the executable and the seconds spent."""
     t0 = time.perf_counter()
     lowered = jax.jit(fn).lower(*args)
     opts = None
     if jax.default_backend() == "cpu":
-        opts = CPU_FULL_BATCH_OPTIONS if full_batch else CPU_COMPILER_OPTIONS
+        opts = CPU_FUSED_OPTIONS if fused else CPU_FULL_BATCH_OPTIONS if full_batch else CPU_COMPILER_OPTIONS
     return lowered.compile(compiler_options=opts), time.perf_counter() - t0
 
 
@@ -103,7 +110,9 @@ def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 
         fn = make_train(cfg, local, n_features(cfg, table))
         if n_dev > 1:
             fn = _sharded(fn, inputs, devices)
-        programs[key], compile_s = compile_program(fn, inputs, full_batch=group.full_batch)
+        fused = fused_path(jax.default_backend(), group.optimizer, cfg.train.schedule, group.full_batch,
+                           cfg.train.kernels) is not None
+        programs[key], compile_s = compile_program(fn, inputs, full_batch=group.full_batch, fused=fused)
     t1 = time.perf_counter()
     out = jax.block_until_ready(programs[key](inputs))
     t2 = time.perf_counter()

@@ -1,7 +1,9 @@
 """``make_train(cfg, group)`` returns one pure ``train(inputs)`` that generates a group's data
 and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over the rows of
 the group's lane schedule) of steps on every dataset and learning rate at once (datasets packed
-in tiles or lanes), in blocks of replicates on the CPU.  Wrap it in one ``jax.jit``.
+in tiles or lanes), in blocks of replicates on the CPU.  Where ``kernels.fused_path`` names a
+fused kernel (Numba on the CPU, Pallas on GPUs), an epoch's data pass or whole minibatch epoch
+is one call to it inside the same scan.  Wrap it in one ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import numpy as np
 
 from l1jax.engine import data as D
 from l1jax.engine.config import Config
-from l1jax.engine.kernels import pallas_sgd
-from l1jax.engine.kernels import pallas_pass
-from l1jax.engine.plan import Group, block_group, kernel_mode, shared_lr_pass
+from l1jax.engine.kernels import fused_path, pallas_pass, pallas_sgd
+from l1jax.engine.plan import Group, block_group, shared_lr_pass
 from l1jax.engine.step import gradient_from_sums, init_states, mean_l1, packed_sums, tile_sums, update_all
 
 
@@ -118,17 +119,17 @@ def _scan_epochs(epoch: Callable[[Any, jax.Array], Any], carry: Any, start: jax.
 
 def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | None = None,
                shared_pass: bool | None = None,
-               kernels: str | None = None) -> Callable[[TrainInputs], TrainOutputs]:
+               fused: str | None = None, interpret: bool = False) -> Callable[[TrainInputs], TrainOutputs]:
     """The pure training function of one group (see module docstring).
 
     Its replicates train in blocks of ``block_seeds`` (default: ``plan.block_group`` for this
     backend), one block after another, so that on the CPU a block's data stays in cache for
     all its epochs.  ``shared_pass`` (default: ``plan.shared_lr_pass`` for this backend) reads
     the data once per epoch for all learning rates.  Blocks leave a run's numbers unchanged to the
-    bit; the shared pass may round its sums in another order (about 1 ulp).  ``kernels``
-    (default: ``plan.kernel_mode`` for this backend) runs the full-batch data pass and whole
-    plain-SGD minibatch epochs as Pallas kernels: "kernel" compiled, "interpret" in Pallas'
-    interpreter (any backend, for tests), "" on the XLA path; their sums round in another order.
+    bit; the shared pass may round its sums in another order (about 1 ulp).  ``fused``
+    names the kernel that trains the group (default: ``kernels.fused_path`` for this backend and
+    ``train.kernels``; "" for the XLA path), whose sums round in another order; ``interpret``
+    runs a Pallas kernel in Pallas' interpreter (tests off a GPU).
     """
     backend = jax.default_backend()
     block = (dataclasses.replace(group, seeds=block_seeds) if block_seeds
@@ -137,8 +138,9 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
     if group.seeds % k:
         raise ValueError(f"block_seeds {k} must divide the group's {group.seeds} replicates")
     shared = shared_lr_pass(backend) if shared_pass is None else shared_pass
-    kernels = kernel_mode(backend) if kernels is None else kernels
-    train_block = _make_block_train(cfg, block, n_features, shared, kernels)
+    if fused is None:
+        fused = fused_path(backend, group.optimizer, cfg.train.schedule, group.full_batch, cfg.train.kernels)
+    train_block = _make_block_train(cfg, block, n_features, shared, fused or None, interpret)
     if k == group.seeds:
         return train_block
     n_blocks, n_sizes = group.seeds // k, len(group.sizes)
@@ -163,7 +165,8 @@ def make_train(cfg: Config, group: Group, n_features: int, block_seeds: int | No
 
 class StepRule(NamedTuple):
     """How every run steps: its optimizer, schedule and gradient mode, whether one pass over the
-    data serves all learning rates (``shared``), the learning rates [H] and steps per run [D]."""
+    data serves all learning rates (``shared``), the learning rates [H], steps per run [D], and
+    the fused kernel that trains it (``kernels.fused_path``; None for the XLA path)."""
 
     optimizer: str
     schedule: str
@@ -171,7 +174,8 @@ class StepRule(NamedTuple):
     shared: bool
     lr: jax.Array
     total_steps: jax.Array
-    kernels: str = ""  # "kernel" or "interpret": the data pass as a Pallas kernel (``make_train``)
+    fused: str | None = None  # the kernel that trains the group (``kernels.fused_path``), None for XLA
+    interpret: bool = False  # Pallas kernels in Pallas' interpreter (tests off a GPU)
 
 
 class TrainingSet(NamedTuple):
@@ -308,7 +312,7 @@ def minibatch_epoch(carry: Carry, epoch: jax.Array, layout: MinibatchLayout, shu
     return Carry(theta, state, diverged)
 
 
-class FusedEpoch(NamedTuple):
+class PallasEpoch(NamedTuple):
     """A plain-SGD minibatch epoch as one kernel (``kernels.pallas_sgd``): the fused layout and the
     group's batch width."""
 
@@ -324,31 +328,82 @@ def advance_states(rule: StepRule, state: Any, theta: jax.Array, steps: jax.Arra
     return _update(rule, jnp.zeros_like(theta), moved, theta, rule.total_steps)[1]
 
 
-def fused_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: FusedEpoch, shuffle_keys: jax.Array,
+def pallas_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: PallasEpoch, shuffle_keys: jax.Array,
                           rule: StepRule) -> Carry:
     """One epoch of plain-SGD minibatch steps for every run in one kernel (same steps, order and
     updates as ``minibatch_epoch``, sums rounded in another order)."""
     # the interpreter runs a program at a time: a few lanes each keep it quick
-    lanes = pallas_sgd.DEFAULT_LANES if rule.kernels == "kernel" else 4
+    lanes = 4 if rule.interpret else pallas_sgd.DEFAULT_LANES
     layout, (n_data, n_lr, p) = fused.layout, carry.theta.shape
     runs = pallas_sgd.run_table(carry.theta, carry.state.count, rule.lr, rule.total_steps, layout, lanes)
     theta = pallas_sgd.run_epoch(pallas_sgd.epoch_order(layout, shuffle_keys, epoch), layout.samples, runs,
                                  batch=fused.batch, gradient=rule.gradient, schedule=rule.schedule,
-                                 lanes=lanes, warps=pallas_sgd.DEFAULT_WARPS, interpret=rule.kernels == "interpret")
+                                 lanes=lanes, warps=pallas_sgd.DEFAULT_WARPS, interpret=rule.interpret)
     theta = theta[:n_data * n_lr].reshape(n_data, n_lr, p)
     state = advance_states(rule, carry.state, theta, -(-layout.size // fused.batch))
     return Carry(theta, state, _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1))
 
 
+class CpuEpochLayout(NamedTuple):
+    """What the fused minibatch epoch reads: the packed data as flat slots [d + 1, slots] (x, then
+    y), per dataset its first slot, size and shuffle grid sides [D, 4] and shuffle domain, the
+    widest excess of the group's grids, the batch width, the largest size and grid side b, and
+    each dataset's steps an epoch [D]."""
+
+    samples: jax.Array
+    table: jax.Array
+    domain: D.Domain
+    walk_width: int
+    width: int
+    max_size: int
+    max_side: int
+    steps: jax.Array
+
+
+def cpu_epoch_layout(group: Group, data: D.Packed, size: jax.Array) -> CpuEpochLayout:
+    """The fused minibatch epoch's view of a group's packed data (see ``CpuEpochLayout``)."""
+    dom = D.domains(group.arrays().size)
+    first_slot = jnp.asarray(_first_tiles(group) * group.tile)
+    table = jnp.stack([first_slot, size, jnp.asarray(dom.a, jnp.int32), jnp.asarray(dom.b, jnp.int32)], axis=1)
+    samples = jnp.concatenate([data.x.reshape(data.x.shape[0], -1), data.y.reshape(1, -1)])
+    steps = (size + group.width - 1) // group.width
+    return CpuEpochLayout(samples, table, D.Domain(*(jnp.asarray(v) for v in dom)),
+                       int(np.max(dom.a * dom.b - dom.n)), group.width, max(group.sizes), int(np.max(dom.b)), steps)
+
+
+def cpu_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: CpuEpochLayout, shuffle_keys: jax.Array,
+                          rule: StepRule) -> Carry:
+    """One minibatch epoch of plain SGD for every run in one fused CPU kernel call: the same
+    Feistel orders (round keys and cycle walks from ``data.py``), batches and optax.sgd updates
+    as ``minibatch_epoch``."""
+    from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
+    keys = jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch)  # [D, rounds]
+    walks = D.cycle_walks(keys, layout.domain, layout.walk_width)
+    theta = cpu.sgd_epoch(layout.samples, carry.theta, rule.lr, layout.table, keys, walks,
+                          layout.width, layout.max_size, layout.max_side, rule.gradient)
+    diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
+    return Carry(theta, advance_states(rule, carry.state, theta, layout.steps), diverged)
+
+
 def data_sums(data: D.Packed, theta: jax.Array, rule: StepRule) -> tuple[jax.Array, jax.Array]:
-    """Per-dataset sums of |r| [D, H] and of the gradient terms [D, H, p] over the packed data:
-    ``step.packed_sums``, its tile sums by XLA or, with ``rule.kernels``, by one Pallas kernel."""
-    if not rule.kernels:
+    """Per dataset the sums of |r| [D, H] and of the gradient terms [D, H, p] over the packed data:
+    the fused CPU pass or the Pallas pass wherever a fused kernel trains the group, else XLA's."""
+    if rule.fused is None:
         return packed_sums(data, theta, theta.shape[0], rule.gradient, rule.shared)
+    if rule.fused.startswith("cpu"):
+        from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
+        return cpu.full_batch_sums(data.x, data.y, data.count, data.owner, theta, rule.gradient)
     a, g = pallas_pass.tile_sums(data.x, data.y, data.count, theta[data.owner], rule.gradient,
-                                 interpret=rule.kernels == "interpret")
+                                 interpret=rule.interpret)
     seg = lambda v: jax.ops.segment_sum(v, data.owner, theta.shape[0], indices_are_sorted=True)
     return seg(a), seg(g)
+
+
+def mean_of_sums(sums: jax.Array, count: jax.Array) -> jax.Array:
+    """sums [D, H] / count [D], as a product with the reciprocal: XLA rewrites a division by a
+    broadcast divisor into that product for some shapes and not others, which made a run's
+    recorded loss depend on how many learning rates shared its program (1 ulp)."""
+    return sums * (1.0 / count)[:, None]
 
 
 def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
@@ -356,7 +411,7 @@ def full_batch_epoch(carry: Carry, epoch: jax.Array, train_set: TrainingSet,
     """One full-batch step of every run; also returns the training L1 [D, H] before the step."""
     count = train_set.count
     l1_sum, grad_sum = data_sums(train_set.data, carry.theta, rule)
-    loss = l1_sum / count[:, None]
+    loss = mean_of_sums(l1_sum, count)
     grad = gradient_from_sums(grad_sum, count[:, None, None], rule.gradient)
     theta, state = _update(rule, grad, carry.state, carry.theta, rule.total_steps)
     diverged = _first_bad(carry.diverged, ~jnp.isfinite(loss), epoch)
@@ -374,8 +429,7 @@ def _full_batch_epoch_keeping_loss(carry_loss: tuple[Carry, jax.Array], epoch: j
 
 def train_l1(theta: jax.Array, train_set: TrainingSet, rule: StepRule) -> jax.Array:
     """Mean training L1 [D, H] of every run at ``theta``."""
-    count = train_set.count
-    return data_sums(train_set.data, theta, rule)[0] / count[:, None]
+    return mean_of_sums(data_sums(train_set.data, theta, rule)[0], train_set.count)
 
 
 def held_out_metrics(theta: jax.Array, held_out: HeldOut, shared: bool) -> tuple[jax.Array, jax.Array]:
@@ -402,7 +456,8 @@ def record(theta: jax.Array, train_set: TrainingSet, held_out: HeldOut, rule: St
 
 def record_block(carry: Carry, start: jax.Array, length: int, train_set: TrainingSet,
                  held_out: HeldOut, rule: StepRule,
-                 layout: MinibatchLayout | FusedEpoch | None, shuffle_keys: jax.Array) -> tuple[Carry, Record]:
+                 layout: MinibatchLayout | CpuEpochLayout | PallasEpoch | None,
+                 shuffle_keys: jax.Array) -> tuple[Carry, Record]:
     """Record epoch ``start``, then train ``length`` epochs: full-batch if ``layout`` is None
     (its first epoch's loss is the recorded training L1), else minibatch (fused or not)."""
     test, err = held_out_metrics(carry.theta, held_out, rule.shared)
@@ -411,15 +466,17 @@ def record_block(carry: Carry, start: jax.Array, length: int, train_set: Trainin
         carry, train = _scan_epochs(epoch, (carry, jnp.zeros(carry.diverged.shape)), start, length)
     else:
         train = train_l1(carry.theta, train_set, rule)
-        epoch = (functools.partial(fused_minibatch_epoch, fused=layout, shuffle_keys=shuffle_keys, rule=rule)
-                 if isinstance(layout, FusedEpoch) else
-                 functools.partial(minibatch_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule))
+        if isinstance(layout, PallasEpoch):
+            epoch = functools.partial(pallas_minibatch_epoch, fused=layout, shuffle_keys=shuffle_keys, rule=rule)
+        else:
+            step_epoch = cpu_minibatch_epoch if isinstance(layout, CpuEpochLayout) else minibatch_epoch
+            epoch = functools.partial(step_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule)
         carry = _scan_epochs(epoch, carry, start, length)
     return carry, Record(train, test, err)
 
 
-def _make_block_train(cfg: Config, group: Group, n_features: int, shared: bool,
-                      kernels: str) -> Callable[[TrainInputs], TrainOutputs]:
+def _make_block_train(cfg: Config, group: Group, n_features: int, shared: bool, fused: str | None,
+                      interpret: bool) -> Callable[[TrainInputs], TrainOutputs]:
     """Training of all runs of ``group`` at once: record blocks of ``record_every`` epochs
     scanned, then a shorter last block if the epochs do not divide, then the final record."""
     tc = cfg.train
@@ -439,13 +496,15 @@ def _make_block_train(cfg: Config, group: Group, n_features: int, shared: bool,
         theta0 = initial_theta(tc.init, keys, inp.lr.shape[0], n_features + 1)
         total_steps = (jnp.full((group.n_datasets,), epochs, jnp.float32) if group.full_batch
                        else epochs * jnp.ceil(train_set.count / group.width))
-        rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps, kernels)
+        rule = StepRule(group.optimizer, tc.schedule, tc.gradient, shared, inp.lr, total_steps, fused, interpret)
         if group.full_batch:
             layout = None
-        elif kernels and group.optimizer == "sgd":
+        elif fused == "cpu_sgd_epoch":
+            layout = cpu_epoch_layout(group, train_set.data, inp.size)
+        elif fused == "pallas_sgd_epoch":
             a = group.arrays()
-            layout = FusedEpoch(pallas_sgd.fused_layout(train_set.data, a.rank, _first_tiles(group) * group.tile,
-                                                        inp.size, a.size), group.width)
+            layout = PallasEpoch(pallas_sgd.fused_layout(train_set.data, a.rank, _first_tiles(group) * group.tile,
+                                                         inp.size, a.size), group.width)
         else:
             layout = minibatch_layout(group, train_set.data, inp.size, total_steps)
         block = functools.partial(record_block, train_set=train_set, held_out=held_out, rule=rule,
