@@ -70,7 +70,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     verdicts = "; ".join(f"{c.number}: {c.verdict}" for c in r.claim_list)
     print(f"the article's claims on this sweep: {verdicts}")
     print(f"report: {r.report}\nfigures: {r.figures[0].parent}/ ({', '.join(f.name for f in r.figures)})\n"
-          f"tables: {r.metrics} (one row per grid point and metric), {r.claims} (verdicts and evidence)")
+          f"tables: {r.metrics} (one row per grid point and metric), {r.claims} (verdicts and evidence)"
+          + ("" if r.theory is None else f", {r.theory} (the twins' predicted curves beside the measured ones)"))
     return 0
 
 
@@ -212,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=_positive, default=100, help="engine replicates")
     s.add_argument("--base-seed", type=_seed, default=0)
     s.set_defaults(func=cmd_seed)
-    rp = sub.add_parser("report", help="figures, metrics.csv, claims.json and report.md of a finished run")
+    rp = sub.add_parser("report", help="figures, metrics.csv, theory.csv, claims.json and report.md of a finished run")
     rp.add_argument("dir", help="a directory written by `l1jax run`")
     rp.add_argument("--out", help="where the report goes (default: DIR/report)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
