@@ -48,32 +48,21 @@ def program_seconds(w: bench.Workload, **make: object) -> float:
     return best_seconds(lambda: jax.block_until_ready(exe(inputs)), 2)
 
 
-def sgd_shapes(w: bench.Workload) -> None:
-    default = pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS
-    for lanes, warps in SGD_SHAPES:
-        pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS = lanes, warps
+def program_shapes(w: bench.Workload, kernel: object, first: str, shapes: tuple[tuple[int, int], ...]) -> None:
+    """The warm rate of ``w`` with each (``first`` per program, warps) of a Pallas kernel module."""
+    default = getattr(kernel, f"DEFAULT_{first.upper()}"), kernel.DEFAULT_WARPS
+    for value, warps in shapes:
+        setattr(kernel, f"DEFAULT_{first.upper()}", value)
+        kernel.DEFAULT_WARPS = warps
+        label = f"{kernel.__name__.rsplit('.', 1)[1]} {len(w.learning_rates)} lr, {first} {value} warps {warps}"
         try:
             s = program_seconds(w)
         except Exception as e:  # a shape the compiler refuses: say so and try the next
-            print(f"sgd kernel lanes {lanes} warps {warps}: failed: {str(e)[:300]}", flush=True)
+            print(f"{label}: failed: {str(e)[:300]}", flush=True)
             continue
-        print(f"sgd kernel lanes {lanes} warps {warps}: {bench.useful_sample_epochs(w) / s:.3g}/s ({s:.3f} s)",
-              flush=True)
-    pallas_sgd.DEFAULT_LANES, pallas_sgd.DEFAULT_WARPS = default
-
-
-def pass_shapes(w: bench.Workload) -> None:
-    default = pallas_pass.DEFAULT_TILES, pallas_pass.DEFAULT_WARPS
-    for tiles, warps in PASS_SHAPES:
-        pallas_pass.DEFAULT_TILES, pallas_pass.DEFAULT_WARPS = tiles, warps
-        try:
-            s = program_seconds(w)
-        except Exception as e:  # a shape the compiler refuses: say so and try the next
-            print(f"pass kernel tiles {tiles} warps {warps}: failed: {str(e)[:300]}", flush=True)
-            continue
-        print(f"pass kernel {len(w.learning_rates)} lr, tiles {tiles} warps {warps}: "
-              f"{bench.useful_sample_epochs(w) / s:.3g}/s ({s:.3f} s)", flush=True)
-    pallas_pass.DEFAULT_TILES, pallas_pass.DEFAULT_WARPS = default
+        print(f"{label}: {bench.useful_sample_epochs(w) / s:.3g}/s ({s:.3f} s)", flush=True)
+    setattr(kernel, f"DEFAULT_{first.upper()}", default[0])
+    kernel.DEFAULT_WARPS = default[1]
 
 
 def full_batch_breakdown(w: bench.Workload) -> None:
@@ -119,7 +108,8 @@ if __name__ == "__main__":
         sgd = dataclasses.replace(sgd, sizes=(100, 1000), seeds=8, epochs=2)
         full = dataclasses.replace(full, sizes=(100, 1000), seeds=8, epochs=3)
     if jax.default_backend() == "gpu":
-        sgd_shapes(dataclasses.replace(sgd, seeds=sgd.seeds // 4))
-        pass_shapes(dataclasses.replace(full, seeds=full.seeds // 4))
-        pass_shapes(dataclasses.replace(bench.WORKLOADS["bench-lr"], seeds=100, epochs=200))
+        program_shapes(dataclasses.replace(sgd, seeds=sgd.seeds // 4), pallas_sgd, "lanes", SGD_SHAPES)
+        program_shapes(dataclasses.replace(full, seeds=full.seeds // 4), pallas_pass, "tiles", PASS_SHAPES)
+        program_shapes(dataclasses.replace(bench.WORKLOADS["bench-lr"], seeds=100, epochs=200), pallas_pass,
+                       "tiles", PASS_SHAPES)
     full_batch_breakdown(full)
