@@ -329,7 +329,7 @@ def advance_states(rule: StepRule, state: Any, theta: jax.Array, steps: jax.Arra
 
 
 def pallas_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: PallasEpoch, shuffle_keys: jax.Array,
-                          rule: StepRule) -> Carry:
+                           rule: StepRule) -> Carry:
     """One epoch of plain-SGD minibatch steps for every run in one kernel (same steps, order and
     updates as ``minibatch_epoch``, sums rounded in another order)."""
     # the interpreter runs a program at a time: a few lanes each keep it quick
@@ -345,7 +345,7 @@ def pallas_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: PallasEpoch, s
 
 
 class CpuEpochLayout(NamedTuple):
-    """What the fused minibatch epoch reads: the packed data as flat slots [d + 1, slots] (x, then
+    """What the fused CPU minibatch epoch reads: the packed data as flat slots [d + 1, slots] (x, then
     y), per dataset its first slot, size and shuffle grid sides [D, 4] and shuffle domain, the
     widest excess of the group's grids, the batch width, the largest size and grid side b, and
     each dataset's steps an epoch [D]."""
@@ -361,18 +361,19 @@ class CpuEpochLayout(NamedTuple):
 
 
 def cpu_epoch_layout(group: Group, data: D.Packed, size: jax.Array) -> CpuEpochLayout:
-    """The fused minibatch epoch's view of a group's packed data (see ``CpuEpochLayout``)."""
+    """The fused CPU minibatch epoch's view of a group's packed data (see ``CpuEpochLayout``)."""
     dom = D.domains(group.arrays().size)
     first_slot = jnp.asarray(_first_tiles(group) * group.tile)
     table = jnp.stack([first_slot, size, jnp.asarray(dom.a, jnp.int32), jnp.asarray(dom.b, jnp.int32)], axis=1)
     samples = jnp.concatenate([data.x.reshape(data.x.shape[0], -1), data.y.reshape(1, -1)])
     steps = (size + group.width - 1) // group.width
     return CpuEpochLayout(samples, table, D.Domain(*(jnp.asarray(v) for v in dom)),
-                       int(np.max(dom.a * dom.b - dom.n)), group.width, max(group.sizes), int(np.max(dom.b)), steps)
+                          int(np.max(dom.a * dom.b - dom.n)), group.width, max(group.sizes), int(np.max(dom.b)),
+                          steps)
 
 
 def cpu_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: CpuEpochLayout, shuffle_keys: jax.Array,
-                          rule: StepRule) -> Carry:
+                        rule: StepRule) -> Carry:
     """One minibatch epoch of plain SGD for every run in one fused CPU kernel call: the same
     Feistel orders (round keys and cycle walks from ``data.py``), batches and optax.sgd updates
     as ``minibatch_epoch``."""
