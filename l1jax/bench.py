@@ -133,7 +133,7 @@ def kernel_paths(w: Workload) -> dict[str, Any] | None:
     """Warm rates (best of two) of the workload with the Pallas kernels (the full-batch pass, or
     whole plain-SGD minibatch epochs) and on the XLA path (``kernels.fused_path`` picks per
     backend), on a tenth of its seeds (the XLA minibatch path would take minutes on all of them);
-    None off GPUs, where ``benchmark`` compares the CPU kernels on every seed."""
+    None off GPUs (``benchmark`` compares the CPU kernels on every seed) or without a kernel."""
     if jax.default_backend() != "gpu":
         return None
     part = dataclasses.replace(w, seeds=max(1, w.seeds // 10))
@@ -142,13 +142,15 @@ def kernel_paths(w: Workload) -> dict[str, Any] | None:
     inputs = group_inputs(cfg, g, None)
     rates = {}
     kernel = fused_path(jax.default_backend(), g.optimizer, cfg.train.schedule, g.full_batch, cfg.train.kernels)
+    if kernel is None:  # no kernel for this workload here: nothing to compare
+        return None
     for fused in (kernel, ""):
         exe, _ = compile_program(make_train(cfg, g, n_features(cfg, None), fused=fused), inputs,
                                  full_batch=g.full_batch)
         jax.block_until_ready(exe(inputs))
         best = min(_timed(lambda: jax.block_until_ready(exe(inputs))) for _ in range(2))
         rates["kernel_rate" if fused else "xla_rate"] = useful_sample_epochs(part) / best
-    return {"seeds": part.seeds, **rates, "engine_uses_kernels": kernel is not None}
+    return {"seeds": part.seeds, **rates, "engine_uses_kernels": True}
 
 
 def _numpy_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

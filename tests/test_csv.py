@@ -5,6 +5,7 @@ import pytest
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import stats
+from l1jax.analysis import twin as TW
 from l1jax.analysis.report import report
 from l1jax.engine.config import ConfigError, config_from_dict
 from l1jax.engine.table import load_csv
@@ -137,6 +138,13 @@ def test_csv_claims_compare_sizes_within_half_the_pool(csv_path, tmp_path):
     text = rep.report.read_text()
     assert "40 (n/N = 0.89)" in text and "20 (n/N = 0.44)" in text and "## The finite pool" in text
     assert "compare n = 6 with n = 20" in text and "leaving out 40" in text
+    # the twin's predicted outcomes are judged on the same sizes as the claims (6 against 20)
+    tw, v = rep.twin, rep.twin.predicted.train[..., -1]
+    v = np.where(tw.ok, v, np.nan)
+    for (_, (o, b, lr)), got in zip(C.settings(a), TW.predicted_contrasts(a, tw, "lowest_final_train")):
+        want = (np.nanmean(v[o, b, lr, 0]) - np.nanmean(v[o, b, lr, 2]),
+                C.MARGIN * np.nanmean(np.abs(a.metrics.final_train[o, b, lr, 2])))
+        np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_csv_manifest_without_a_recorded_digest_is_checked_against_the_file(csv_path, tmp_path):

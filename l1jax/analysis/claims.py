@@ -409,7 +409,8 @@ def claims_json(claims: list[Claim], twin: dict[str, dict] | None = None) -> lis
     """The claims as plain JSON types: per claim its verdict, rule and per-setting evidence, and
     (``twin``, from ``twin.explains``) whether the infinite-data twin's prediction explains it."""
     num = lambda v: float(v) if np.isfinite(v) else None
-    return [{"key": c.key, **({"twin_explains": twin[c.key]} if twin and c.key in twin else {}), "number": c.number, "claim": c.text, "verdict": c.verdict, "detail": c.detail,
+    return [{"key": c.key, **({"twin_explains": twin[c.key]} if twin and c.key in twin else {}),
+             "number": c.number, "claim": c.text, "verdict": c.verdict, "detail": c.detail,
              "counts": c.counts, "rule": c.rule, "figure": c.figure,
              "evidence": [{"setting": e.setting, "quantity": e.quantity,
                            "estimate": num(e.estimate.value), "ci_low": num(e.estimate.low),

@@ -18,7 +18,7 @@ from l1jax.analysis.theory import expected_train_l1
 from l1jax.analysis.optima import Optima
 from l1jax.analysis.tables import metric_summary, write_metrics_csv, write_theory_csv
 from l1jax.engine.config import Config, ConfigError
-from l1jax.engine.files import atomic_file, fingerprint
+from l1jax.engine.files import atomic_file, data_digest
 from l1jax.engine.results import Results
 from l1jax.engine.sweep import host_description
 from l1jax.engine.table import load_csv
@@ -318,7 +318,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
     name = name or run_dir.resolve().name
     t0 = time.perf_counter()
     res = Results.load(run_dir, mmap=True)
-    if res.config.data.source == "csv" and fingerprint(res.config) != res.meta.get("fingerprint"):
+    recorded = res.meta.get("data_sha256")  # manifests from before it was recorded were checked on load
+    if res.config.data.source == "csv" and recorded is not None and recorded != data_digest(res.config):
         raise ConfigError(f"{res.config.data.path} has changed since the run in {run_dir}: the exact "
                           "optima would come from other data; rerun `l1jax run` on the current file")
     out.mkdir(parents=True, exist_ok=True)

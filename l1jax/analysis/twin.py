@@ -431,10 +431,10 @@ def worst_gap(tw: SweepTwin, epochs: list[int], idx: tuple[int, int, int, int]) 
     return Worst(float(z[i]), int(epochs[i]), float(mean[i]), float(mean[i] / pred[i]), float(np.nanmax(rel)))
 
 
-def predicted_outcomes(a: Analysis, tw: SweepTwin, key: str) -> list[str] | None:
-    """The outcome claim ``key`` would have in each setting (claims.settings order) if the runs
-    followed the prediction exactly: the decision rule applied to the predicted contrast, with
-    the measured margin; None for claims the twin does not predict (spreads, learning rates)."""
+def predicted_contrasts(a: Analysis, tw: SweepTwin, key: str) -> list[tuple[float, float]] | None:
+    """Per setting (claims.settings order) the contrast claim ``key`` compares, small size minus
+    large (``claims.compared_sizes``), as the prediction gives it, and the measured margin; None
+    for claims the twin does not predict (spreads, learning rates)."""
     co = a.results.coords
     if key == "faster_small":
         ki = co["epoch"].index(a.k)
@@ -446,13 +446,20 @@ def predicted_outcomes(a: Analysis, tw: SweepTwin, key: str) -> list[str] | None
     else:
         return None
     v = np.where(tw.ok, v, np.nan)
+    small, large = C.compared_sizes(a)  # the sizes the claims compare (on csv data, n/N <= 0.5)
     out = []
     with stats.quiet(), np.errstate(invalid="ignore"):
         for _, (o, b, l) in C.settings(a):
-            d = float(np.nanmean(v[o, b, l, 0]) - np.nanmean(v[o, b, l, -1]))
-            margin = C.MARGIN * float(np.nanmean(np.abs(measured[o, b, l, -1])))
-            out.append(C.decide(C.Estimate(d, d, d), margin, "greater"))
+            out.append((float(np.nanmean(v[o, b, l, small]) - np.nanmean(v[o, b, l, large])),
+                        C.MARGIN * float(np.nanmean(np.abs(measured[o, b, l, large])))))
     return out
+
+
+def predicted_outcomes(a: Analysis, tw: SweepTwin, key: str) -> list[str] | None:
+    """The outcome claim ``key`` would have in each setting if the runs followed the prediction
+    exactly: the decision rule applied to the predicted contrast with the measured margin."""
+    contrasts = predicted_contrasts(a, tw, key)
+    return None if contrasts is None else [C.decide(C.Estimate(d, d, d), m, "greater") for d, m in contrasts]
 
 
 def explains(a: Analysis, tw: SweepTwin | None, claim_list: list) -> dict[str, dict]:

@@ -25,7 +25,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmspro
 SCHEDULES = ("constant", "cosine", "inverse_sqrt", "exponential")
 GRADIENTS = ("l1", "seed")
 INITS = ("normal", "zeros")
-KERNELS = ("fused", "xla")  # fused CPU kernels where one applies (engine/kernels), or XLA only
+KERNELS = ("fused", "xla")  # fused kernels where one applies (engine/kernels: CPU and GPU), or XLA only
 # The engine counts in int32 (sizes, replicates, epochs, sample indices, optax's step count) and
 # computes in float32.  Its sample indices run over a replicate's slots (every size padded to
 # tiles that keep 95% of them useful: plan.MIN_EFFICIENCY) and a minibatch epoch's positions
