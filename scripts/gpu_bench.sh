@@ -4,7 +4,7 @@
 # program shapes; where an XLA full-batch epoch's time goes), then the GPU workloads, each under a
 # time limit, the records written to docs/bench/WORKLOAD-gpu.json and docs/benchmarks.md; the
 # records, docs and a log are copied to $OUT when it is set.
-# At most 450 s of limits in all (one device call may run 600 s; a session has 900 s of device
+# At most 470 s of limits in all (one device call may run 600 s; a session has 900 s of device
 # time, start-up included): workloads run in order of importance, one that fails or runs over its
 # limit does not stop the others, and the records go to $OUT as each ends. `scripts/gpu_bench.sh
 # all` also runs the SGD kernel's tests and the CPU-sized workloads (about 280 s more).
