@@ -59,17 +59,54 @@ def test_dispatch_names_the_kernel_of_each_group():
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 33, 100, 1000, 4099, 65537])
 def test_kernel_order_is_the_feistel_permutation(n):
-    """The kernel's own pass over the grid visits exactly ``data.epoch_permutation``'s order."""
+    """The kernel's own round keys, cycle walks and passes over the grid (the whole epoch at
+    once, and batch by batch LANES positions at a time on grids of b >= LANES columns) visit
+    exactly ``data.epoch_permutation``'s order."""
     a, b = D.grid_sides(n)
-    for epoch in (0, 3):
+    for epoch in (0, 3, 2**31 - 1):
         key = jax.random.fold_in(jax.random.key(11), n)
-        keys = np.asarray(D.round_keys(key, epoch))
+        keys = np.empty(8, np.uint32)
+        kd = np.asarray(jax.random.key_data(key), np.uint32)
+        K.round_keys(kd[0], kd[1], epoch, keys)
+        np.testing.assert_array_equal(keys, np.asarray(D.round_keys(key, epoch)))
         dom = D.Domain(*(jnp.uint32(v) for v in (n, a, b)))
-        walks = np.asarray(D.cycle_walks(jnp.asarray(keys), dom, max(a * b - n, 1)))
-        order = np.full(n + 3, -1, np.int32)
-        K.epoch_order(order, np.empty(b, np.uint32), n, a, b, keys, walks)
-        np.testing.assert_array_equal(order[:n], np.asarray(D.epoch_permutation(key, epoch, n)))
+        walks = np.full(max(a * b - n, 1), 7, np.uint32)
+        K.cycle_walks(keys, n, a, b, walks)
+        np.testing.assert_array_equal(walks[:a * b - n],
+                                      np.asarray(D.cycle_walks(jnp.asarray(keys), dom, a * b - n)))
+        expected = np.asarray(D.epoch_permutation(key, epoch, n))
+        order, first_round = np.full(n + 3, -1, np.int32), np.empty(b + K.LANES, np.uint32)
+        K.epoch_order(order, first_round, n, a, b, keys, walks)
+        np.testing.assert_array_equal(order[:n], expected)
         assert (order[n:] == -1).all()
+        for width in (1, 16, 32, 50):
+            batched, ob = [], np.empty(-(-width // K.LANES) * K.LANES, np.int32)
+            top = col = np.uint32(0)
+            if b >= K.LANES:
+                K._first_round_table(first_round, b + K.LANES, np.uint32(a), np.uint32(b), keys[0])
+            for s in range(0, n, width):
+                c = min(width, n - s)
+                top, col = K._batch_order(ob, s, c, top, col, a, b, keys, first_round, order)
+                batched.append([int(K._walked(v, n, walks)) for v in ob[:c]])
+            np.testing.assert_array_equal(np.concatenate(batched), expected, err_msg=f"width {width}")
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "student_t", "contaminated"])
+def test_kernel_sample_bits_and_rows_are_xla_s_to_the_bit(noise):
+    """The kernel's bits (and folded keys) are ``data.sample_bits``'s, so the data a fused
+    program trains on is the XLA path's own, every value equal."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(5), i))(jnp.arange(3))
+    j = jnp.asarray([[0, 1, 7, 2**31 - 1, 40]] * 3, jnp.int32) + jnp.arange(3, dtype=jnp.int32)[:, None]
+    for words in (1, 4):
+        want, want_k = D.sample_bits(keys, j, words)
+        got, got_k = jax.jit(K.sample_bits, static_argnums=(2, 3))(keys, j, words, True)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_k, want_k)
+        assert jax.jit(K.sample_bits, static_argnums=(2, 3))(keys, j, words, False)[1] is None
+    cfg = small_config(data={"noise": noise}).data
+    rows = jax.jit(lambda k, i, f: D.synthetic_rows(k, i, cfg, f), static_argnums=2)
+    for a, b in zip(rows(keys, j, K.sample_bits), rows(keys, j, D.sample_bits)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_minibatch_sgd_epoch_matches_xla_and_reference():
@@ -77,6 +114,9 @@ def test_minibatch_sgd_epoch_matches_xla_and_reference():
     fused, xla = both_paths(train={"learning_rate": [0.05, 0.5], "batch_size": [16], "epochs": 6,
                                    "record_every": 3})
     assert_close(fused, xla)
+    # a grid of b >= LANES columns (orders computed batch by batch), batches wider than LANES
+    assert_close(*both_paths(train={"learning_rate": [0.05], "batch_size": [50], "epochs": 3},
+                             sweep={"sizes": [1500], "seeds": 2}, data={"test_size": 0}))
     cfg = small_config(train={"learning_rate": [0.05, 0.5], "batch_size": [16], "epochs": 6, "record_every": 3})
     for (l, lr), (s, n) in zip(enumerate(cfg.train.learning_rate), enumerate(cfg.sweep.sizes)):
         ref = reference_for(cfg, "sgd", 16, lr, n, 1)
@@ -90,7 +130,7 @@ def test_any_feature_count_seed_mode_and_optax_updates_around_the_full_batch_pas
     minibatch on the XLA path."""
     fused, xla = both_paths(data={"n_features": 3, "true_weights": [1.0, -2.0, 0.5]},
                             train={"gradient": "seed", "optimizer": ["sgd", "adam"], "learning_rate": [0.01],
-                                   "batch_size": ["full", 7], "epochs": 5})
+                                   "batch_size": ["full", 7], "epochs": 5}, sweep={"sizes": [37, 1100], "seeds": 2})
     assert_close(fused, xla)
 
 
@@ -141,7 +181,7 @@ def test_a_run_is_bit_identical_whatever_the_other_seeds_and_learning_rates():
 def test_a_frame_the_handler_does_not_expect_is_an_error_not_a_number():
     K.register()
     x = jnp.zeros((3, 4), jnp.float32)
-    call = jax.ffi.ffi_call(K.SGD_EPOCH, jax.ShapeDtypeStruct((1, 1, 3), jnp.float32), vmap_method="sequential")
+    call = jax.ffi.ffi_call(K.SGD_EPOCHS, jax.ShapeDtypeStruct((1, 1, 3), jnp.float32), vmap_method="sequential")
     with pytest.raises(Exception, match="call frame differs"):
         jax.block_until_ready(jax.jit(call)(x))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -115,25 +115,31 @@ def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> 
     return x0, x1
 
 
-def sample_bits(keys: jax.Array, j: jax.Array, words: int) -> tuple[jax.Array, jax.Array]:
+def sample_bits(keys: jax.Array, j: jax.Array, words: int,
+                with_keys: bool = True) -> tuple[jax.Array, jax.Array | None]:
     """The first ``words`` of ``jax.random.bits(fold_in(key, j), (m,), uint32)`` (JAX's default
     partitionable threefry: word i hashes the counter (0, i)) for typed keys [R] and indices
     j [R, T], computed on whole arrays: [R, T, words], with k = fold_in(key, j) as key data
-    [R, T, 2] (tests/test_data.py checks both against jax.random).  On the CPU this ran 5x
-    faster than vmapped ``jax.random`` calls, and the words no sample reads are not hashed."""
+    [R, T, 2] (None unless ``with_keys``; tests/test_data.py checks both against jax.random).
+    On the CPU this ran 5x faster than vmapped ``jax.random`` calls, and the words no sample
+    reads are not hashed.  ``kernels.cpu.sample_bits`` computes the same, 4x faster again."""
     kd = jax.random.key_data(keys).astype(jnp.uint32)[:, None, :]
     k0, k1 = threefry2x32(kd[..., 0], kd[..., 1], jnp.uint32(0), j.astype(jnp.uint32))
     out = [threefry2x32(k0, k1, jnp.uint32(0), jnp.uint32(i)) for i in range(words)]
-    return jnp.stack([a ^ b for a, b in out], axis=-1), jnp.stack([k0, k1], axis=-1)
+    return jnp.stack([a ^ b for a, b in out], axis=-1), jnp.stack([k0, k1], axis=-1) if with_keys else None
 
 
-def synthetic_rows(keys: jax.Array, j: jax.Array, cfg: DataConfig) -> tuple[jax.Array, jax.Array]:
+Bits = Callable[[jax.Array, jax.Array, int, bool], tuple[jax.Array, jax.Array | None]]  # as sample_bits
+
+
+def synthetic_rows(keys: jax.Array, j: jax.Array, cfg: DataConfig,
+                   bits_of: Bits = sample_bits) -> tuple[jax.Array, jax.Array]:
     """Samples j[r, :] of datasets keys[r]; returns x [R, T, d] and y [R, T].  Sample j of a
     dataset: x ~ U(0,1)^d, y = x.w* + b* + noise, from the bits of k = fold_in(key, j) (one hash
-    for the bits keeps compilation cheap); Student t noise draws from fold_in(k, 1), never from
-    k itself."""
+    for the bits keeps compilation cheap; ``bits_of`` computes them, ``sample_bits`` or the
+    CPU kernel); Student t noise draws from fold_in(k, 1), never from k itself."""
     d = cfg.n_features
-    bits, k = sample_bits(keys, j, d + (2 if cfg.noise == "contaminated" else 1))
+    bits, k = bits_of(keys, j, d + (2 if cfg.noise == "contaminated" else 1), cfg.noise == "student_t")
     u = unit_floats(bits)
     x = u[..., :d]
     w = jnp.asarray(cfg.true_weights, jnp.float32)

@@ -54,15 +54,17 @@ class Carry(NamedTuple):
     diverged: jax.Array  # [D, H] first bad epoch, or a sentinel past the last epoch
 
 
-def build_data(cfg: Config, group: Group, inp: TrainInputs, keys: D.Streams) -> D.Packed:
-    """The group's training sets in the packed tile layout (padding slots zeroed)."""
+def build_data(cfg: Config, group: Group, inp: TrainInputs, keys: D.Streams,
+               bits_of: D.Bits = D.sample_bits) -> D.Packed:
+    """The group's training sets in the packed tile layout (padding slots zeroed; synthetic
+    samples from the bits ``bits_of`` computes)."""
     a = group.arrays()
     owner, rank = jnp.asarray(a.owner), jnp.asarray(a.rank)
     j = D.slot_index(rank, group.tile)
     count = jnp.clip(inp.size[owner] - rank * group.tile, 0, group.tile)
     valid = D.inside(count, group.tile)
     if cfg.data.source == "synthetic":
-        x, y = D.synthetic_rows(keys.train[owner], j, cfg.data)
+        x, y = D.synthetic_rows(keys.train[owner], j, cfg.data, bits_of)
     else:
         n_pool = inp.pool_y.shape[0]
         order = jax.vmap(D.subsample_order, (0, None))(keys.train, n_pool)
@@ -72,13 +74,14 @@ def build_data(cfg: Config, group: Group, inp: TrainInputs, keys: D.Streams) -> 
                     jnp.where(valid, y, 0.0), count, owner)
 
 
-def build_test(cfg: Config, inp: TrainInputs, keys: D.Streams) -> tuple[jax.Array, jax.Array]:
+def build_test(cfg: Config, inp: TrainInputs, keys: D.Streams,
+               bits_of: D.Bits = D.sample_bits) -> tuple[jax.Array, jax.Array]:
     """Held-out sets, x feature-major: synthetic [d, D, test_size] per dataset; csv [d, 1, n_test]."""
     if cfg.data.source == "csv":
         return inp.test_x.T[:, None], inp.test_y[None]
     m = cfg.data.test_size
     j = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (inp.size.shape[0], m))
-    x, y = D.synthetic_rows(keys.test, j, cfg.data)
+    x, y = D.synthetic_rows(keys.test, j, cfg.data, bits_of)
     return jnp.moveaxis(x, -1, 0), y
 
 
@@ -90,6 +93,15 @@ def initial_theta(init: str, keys: D.Streams, n_lr: int, p: int) -> jax.Array:
     else:
         theta = jax.vmap(lambda k: jax.random.normal(k, (p,)))(keys.init)
     return jnp.broadcast_to(theta[:, None, :], (n, n_lr, p))
+
+
+def bits_function(fused: str | None) -> D.Bits:
+    """What computes synthetic samples' bits: the CPU kernel wherever a fused CPU kernel trains
+    the group (the same bits, 4x faster), else XLA (``data.sample_bits``)."""
+    if fused and fused.startswith("cpu"):
+        from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
+        return cpu.sample_bits
+    return D.sample_bits
 
 
 def _first_tiles(group: Group) -> np.ndarray:
@@ -345,45 +357,42 @@ def pallas_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: PallasEpoch, s
 
 
 class CpuEpochLayout(NamedTuple):
-    """What the fused CPU minibatch epoch reads: the packed data as flat slots [d + 1, slots] (x, then
-    y), per dataset its first slot, size and shuffle grid sides [D, 4] and shuffle domain, the
-    widest excess of the group's grids, the batch width, the largest size and grid side b, and
-    each dataset's steps an epoch [D]."""
+    """What the fused CPU minibatch epochs read: the packed data as flat slots [d + 1, slots] (x,
+    then y), per dataset its first slot, size and shuffle grid sides [D, 4], the batch width, the
+    largest size, grid side b and grid excess a b - n (scratch sizes), and each dataset's steps
+    an epoch [D]."""
 
     samples: jax.Array
     table: jax.Array
-    domain: D.Domain
-    walk_width: int
     width: int
     max_size: int
     max_side: int
+    walk_width: int
     steps: jax.Array
 
 
 def cpu_epoch_layout(group: Group, data: D.Packed, size: jax.Array) -> CpuEpochLayout:
-    """The fused CPU minibatch epoch's view of a group's packed data (see ``CpuEpochLayout``)."""
+    """The fused CPU minibatch epochs' view of a group's packed data (see ``CpuEpochLayout``)."""
     dom = D.domains(group.arrays().size)
     first_slot = jnp.asarray(_first_tiles(group) * group.tile)
     table = jnp.stack([first_slot, size, jnp.asarray(dom.a, jnp.int32), jnp.asarray(dom.b, jnp.int32)], axis=1)
     samples = jnp.concatenate([data.x.reshape(data.x.shape[0], -1), data.y.reshape(1, -1)])
     steps = (size + group.width - 1) // group.width
-    return CpuEpochLayout(samples, table, D.Domain(*(jnp.asarray(v) for v in dom)),
-                          int(np.max(dom.a * dom.b - dom.n)), group.width, max(group.sizes), int(np.max(dom.b)),
-                          steps)
+    return CpuEpochLayout(samples, table, group.width, max(group.sizes), int(np.max(dom.b)),
+                          int(np.max(dom.a * dom.b - dom.n)), steps)
 
 
-def cpu_minibatch_epoch(carry: Carry, epoch: jax.Array, layout: CpuEpochLayout, shuffle_keys: jax.Array,
-                        rule: StepRule) -> Carry:
-    """One minibatch epoch of plain SGD for every run in one fused CPU kernel call: the same
-    Feistel orders (round keys and cycle walks from ``data.py``), batches and optax.sgd updates
-    as ``minibatch_epoch``."""
+def cpu_minibatch_epochs(carry: Carry, start: jax.Array, length: int, layout: CpuEpochLayout,
+                         shuffle_keys: jax.Array, rule: StepRule) -> Carry:
+    """``length`` minibatch epochs of plain SGD from epoch ``start`` for every run in one fused
+    CPU kernel call: the same Feistel orders (``data.py``'s, recomputed in the kernel), batches
+    and optax.sgd updates as ``minibatch_epoch``, and the same first bad epochs."""
     from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
-    keys = jax.vmap(D.round_keys, (0, None))(shuffle_keys, epoch)  # [D, rounds]
-    walks = D.cycle_walks(keys, layout.domain, layout.walk_width)
-    theta = cpu.sgd_epoch(layout.samples, carry.theta, rule.lr, layout.table, keys, walks,
-                          layout.width, layout.max_size, layout.max_side, rule.gradient)
-    diverged = _first_bad(carry.diverged, ~_all_finite(theta), epoch + 1)
-    return Carry(theta, advance_states(rule, carry.state, theta, layout.steps), diverged)
+    theta, bad = cpu.sgd_epochs(layout.samples, carry.theta, rule.lr, layout.table,
+                                jax.random.key_data(shuffle_keys).astype(jnp.uint32), start, length,
+                                layout.width, layout.max_size, layout.max_side, layout.walk_width, rule.gradient)
+    state = advance_states(rule, carry.state, theta, layout.steps * length)
+    return Carry(theta, state, jnp.minimum(carry.diverged, bad))
 
 
 def data_sums(data: D.Packed, theta: jax.Array, rule: StepRule) -> tuple[jax.Array, jax.Array]:
@@ -467,11 +476,12 @@ def record_block(carry: Carry, start: jax.Array, length: int, train_set: Trainin
         carry, train = _scan_epochs(epoch, (carry, jnp.zeros(carry.diverged.shape)), start, length)
     else:
         train = train_l1(carry.theta, train_set, rule)
+        if isinstance(layout, CpuEpochLayout):  # all the block's epochs in one call
+            return cpu_minibatch_epochs(carry, start, length, layout, shuffle_keys, rule), Record(train, test, err)
         if isinstance(layout, PallasEpoch):
             epoch = functools.partial(pallas_minibatch_epoch, fused=layout, shuffle_keys=shuffle_keys, rule=rule)
         else:
-            step_epoch = cpu_minibatch_epoch if isinstance(layout, CpuEpochLayout) else minibatch_epoch
-            epoch = functools.partial(step_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule)
+            epoch = functools.partial(minibatch_epoch, layout=layout, shuffle_keys=shuffle_keys, rule=rule)
         carry = _scan_epochs(epoch, carry, start, length)
     return carry, Record(train, test, err)
 
@@ -492,8 +502,9 @@ def _make_block_train(cfg: Config, group: Group, n_features: int, shared: bool, 
 
     def train(inp: TrainInputs) -> TrainOutputs:
         keys = D.streams(inp.base_seed, inp.rep, inp.size, cfg.data.coupling == "nested")
-        train_set = TrainingSet(build_data(cfg, group, inp, keys), inp.size.astype(jnp.float32))
-        held_out = HeldOut(*(build_test(cfg, inp, keys) if has_test else (None, None)), true_theta)
+        bits_of = bits_function(fused)
+        train_set = TrainingSet(build_data(cfg, group, inp, keys, bits_of), inp.size.astype(jnp.float32))
+        held_out = HeldOut(*(build_test(cfg, inp, keys, bits_of) if has_test else (None, None)), true_theta)
         theta0 = initial_theta(tc.init, keys, inp.lr.shape[0], n_features + 1)
         total_steps = (jnp.full((group.n_datasets,), epochs, jnp.float32) if group.full_batch
                        else epochs * jnp.ceil(train_set.count / group.width))
