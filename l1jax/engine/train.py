@@ -357,12 +357,13 @@ def pallas_minibatch_epoch(carry: Carry, epoch: jax.Array, fused: PallasEpoch, s
 
 
 class CpuEpochLayout(NamedTuple):
-    """What the fused CPU minibatch epochs read: the packed data as flat slots [d + 1, slots] (x,
-    then y), per dataset its first slot, size and shuffle grid sides [D, 4], the batch width, the
+    """What the fused CPU minibatch epochs read: the packed data as flat slots (x [d, slots], y
+    [slots]), per dataset its first slot, size and shuffle grid sides [D, 4], the batch width, the
     largest size, grid side b and grid excess a b - n (scratch sizes), and each dataset's steps
     an epoch [D]."""
 
-    samples: jax.Array
+    x: jax.Array
+    y: jax.Array
     table: jax.Array
     width: int
     max_size: int
@@ -376,9 +377,8 @@ def cpu_epoch_layout(group: Group, data: D.Packed, size: jax.Array) -> CpuEpochL
     dom = D.domains(group.arrays().size)
     first_slot = jnp.asarray(_first_tiles(group) * group.tile)
     table = jnp.stack([first_slot, size, jnp.asarray(dom.a, jnp.int32), jnp.asarray(dom.b, jnp.int32)], axis=1)
-    samples = jnp.concatenate([data.x.reshape(data.x.shape[0], -1), data.y.reshape(1, -1)])
     steps = (size + group.width - 1) // group.width
-    return CpuEpochLayout(samples, table, group.width, max(group.sizes), int(np.max(dom.b)),
+    return CpuEpochLayout(data.x.reshape(data.x.shape[0], -1), data.y.reshape(-1), table, group.width, max(group.sizes), int(np.max(dom.b)),
                           int(np.max(dom.a * dom.b - dom.n)), steps)
 
 
@@ -388,7 +388,7 @@ def cpu_minibatch_epochs(carry: Carry, start: jax.Array, length: int, layout: Cp
     CPU kernel call: the same Feistel orders (``data.py``'s, recomputed in the kernel), batches
     and optax.sgd updates as ``minibatch_epoch``, and the same first bad epochs."""
     from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
-    theta, bad = cpu.sgd_epochs(layout.samples, carry.theta, rule.lr, layout.table,
+    theta, bad = cpu.sgd_epochs(layout.x, layout.y, carry.theta, rule.lr, layout.table,
                                 jax.random.key_data(shuffle_keys).astype(jnp.uint32), start, length,
                                 layout.width, layout.max_size, layout.max_side, layout.walk_width, rule.gradient)
     state = advance_states(rule, carry.state, theta, layout.steps * length)

@@ -266,13 +266,13 @@ NOT_DIVERGED = np.iinfo(np.int32).max
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _epochs_two_features(samples, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
+def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
                          order, first_round, buf, ob, walks, keys):
     """``sgd_epochs_arrays`` for two features."""
     b0, b1, by = buf[0], buf[1], buf[2]
     for ds in range(theta.shape[0]):
         first, n, a, b = table[ds, 0], table[ds, 1], table[ds, 2], table[ds, 3]
-        x0_all, x1_all, y_all = samples[0, first:first + n], samples[1, first:first + n], samples[2, first:first + n]
+        x0_all, x1_all, y_all = x[0, first:first + n], x[1, first:first + n], y[first:first + n]
         for epoch in range(first_epoch, first_epoch + epochs):
             _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round)
             top = col = np.uint32(0)
@@ -306,7 +306,7 @@ def _epochs_two_features(samples, theta, lr, table, key_data, first_epoch, epoch
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _epochs_any_features(samples, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
+def _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
                          order, first_round, buf, ob, walks, keys):
     """``sgd_epochs_arrays`` for any number of features d: buf rows x_1..x_d, y, r."""
     p = theta.shape[2]
@@ -315,7 +315,7 @@ def _epochs_any_features(samples, theta, lr, table, key_data, first_epoch, epoch
     grad = np.empty(p, np.float32)
     for ds in range(theta.shape[0]):
         first, n, a, b = table[ds, 0], table[ds, 1], table[ds, 2], table[ds, 3]
-        mine = samples[:, first:first + n]
+        mine, y_mine = x[:, first:first + n], y[first:first + n]
         for epoch in range(first_epoch, first_epoch + epochs):
             _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round)
             top = col = np.uint32(0)
@@ -324,26 +324,27 @@ def _epochs_any_features(samples, theta, lr, table, key_data, first_epoch, epoch
                 top, col = _batch_order(ob, s, c, top, col, a, b, keys, first_round, order)
                 for j in range(c):
                     i = _walked(ob[j], n, walks)
-                    for k in range(p):
+                    for k in range(d):
                         buf[k, j] = mine[k, i]
+                    buf[d, j] = y_mine[i]
                 m = np.float32(c)
                 for h in range(theta.shape[1]):
                     th = theta[ds, h]
-                    y = buf[d]
+                    yb = buf[d]
                     for j in range(c):
-                        r[j] = th[d] - y[j]
+                        r[j] = th[d] - yb[j]
                     for k in range(d):
-                        w, x = th[k], buf[k]
+                        w, xb = th[k], buf[k]
                         for j in range(c):
-                            r[j] = r[j] + x[j] * w
+                            r[j] = r[j] + xb[j] * w
                     if mode != SEED_GRADIENT:
                         for j in range(c):
                             r[j] = _sign(r[j])
                     for k in range(d):
-                        x = buf[k]
+                        xb = buf[k]
                         acc = np.float32(0.0)
                         for j in range(c):
-                            acc += r[j] * x[j]
+                            acc += r[j] * xb[j]
                         grad[k] = acc
                     acc = np.float32(0.0)
                     for j in range(c):
@@ -359,46 +360,47 @@ def _epochs_any_features(samples, theta, lr, table, key_data, first_epoch, epoch
 
 
 @njit(cache=True)
-def sgd_epochs_arrays(samples, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
+def sgd_epochs_arrays(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
                       order, first_round, buf, ob, walks, keys):
     """``epochs`` epochs from ``first_epoch`` of every run (see ``sgd_epochs``), on plain arrays:
-    samples [p, slots] (x rows then y), theta [D, H, p] updated in place, table [D, 4] (first
+    x [d, slots], y [slots], theta [D, H, p] updated in place, table [D, 4] (first
     slot, n, a, b), key_data [D, 2] (shuffle keys), bad [D, H] (set here: 1 + the first epoch
     after which a run is not finite, or NOT_DIVERGED); scratch order [>= max n], first_round
     [>= max b + LANES], buf [p + 1, >= width], ob [>= width rounded up to LANES], walks [>= max a b - n,
     >= 1], keys [8]."""
     bad[:] = NOT_DIVERGED
     if theta.shape[2] == 3:
-        _epochs_two_features(samples, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
+        _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
                              order, first_round, buf, ob, walks, keys)
     else:
-        _epochs_any_features(samples, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
+        _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
                              order, first_round, buf, ob, walks, keys)
 
 
 @cfunc(types.int64(types.int64), cache=True)
 def _sgd_epochs_handler(address):
-    """FFI handler: args samples [p, slots] f32, theta [D, H, p] f32, lr [H] f32, table [D, 4] i32,
-    key_data [D, 2] u32, settings [4] i32 (width, mode, first epoch, epochs); results theta
-    [D, H, p] f32, bad [D, H] i32 and scratch: order [max n] i32, first_round [max b + LANES] u32, buf
-    [p + 1, width] f32, ob [width rounded up to LANES] i32, walks [W] u32, keys [8] u32."""
+    """FFI handler: args x [d, slots] f32, y [slots] f32, theta [D, H, p] f32, lr [H] f32, table
+    [D, 4] i32, key_data [D, 2] u32, settings [4] i32 (width, mode, first epoch, epochs); results
+    theta [D, H, p] f32, bad [D, H] i32 and scratch: order [max n] i32, first_round [max b +
+    LANES] u32, buf [p + 1, width] f32, ob [width rounded up to LANES] i32, walks [W] u32, keys
+    [8] u32."""
     frame = F.frame_words(address)
     if F.answer_metadata(frame):
         return 0
-    err = F.check_frame(frame, 6, 8)
+    err = F.check_frame(frame, 7, 8)
     if err != 0:
         return err
-    slots = F.arg_dim(frame, 0, 1)
-    n_data, n_lr, p = F.arg_dim(frame, 1, 0), F.arg_dim(frame, 1, 1), F.arg_dim(frame, 1, 2)
-    settings = F.arg(frame, 5, 4, np.int32)
+    d, slots = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1)
+    n_data, n_lr, p = F.arg_dim(frame, 2, 0), F.arg_dim(frame, 2, 1), F.arg_dim(frame, 2, 2)
+    settings = F.arg(frame, 6, 4, np.int32)
     width = np.int64(settings[0])
-    theta_in = F.arg(frame, 1, n_data * n_lr * p, np.float32)
+    theta_in = F.arg(frame, 2, n_data * n_lr * p, np.float32)
     theta = F.ret(frame, 0, n_data * n_lr * p, np.float32)
     theta[:] = theta_in
-    sgd_epochs_arrays(F.arg(frame, 0, p * slots, np.float32).reshape((p, slots)),
-                      theta.reshape((n_data, n_lr, p)), F.arg(frame, 2, n_lr, np.float32),
-                      F.arg(frame, 3, n_data * 4, np.int32).reshape((n_data, 4)),
-                      F.arg(frame, 4, n_data * 2, np.uint32).reshape((n_data, 2)),
+    sgd_epochs_arrays(F.arg(frame, 0, d * slots, np.float32).reshape((d, slots)), F.arg(frame, 1, slots, np.float32),
+                      theta.reshape((n_data, n_lr, p)), F.arg(frame, 3, n_lr, np.float32),
+                      F.arg(frame, 4, n_data * 4, np.int32).reshape((n_data, 4)),
+                      F.arg(frame, 5, n_data * 2, np.uint32).reshape((n_data, 2)),
                       np.int64(settings[2]), np.int64(settings[3]), width, settings[1],
                       F.ret(frame, 1, n_data * n_lr, np.int32).reshape((n_data, n_lr)),
                       F.ret(frame, 2, F.ret_dim(frame, 2, 0), np.int32),
@@ -575,12 +577,12 @@ def register() -> None:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler.address), platform="cpu", api_version=1)
 
 
-def sgd_epochs(samples: jax.Array, theta: jax.Array, lr: jax.Array, table: jax.Array, key_data: jax.Array,
+def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, table: jax.Array, key_data: jax.Array,
                first_epoch: jax.Array, epochs: int, width: int, max_size: int, max_side: int, walk_width: int,
                gradient: str) -> tuple[jax.Array, jax.Array]:
     """Every run's parameters [D, H, p] after ``epochs`` minibatch epochs of plain SGD at constant
     learning rates from epoch ``first_epoch``, and per run 1 + the first epoch after which it was
-    not finite [D, H] (``NOT_DIVERGED`` if none): samples [p, slots] (x rows, then y), table [D, 4]
+    not finite [D, H] (``NOT_DIVERGED`` if none): samples x [d, slots], y [slots], table [D, 4]
     int32 (first slot, size, grid sides a, b), key_data [D, 2] uint32 (shuffle keys); ``width``
     samples a batch, ``max_size`` the largest dataset, ``max_side`` its largest grid side b,
     ``walk_width`` the largest excess a b - n."""
@@ -594,7 +596,7 @@ def sgd_epochs(samples: jax.Array, theta: jax.Array, lr: jax.Array, table: jax.A
                                         jax.ShapeDtypeStruct(theta.shape[:2], jnp.int32),
                                         *(jax.ShapeDtypeStruct(s, t) for s, t in scratch)),
                            vmap_method="sequential")
-    theta, bad, *_ = out(samples, theta, lr, table, key_data, settings)
+    theta, bad, *_ = out(x, y, theta, lr, table, key_data, settings)
     return theta, bad
 
 
