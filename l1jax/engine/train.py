@@ -3,7 +3,8 @@ and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over 
 the group's lane schedule) of steps on every dataset and learning rate at once (datasets packed
 in tiles or lanes), in blocks of replicates on the CPU.  Where ``kernels.fused_path`` names a
 fused kernel (Numba on the CPU, Pallas on GPUs), an epoch's data pass or whole minibatch epoch
-is one call to it inside the same scan.  Wrap it in one ``jax.jit``.
+(on the CPU: all the epochs between two records) is one call to it inside the same scan.  Wrap
+it in one ``jax.jit``.
 """
 
 from __future__ import annotations

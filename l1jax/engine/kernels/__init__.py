@@ -2,8 +2,8 @@
 epochs as the XLA path they replace, and the one place that says which applies.
 
 ``fused_path`` names the kernel that trains a group, or None for the XLA path.  On the CPU
-(Numba, as typed XLA FFI handlers): ``"cpu_sgd_epoch"`` runs a whole minibatch epoch of plain
-SGD at a constant learning rate (``kernels.cpu.sgd_epoch``), ``"cpu_full_batch"`` the
+(Numba, as typed XLA FFI handlers): ``"cpu_sgd_epoch"`` runs whole minibatch epochs of plain
+SGD at a constant learning rate (``kernels.cpu.sgd_epochs``), ``"cpu_full_batch"`` the
 full-batch data pass of any optimizer (``kernels.cpu.full_batch_sums``).  On GPUs (Pallas):
 ``"pallas_sgd_epoch"`` a whole plain-SGD minibatch epoch under any schedule
 (``kernels.pallas_sgd``), ``"pallas_full_batch"`` the full-batch pass (``kernels.pallas_pass``).

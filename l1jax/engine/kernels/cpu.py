@@ -179,14 +179,15 @@ def _lanes_of_order(out, o, top, col, a32, b32, keys, first_round):
     (top, col) on, in a grid of b >= LANES columns (so they wrap to the next row at most once;
     ``first_round`` [>= b + LANES] holds the first round of column c mod b): one vectorized loop.
     Images may still lie in the excess (see ``_batch_order``)."""
-    table = first_round[np.int64(col):]  # a contiguous load per vector, not a gather
+    table = first_round[np.int64(col):]  # contiguous loads and stores per vector, no gather or scatter
+    dest = out[o:]
     for q in range(LANES):
         c = np.uint32(col + np.uint32(q))
         wrap = c >= b32
         s = np.uint32(np.uint32(top + np.uint32(wrap)) + table[q])
         right = np.uint32(s - a32) if s >= a32 else s
         left = np.uint32(c - b32) if wrap else c
-        out[o + q] = np.int32(_rounds_after_first(left, right, keys, a32, b32))
+        dest[q] = np.int32(_rounds_after_first(left, right, keys, a32, b32))
 
 
 @njit(cache=True)
