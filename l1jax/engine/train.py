@@ -379,8 +379,8 @@ def cpu_epoch_layout(group: Group, data: D.Packed, size: jax.Array) -> CpuEpochL
     first_slot = jnp.asarray(_first_tiles(group) * group.tile)
     table = jnp.stack([first_slot, size, jnp.asarray(dom.a, jnp.int32), jnp.asarray(dom.b, jnp.int32)], axis=1)
     steps = (size + group.width - 1) // group.width
-    return CpuEpochLayout(data.x.reshape(data.x.shape[0], -1), data.y.reshape(-1), table, group.width, max(group.sizes), int(np.max(dom.b)),
-                          int(np.max(dom.a * dom.b - dom.n)), steps)
+    return CpuEpochLayout(data.x.reshape(data.x.shape[0], -1), data.y.reshape(-1), table, group.width,
+                          max(group.sizes), int(np.max(dom.b)), int(np.max(dom.a * dom.b - dom.n)), steps)
 
 
 def cpu_minibatch_epochs(carry: Carry, start: jax.Array, length: int, layout: CpuEpochLayout,
@@ -478,7 +478,8 @@ def record_block(carry: Carry, start: jax.Array, length: int, train_set: Trainin
     else:
         train = train_l1(carry.theta, train_set, rule)
         if isinstance(layout, CpuEpochLayout):  # all the block's epochs in one call
-            return cpu_minibatch_epochs(carry, start, length, layout, shuffle_keys, rule), Record(train, test, err)
+            carry = cpu_minibatch_epochs(carry, start, length, layout, shuffle_keys, rule)
+            return carry, Record(train, test, err)
         if isinstance(layout, PallasEpoch):
             epoch = functools.partial(pallas_minibatch_epoch, fused=layout, shuffle_keys=shuffle_keys, rule=rule)
         else:
