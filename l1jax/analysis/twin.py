@@ -20,9 +20,11 @@ training pool: L and G are its mean |r| and mean sign(r) (x, 1) (sign(0) = 0, as
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -45,6 +47,9 @@ from l1jax.engine.train import initial_theta
 GL_POINTS = {1: 32, 2: 6, 3: 6}  # Gauss-Legendre nodes per axis for d <= 3 (smooth noise densities: error ~1e-5)
 GL_POINTS_KINKED = {1: 64, 2: 16, 3: 12}  # Laplace: its density's kink at 0 slows the rule
 QMC_POINTS = 2 ** 14  # points of the shifted Halton set for d > 3
+STARTS_CHUNK = 1024  # runs whose starts one call draws (padded): one program for every sweep
+ERROR_STARTS = 256  # runs' starts at which the integration error is measured (padded: one program)
+COMPILE_EVENTS = tuple(f"/jax/core/compile/{e}_duration" for e in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile"))
 
 
 class Population(NamedTuple):
@@ -143,13 +148,25 @@ def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
     return cfg.data, synthetic_population(cfg.data)
 
 
+@functools.partial(jax.jit, static_argnames=("nested", "init", "p"))
+def _draw_starts(base_seed: jax.Array, rep: jax.Array, size: jax.Array, nested: bool, init: str,
+                 p: int) -> jax.Array:
+    """Starts [STARTS_CHUNK, p] of runs (rep, size), as ``train.initial_theta`` draws them: one
+    compiled program for every sweep (drawn op by op, each new shape cost ~1 s of compiling)."""
+    return initial_theta(init, D.streams(base_seed, rep, size, nested), 1, p)[:, 0]
+
+
 def run_starts(cfg: Config, p: int) -> np.ndarray:
-    """Every run's own start [size, seed, p], drawn as ``train.initial_theta`` draws it."""
+    """Every run's own start [size, seed, p], drawn in padded chunks of STARTS_CHUNK runs."""
     sizes, seeds = cfg.sweep.sizes, cfg.sweep.seeds
-    size = jnp.asarray(np.repeat(sizes, seeds), jnp.int32)
-    rep = jnp.asarray(np.tile(np.arange(seeds), len(sizes)), jnp.int32)
-    keys = D.streams(jnp.uint32(cfg.sweep.base_seed), rep, size, cfg.data.coupling == "nested")
-    return np.asarray(initial_theta(cfg.train.init, keys, 1, p)[:, 0]).reshape(len(sizes), seeds, p)
+    m = len(sizes) * seeds
+    pad = -m % STARTS_CHUNK
+    size = np.pad(np.repeat(np.asarray(sizes, np.int32), seeds), (0, pad))
+    rep = np.pad(np.tile(np.arange(seeds, dtype=np.int32), len(sizes)), (0, pad))
+    out = [_draw_starts(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(rep[i:i + STARTS_CHUNK]),
+                        jnp.asarray(size[i:i + STARTS_CHUNK]), cfg.data.coupling == "nested", cfg.train.init, p)
+           for i in range(0, m + pad, STARTS_CHUNK)]
+    return np.concatenate(out)[:m].reshape(len(sizes), seeds, p)
 
 
 def moments(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, ...]:
@@ -232,14 +249,12 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
         return (loss, *_response_terms(c[2], hess, sigma))
 
     def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array, jax.Array]]:
-        c = jax.lax.fori_loop(bounds[0], bounds[1], step, c)
-        return c, record(c)
+        return jax.lax.fori_loop(bounds[0], bounds[1], step, c), record(c)  # record, then step on
 
     dfl0 = [jnp.zeros((p,) + v.shape, v.dtype) for v in floats(state)]
     c0 = (theta, state, jnp.zeros_like(eye), dfl0)
-    bounds = jnp.stack([record_at[:-1], record_at[1:]], axis=-1)
-    _, out = jax.lax.scan(segment, c0, bounds)
-    return tuple(jnp.concatenate([first[None], rest]) for first, rest in zip(record(c0), out))
+    bounds = jnp.stack([record_at, jnp.append(record_at[1:], record_at[-1])], axis=-1)  # the last: no steps
+    return jax.lax.scan(segment, c0, bounds)[1]
 
 
 class TwinCurves(NamedTuple):
@@ -251,8 +266,6 @@ class TwinCurves(NamedTuple):
     response: np.ndarray  # tr(J Sigma): the first-order extra decrease of a size-n run is -this / n
     curvature: np.ndarray  # tr(J^T H J Sigma): twice the rise of its population L1, times n
     steps: np.ndarray
-    compile_s: float  # compiling its programs (skipped when the persistent cache has them)
-    run_s: float  # running them and gathering each run's curve
 
 
 def recorded_steps(cfg: Config) -> np.ndarray:
@@ -285,15 +298,11 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinC
     which = which.reshape(n_b, n_s, n_r)
     out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
     args = (pop, jnp.asarray(tracks[:, :-1]), lr, total, jnp.asarray(record_at, jnp.int32))
-    compile_s = run_s = 0.0
     for o, opt in enumerate(t.optimizer):
-        t0 = time.perf_counter()
-        program = simulate.lower(*args, optimizer=opt, schedule=t.schedule, noise=noise).compile()
-        t1 = time.perf_counter()
-        for i, buf in enumerate(program(*args)):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
+        bufs = simulate(*args, optimizer=opt, schedule=t.schedule, noise=noise)
+        for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
             out[i, o] = np.moveaxis(np.asarray(buf)[pos[:, :, None, :], which[..., None], :], -1, 1)
-        compile_s, run_s = compile_s + t1 - t0, run_s + time.perf_counter() - t1
-    return TwinCurves(*out, steps, compile_s, run_s)
+    return TwinCurves(*out, steps)
 
 
 class Prediction(NamedTuple):
@@ -371,6 +380,8 @@ class SweepTwin(NamedTuple):
     gap: stats.Summary  # measured - predicted train L1, paired per seed [opt, batch, lr, size, epoch]
     integration_error: float  # max |L| change when the quadrature is refined, over the runs' starts
     ok: np.ndarray  # [opt, batch, lr, size, seed] runs that did not diverge (the ones compared)
+    compile_s: float  # tracing and compiling its programs (the XLA step skipped when a cache has them)
+    run_s: float  # the rest of its wall time: running them, drawing starts, predicting
 
 
 def applies(cfg: Config) -> str | None:
@@ -380,17 +391,42 @@ def applies(cfg: Config) -> str | None:
     return None
 
 
-def integration_error(cfg: Config, noise: DataConfig | None, pop: Population, max_starts: int = 256) -> float:
-    """Largest change of the population L1 at the runs' starts (and theta*) when the quadrature
-    is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger quasi-random set); 0 for csv."""
+@functools.partial(jax.jit, static_argnames="noise")
+def _refinement_change(noise: DataConfig, pop: Population, fine: Population, theta: jax.Array) -> jax.Array:
+    """Largest |L| change at thetas [m, p] between two quadratures, as one compiled program."""
+    return jnp.max(jnp.abs(loss_and_grad(noise, pop, theta)[0] - loss_and_grad(noise, fine, theta)[0]))
+
+
+def integration_error(cfg: Config, noise: DataConfig | None, pop: Population) -> float:
+    """Largest change of the population L1 at the runs' first ERROR_STARTS starts (and theta*)
+    when the quadrature is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger
+    quasi-random set); 0 for csv."""
     if noise is None:
         return 0.0
-    fine = synthetic_population(noise, refine=2)
-    starts = run_starts(cfg, int(pop.x.shape[1])).reshape(-1, pop.x.shape[1])[:max_starts]
     star = np.asarray(noise.true_weights + (noise.true_bias,), np.float32)[None]
-    th = jnp.asarray(np.concatenate([starts, star]), jnp.float32)
-    got = [loss_and_grad(noise, q, th)[0] for q in (pop, fine)]
-    return float(jnp.max(jnp.abs(got[0] - got[1])))
+    starts = run_starts(cfg, star.shape[1]).reshape(-1, star.shape[1])[:ERROR_STARTS]
+    th = np.concatenate([star, starts, np.repeat(star, ERROR_STARTS - len(starts), 0)])  # padded with theta*
+    return float(_refinement_change(noise, pop, synthetic_population(noise, refine=2), jnp.asarray(th, jnp.float32)))
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """[compile, run] seconds of the block: the tracing, lowering and XLA compiling JAX records
+    inside it (top-level programs only, so nothing is counted twice), and the rest of its wall
+    time (filled in when the block ends)."""
+    spent = [0.0, 0.0]
+
+    def listen(event: str, seconds: float, **_) -> None:
+        if event in COMPILE_EVENTS:
+            spent[0] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    t0 = time.perf_counter()
+    try:
+        yield spent
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+        spent[1] = time.perf_counter() - t0 - spent[0]
 
 
 def sweep_twin(a: Analysis) -> SweepTwin | None:
@@ -398,17 +434,19 @@ def sweep_twin(a: Analysis) -> SweepTwin | None:
     cfg = a.results.config
     if applies(cfg) is not None:
         return None
-    noise, pop = population_of(cfg)
-    curves = twin_curves(cfg, noise, pop)
-    minimum = population_minimum(noise, pop)
-    with stats.quiet(), np.errstate(invalid="ignore"):
-        lstar = np.nanmean(a.optima.lstar, axis=-1)
-    pred = finite_n_terms(cfg, curves, overfitting_term(cfg, lstar, minimum))
-    ok = np.asarray(a.results.diverged_epoch) < 0
-    measured = np.where(ok[..., None], np.asarray(a.results.train_l1, np.float64), np.nan)
-    with stats.quiet():
-        gap = stats.t_summary(stats.moments(measured - pred.train, axis=4), cfg.sweep.seeds)
-    return SweepTwin(curves, pred, gap, integration_error(cfg, noise, pop), ok)
+    with stopwatch() as spent:
+        noise, pop = population_of(cfg)
+        curves = twin_curves(cfg, noise, pop)
+        minimum = population_minimum(noise, pop)
+        with stats.quiet(), np.errstate(invalid="ignore"):
+            lstar = np.nanmean(a.optima.lstar, axis=-1)
+        pred = finite_n_terms(cfg, curves, overfitting_term(cfg, lstar, minimum))
+        ok = np.asarray(a.results.diverged_epoch) < 0
+        measured = np.where(ok[..., None], np.asarray(a.results.train_l1, np.float64), np.nan)
+        with stats.quiet():
+            gap = stats.t_summary(stats.moments(measured - pred.train, axis=4), cfg.sweep.seeds)
+        error = integration_error(cfg, noise, pop)
+    return SweepTwin(curves, pred, gap, error, ok, *spent)
 
 
 def seed_mean(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
