@@ -149,7 +149,8 @@ def test_shared_trajectories_equal_each_size_alone(schedule):
                 np.testing.assert_allclose(got[:, b:b + 1, :, s:s + 1], want, rtol=1e-5, atol=1e-6)
 
 
-def test_starts_are_the_engines_draws():
+@pytest.mark.parametrize("p", [3, 11])
+def test_starts_are_the_engines_draws(p):
     """Starts drawn in padded compiled chunks equal ``initial_theta``'s draws op by op, bit for bit."""
     from l1jax.engine import data as D
     from l1jax.engine.train import initial_theta
@@ -158,8 +159,8 @@ def test_starts_are_the_engines_draws():
         size = jnp.asarray(np.repeat(cfg.sweep.sizes, 700), jnp.int32)
         rep = jnp.asarray(np.tile(np.arange(700), 3), jnp.int32)
         keys = D.streams(jnp.uint32(cfg.sweep.base_seed), rep, size, coupling == "nested")
-        want = np.asarray(initial_theta(cfg.train.init, keys, 1, 3)[:, 0]).reshape(3, 700, 3)
-        np.testing.assert_array_equal(TW.run_starts(cfg, 3), want)
+        want = np.asarray(initial_theta(cfg.train.init, keys, 1, p)[:, 0]).reshape(3, 700, p)
+        np.testing.assert_array_equal(TW.run_starts(cfg, p), want)
 
 
 def test_integration_error_is_the_largest_change_at_the_starts():
