@@ -24,7 +24,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -41,6 +41,7 @@ from l1jax.engine import data as D
 from l1jax.engine.config import Config, DataConfig
 from l1jax.engine.data import CONTAMINATION_SCALE
 from l1jax.engine.step import init_states, sign, update_all
+from l1jax.engine.sweep import compile_program
 from l1jax.engine.table import Table, load_csv
 from l1jax.engine.train import initial_theta
 
@@ -51,6 +52,7 @@ STARTS_CHUNK = 1024  # runs whose starts one call draws (padded): one program fo
 ERROR_STARTS = 256  # runs' starts at which the integration error is measured (padded: one program)
 COMPILE_EVENTS = tuple(f"/jax/core/compile/{e}_duration"  # JAX's records of tracing, lowering, compiling
                        for e in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile"))
+_COMPILING = [0.0]  # seconds of those events since the first stopwatch (see ``_count_compiling``)
 
 
 class Population(NamedTuple):
@@ -149,14 +151,15 @@ def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
     return cfg.data, synthetic_population(cfg.data)
 
 
-@functools.partial(jax.jit, static_argnames=("nested", "init", "p"),
-                   compiler_options={"xla_backend_optimization_level": 1})
-def _draw_starts(base_seed: jax.Array, rep: jax.Array, size: jax.Array, nested: bool, init: str,
-                 p: int) -> jax.Array:
-    """Starts [STARTS_CHUNK, p] of runs (rep, size), as ``train.initial_theta`` draws them: one
-    compiled program for every sweep (drawn op by op, each new shape cost ~1 s of compiling), at
-    LLVM -O1 (half the compile time of -O2, the same bits: tested)."""
-    return initial_theta(init, D.streams(base_seed, rep, size, nested), 1, p)[:, 0]
+@functools.cache
+def _starts_program(nested: bool, init: str, p: int) -> Callable[..., jax.Array]:
+    """The compiled draw of STARTS_CHUNK runs' starts [STARTS_CHUNK, p] from (base seed, rep,
+    size), as ``train.initial_theta`` draws them: one program for every sweep (drawn op by op,
+    each new shape cost ~1 s of compiling), with the engine's compiler options (on the CPU LLVM
+    -O1: half the compile time, the same bits: tested)."""
+    chunk = jax.ShapeDtypeStruct((STARTS_CHUNK,), jnp.int32)
+    return compile_program(lambda seed, rep, size: initial_theta(init, D.streams(seed, rep, size, nested), 1, p)[:, 0],
+                           jax.ShapeDtypeStruct((), jnp.uint32), chunk, chunk)[0]
 
 
 def run_starts(cfg: Config, p: int) -> np.ndarray:
@@ -164,11 +167,10 @@ def run_starts(cfg: Config, p: int) -> np.ndarray:
     sizes, seeds = cfg.sweep.sizes, cfg.sweep.seeds
     m = len(sizes) * seeds
     pad = -m % STARTS_CHUNK
-    size = np.pad(np.repeat(np.asarray(sizes, np.int32), seeds), (0, pad))
-    rep = np.pad(np.tile(np.arange(seeds, dtype=np.int32), len(sizes)), (0, pad))
-    out = [_draw_starts(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(rep[i:i + STARTS_CHUNK]),
-                        jnp.asarray(size[i:i + STARTS_CHUNK]), cfg.data.coupling == "nested", cfg.train.init, p)
-           for i in range(0, m + pad, STARTS_CHUNK)]
+    size = np.pad(np.repeat(np.asarray(sizes, np.int32), seeds), (0, pad)).reshape(-1, STARTS_CHUNK)
+    rep = np.pad(np.tile(np.arange(seeds, dtype=np.int32), len(sizes)), (0, pad)).reshape(-1, STARTS_CHUNK)
+    draw = _starts_program(cfg.data.coupling == "nested", cfg.train.init, p)
+    out = [draw(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(r), jnp.asarray(n)) for r, n in zip(rep, size)]
     return np.concatenate(out)[:m].reshape(len(sizes), seeds, p)
 
 
@@ -413,23 +415,28 @@ def integration_error(cfg: Config, noise: DataConfig | None, pop: Population) ->
     return float(_refinement_change(noise, pop, synthetic_population(noise, refine=2), jnp.asarray(th, jnp.float32)))
 
 
+@functools.cache
+def _count_compiling() -> None:
+    """Add, once per process, a listener summing JAX's compile events into ``_COMPILING`` (left in
+    place: stopwatches read differences of it, so they may nest)."""
+    def listen(event: str, seconds: float, **_) -> None:
+        if event in COMPILE_EVENTS:
+            _COMPILING[0] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+
+
 @contextlib.contextmanager
 def stopwatch() -> Iterator[list[float]]:
     """[compile, run] seconds of the block: the tracing, lowering and XLA compiling JAX records
     inside it (top-level programs only, so nothing is counted twice), and the rest of its wall
     time (filled in when the block ends)."""
-    spent = [0.0, 0.0]
-
-    def listen(event: str, seconds: float, **_) -> None:
-        if event in COMPILE_EVENTS:
-            spent[0] += seconds
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    t0 = time.perf_counter()
+    _count_compiling()
+    spent, before, t0 = [0.0, 0.0], _COMPILING[0], time.perf_counter()
     try:
         yield spent
     finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
+        spent[0] = _COMPILING[0] - before
         spent[1] = time.perf_counter() - t0 - spent[0]
 
 
