@@ -128,3 +128,56 @@ def test_finite_n_terms_predict_a_small_set_the_twin_alone_misses():
         gap[name], z[name] = d.mean(0), d.mean(0) / (d.std(0, ddof=1) / np.sqrt(d.shape[0]))
     assert np.abs(z["test"]).max() < 4 and z["test twin"][-1] > 10, (z["test"], z["test twin"][-1])
     assert z["train twin"][-1] < -10 and abs(gap["train"][-1]) < 0.4 * abs(gap["train twin"][-1]), gap
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_shared_trajectories_equal_each_size_alone(schedule):
+    """Runs share a twin trajectory where their start and (cosine) total steps agree: the sweep's
+    curves equal each size's and batch mode's computed alone, to float32 rounding."""
+    cfg = config_from_dict({"data": {"coupling": "nested"},
+                            "train": {"epochs": 6, "learning_rate": [0.05, 0.2], "schedule": schedule,
+                                      "batch_size": ["full", 32]},
+                            "sweep": {"sizes": [64, 256], "seeds": 3}})
+    noise, pop = TW.population_of(cfg)
+    both = TW.twin_curves(cfg, noise, pop)
+    for b, batch in enumerate(cfg.train.batch_size):
+        for s, size in enumerate(cfg.sweep.sizes):
+            one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=(batch,)),
+                                      sweep=dataclasses.replace(cfg.sweep, sizes=(size,)))
+            alone = TW.twin_curves(one, noise, pop)
+            for got, want in zip(both[:3], alone[:3]):
+                np.testing.assert_allclose(got[:, b:b + 1, :, s:s + 1], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [3, 11])
+def test_starts_are_the_engines_draws(p):
+    """Starts drawn in padded compiled chunks equal ``initial_theta``'s draws op by op, bit for bit."""
+    from l1jax.engine import data as D
+    from l1jax.engine.train import initial_theta
+    for coupling in ("nested", "independent"):
+        cfg = config_from_dict({"data": {"coupling": coupling}, "sweep": {"sizes": [30, 100, 1000], "seeds": 700}})
+        size = jnp.asarray(np.repeat(cfg.sweep.sizes, 700), jnp.int32)
+        rep = jnp.asarray(np.tile(np.arange(700), 3), jnp.int32)
+        keys = D.streams(jnp.uint32(cfg.sweep.base_seed), rep, size, coupling == "nested")
+        want = np.asarray(initial_theta(cfg.train.init, keys, 1, p)[:, 0]).reshape(3, 700, p)
+        np.testing.assert_array_equal(TW.run_starts(cfg, p), want)
+
+
+def test_integration_error_is_the_largest_change_at_the_starts():
+    """The padded program's error equals the largest |L| change at the first 256 starts and theta*."""
+    cfg = config_from_dict({"sweep": {"sizes": [100, 1000], "seeds": 200}})
+    noise, pop = TW.population_of(cfg)
+    th = np.r_[TW.run_starts(cfg, 3).reshape(-1, 3)[:256], [[2.0, 3.0, 0.0]]]
+    fine = TW.synthetic_population(noise, refine=2)
+    want = max(abs(float(TW.loss_and_grad(noise, pop, jnp.asarray(t, jnp.float32))[0])
+                   - float(TW.loss_and_grad(noise, fine, jnp.asarray(t, jnp.float32))[0])) for t in th)
+    assert want > 0 and abs(TW.integration_error(cfg, noise, pop) - want) < 2.5e-7, want
+
+
+def test_stopwatch_counts_compiling_once_and_the_rest_as_running():
+    f = jax.jit(lambda v: jnp.cumsum(jnp.sin(v) * 3.0) ** 2)
+    with TW.stopwatch() as spent:
+        f(jnp.ones(1234)).block_until_ready()  # a shape not compiled before: traced and compiled here
+    with TW.stopwatch() as again:
+        f(jnp.ones(1234)).block_until_ready()
+    assert spent[0] > 0 and spent[1] >= 0 and again[0] == 0 and again[1] > 0, (spent, again)

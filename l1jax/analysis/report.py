@@ -214,7 +214,7 @@ def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
              f"quadrature is refined): {tw.integration_error:.2g}. The linear response left its stable "
              f"bounds (finite-n terms clipped) in {tw.predicted.clipped.mean():.1%} of run-epochs"
              + (f" (largest share: {_clipped_worst(a, tw)})" if tw.predicted.clipped.any() else "")
-             + ". " + twin_cost((tw.curves.compile_s, tw.curves.run_s), sweep_seconds(a.results.meta)), "",
+             + ". " + twin_cost((tw.compile_s, tw.run_s), sweep_seconds(a.results.meta)), "",
              "| optimizer | batch | lr | n | largest \\|gap\\| / se | at epoch (steps) | gap there | "
              "gap / predicted | largest \\|gap\\| / predicted, any epoch |",
              "|---|---|---|---|---|---|---|---|---|"]

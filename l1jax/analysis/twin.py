@@ -20,9 +20,11 @@ training pool: L and G are its mean |r| and mean sign(r) (x, 1) (sign(0) = 0, as
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -39,12 +41,18 @@ from l1jax.engine import data as D
 from l1jax.engine.config import Config, DataConfig
 from l1jax.engine.data import CONTAMINATION_SCALE
 from l1jax.engine.step import init_states, sign, update_all
+from l1jax.engine.sweep import compile_program
 from l1jax.engine.table import Table, load_csv
 from l1jax.engine.train import initial_theta
 
 GL_POINTS = {1: 32, 2: 6, 3: 6}  # Gauss-Legendre nodes per axis for d <= 3 (smooth noise densities: error ~1e-5)
 GL_POINTS_KINKED = {1: 64, 2: 16, 3: 12}  # Laplace: its density's kink at 0 slows the rule
 QMC_POINTS = 2 ** 14  # points of the shifted Halton set for d > 3
+STARTS_CHUNK = 1024  # runs whose starts one call draws (padded): one program for every sweep
+ERROR_STARTS = 256  # runs' starts at which the integration error is measured (padded: one program)
+COMPILE_EVENTS = tuple(f"/jax/core/compile/{e}_duration"  # JAX's records of tracing, lowering, compiling
+                       for e in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile"))
+_COMPILING = [0.0]  # seconds of those events since the first stopwatch (see ``_count_compiling``)
 
 
 class Population(NamedTuple):
@@ -143,36 +151,61 @@ def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
     return cfg.data, synthetic_population(cfg.data)
 
 
+@functools.cache
+def _starts_program(nested: bool, init: str, p: int) -> Callable[..., jax.Array]:
+    """The compiled draw of STARTS_CHUNK runs' starts [STARTS_CHUNK, p] from (base seed, rep,
+    size), as ``train.initial_theta`` draws them: one program for every sweep (drawn op by op,
+    each new shape cost ~1 s of compiling), with the engine's compiler options (on the CPU LLVM
+    -O1: half the compile time, the same bits: tested)."""
+    chunk = jax.ShapeDtypeStruct((STARTS_CHUNK,), jnp.int32)
+    return compile_program(lambda seed, rep, size: initial_theta(init, D.streams(seed, rep, size, nested), 1, p)[:, 0],
+                           jax.ShapeDtypeStruct((), jnp.uint32), chunk, chunk)[0]
+
+
 def run_starts(cfg: Config, p: int) -> np.ndarray:
-    """Every run's own start [size, seed, p], drawn as ``train.initial_theta`` draws it."""
+    """Every run's own start [size, seed, p], drawn in padded chunks of STARTS_CHUNK runs."""
     sizes, seeds = cfg.sweep.sizes, cfg.sweep.seeds
-    size = jnp.asarray(np.repeat(sizes, seeds), jnp.int32)
-    rep = jnp.asarray(np.tile(np.arange(seeds), len(sizes)), jnp.int32)
-    keys = D.streams(jnp.uint32(cfg.sweep.base_seed), rep, size, cfg.data.coupling == "nested")
-    return np.asarray(initial_theta(cfg.train.init, keys, 1, p)[:, 0]).reshape(len(sizes), seeds, p)
+    m = len(sizes) * seeds
+    pad = -m % STARTS_CHUNK
+    size = np.pad(np.repeat(np.asarray(sizes, np.int32), seeds), (0, pad)).reshape(-1, STARTS_CHUNK)
+    rep = np.pad(np.tile(np.arange(seeds, dtype=np.int32), len(sizes)), (0, pad)).reshape(-1, STARTS_CHUNK)
+    draw = _starts_program(cfg.data.coupling == "nested", cfg.train.init, p)
+    out = [draw(jnp.uint32(cfg.sweep.base_seed), jnp.asarray(r), jnp.asarray(n)) for r, n in zip(rep, size)]
+    return np.concatenate(out)[:m].reshape(len(sizes), seeds, p)
 
 
 def moments(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, ...]:
-    """At theta [p]: the population L1, subgradient G [p], its Jacobian H = E[2 f(a) (x,1)(x,1)^T]
-    [p, p] (0 for a pool: its loss is piecewise linear) and the covariance of one sample's
-    subgradient Sigma = E[sign(r)^2 (x,1)(x,1)^T] - G G^T [p, p]."""
-    r = pop.x @ theta - pop.y
+    """At theta [..., p]: the population L1 [...], subgradient G [..., p], its Jacobian
+    H = E[2 f(a) (x,1)(x,1)^T] [..., p, p] (0 for a pool: its loss is piecewise linear) and the
+    covariance of one sample's subgradient Sigma = E[sign(r)^2 (x,1)(x,1)^T] - G G^T [..., p, p].
+    Every sum over the quadrature is one matrix product over all thetas at once."""
+    p = theta.shape[-1]
+    r = theta @ pop.x.T - pop.y  # [..., M]
     if noise is None:
-        a, s, ds = jnp.abs(r), sign(r), jnp.zeros_like(r)
+        a, s, ds = jnp.abs(r), sign(r), None
         s2 = s * s  # sign(r)^2: 0 where a row is fitted exactly
     else:
         s, ds = jax.jvp(lambda v: centred_cdf(noise, v), (r,), (jnp.ones_like(r),))
         a = r * s + 2 * upper_mean(noise, r)
         s2 = jnp.ones_like(r)  # sign(r - eps)^2 = 1 almost surely: the noise has a density
+    outer = (pop.x[:, :, None] * pop.x[:, None, :]).reshape(-1, p * p)  # [M, p * p]
     g = (pop.w * s) @ pop.x
-    hess = (pop.x * (pop.w * ds)[:, None]).T @ pop.x
-    sigma = (pop.x * (pop.w * s2)[:, None]).T @ pop.x - jnp.outer(g, g)
-    return pop.w @ a, g, hess, sigma
+    shape = r.shape[:-1] + (p, p)
+    hess = jnp.zeros(shape) if noise is None else ((pop.w * ds) @ outer).reshape(shape)
+    sigma = ((pop.w * s2) @ outer).reshape(shape) - g[..., :, None] * g[..., None, :]
+    return a @ pop.w, g, hess, sigma
 
 
 def loss_and_grad(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Population L1 and subgradient at theta [p]; ``noise`` None: the pool itself (csv)."""
+    """Population L1 and subgradient at theta [..., p]; ``noise`` None: the pool itself (csv)."""
     return moments(noise, pop, theta)[:2]
+
+
+def _hess_times(hess: jax.Array, j: jax.Array) -> jax.Array:
+    """H J [direction, T, H, p] of H [T, H, p, p] and J [direction, T, H, p], as p fusible
+    products: with them and ``moments``' matrix products a twin step of the synthetic grid (240
+    trajectories) takes 24 us on one CPU core, against 31 us with batched einsums of tiny matrices."""
+    return sum(hess[..., k] * j[..., k:k + 1] for k in range(j.shape[-1]))
 
 
 def _response_terms(j: jax.Array, hess: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -191,7 +224,7 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
     through the optimizer's own update by forward-mode differentiation.  Returns, after each step
     count of ``record_at`` [K] (sorted, from 0), [K, T, H] each: the population L1, tr(J Sigma)
     and tr(J^T H J Sigma) at the current point."""
-    mom = jax.vmap(jax.vmap(functools.partial(moments, noise, pop)))
+    mom = functools.partial(moments, noise, pop)
     theta = jnp.broadcast_to(theta0[:, None, :], (theta0.shape[0], lr.shape[0], theta0.shape[1]))
     state = init_states(optimizer, schedule, theta, lr, total)
     leaves, tree = jax.tree.flatten(state)
@@ -213,7 +246,7 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
         _, g, hess, _ = mom(theta)
         (theta2, _), lin, state2 = jax.linearize(lambda g_, f_, t_: advance(g_, f_, t_, state), g,
                                                  floats(state), theta, has_aux=True)
-        dg = jnp.einsum("thik,jthk->jthi", hess, j) + eye  # d g / d xi = H J + I
+        dg = eye if noise is None else _hess_times(hess, j) + eye  # d g / d xi = H J + I (H = 0 on a pool)
         j, dfl = jax.vmap(lin)(dg, dfl, j)
         return theta2, state2, j, dfl
 
@@ -222,14 +255,12 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
         return (loss, *_response_terms(c[2], hess, sigma))
 
     def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array, jax.Array]]:
-        c = jax.lax.fori_loop(bounds[0], bounds[1], step, c)
-        return c, record(c)
+        return jax.lax.fori_loop(bounds[0], bounds[1], step, c), record(c)  # record, then step on
 
     dfl0 = [jnp.zeros((p,) + v.shape, v.dtype) for v in floats(state)]
     c0 = (theta, state, jnp.zeros_like(eye), dfl0)
-    bounds = jnp.stack([record_at[:-1], record_at[1:]], axis=-1)
-    _, out = jax.lax.scan(segment, c0, bounds)
-    return tuple(jnp.concatenate([first[None], rest]) for first, rest in zip(record(c0), out))
+    bounds = jnp.stack([record_at, jnp.append(record_at[1:], record_at[-1])], axis=-1)  # the last: no steps
+    return jax.lax.scan(segment, c0, bounds)[1]
 
 
 class TwinCurves(NamedTuple):
@@ -241,8 +272,6 @@ class TwinCurves(NamedTuple):
     response: np.ndarray  # tr(J Sigma): the first-order extra decrease of a size-n run is -this / n
     curvature: np.ndarray  # tr(J^T H J Sigma): twice the rise of its population L1, times n
     steps: np.ndarray
-    compile_s: float  # compiling its programs (skipped when the persistent cache has them)
-    run_s: float  # running them and gathering each run's curve
 
 
 def recorded_steps(cfg: Config) -> np.ndarray:
@@ -275,15 +304,11 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinC
     which = which.reshape(n_b, n_s, n_r)
     out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
     args = (pop, jnp.asarray(tracks[:, :-1]), lr, total, jnp.asarray(record_at, jnp.int32))
-    compile_s = run_s = 0.0
     for o, opt in enumerate(t.optimizer):
-        t0 = time.perf_counter()
-        program = simulate.lower(*args, optimizer=opt, schedule=t.schedule, noise=noise).compile()
-        t1 = time.perf_counter()
-        for i, buf in enumerate(program(*args)):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
+        bufs = simulate(*args, optimizer=opt, schedule=t.schedule, noise=noise)
+        for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
             out[i, o] = np.moveaxis(np.asarray(buf)[pos[:, :, None, :], which[..., None], :], -1, 1)
-        compile_s, run_s = compile_s + t1 - t0, run_s + time.perf_counter() - t1
-    return TwinCurves(*out, steps, compile_s, run_s)
+    return TwinCurves(*out, steps)
 
 
 class Prediction(NamedTuple):
@@ -361,6 +386,8 @@ class SweepTwin(NamedTuple):
     gap: stats.Summary  # measured - predicted train L1, paired per seed [opt, batch, lr, size, epoch]
     integration_error: float  # max |L| change when the quadrature is refined, over the runs' starts
     ok: np.ndarray  # [opt, batch, lr, size, seed] runs that did not diverge (the ones compared)
+    compile_s: float  # tracing and compiling its programs (the XLA step skipped when a cache has them)
+    run_s: float  # the rest of its wall time: running them, drawing starts, predicting
 
 
 def applies(cfg: Config) -> str | None:
@@ -370,17 +397,47 @@ def applies(cfg: Config) -> str | None:
     return None
 
 
-def integration_error(cfg: Config, noise: DataConfig | None, pop: Population, max_starts: int = 256) -> float:
-    """Largest change of the population L1 at the runs' starts (and theta*) when the quadrature
-    is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger quasi-random set); 0 for csv."""
+@functools.partial(jax.jit, static_argnames="noise")
+def _refinement_change(noise: DataConfig, pop: Population, fine: Population, theta: jax.Array) -> jax.Array:
+    """Largest |L| change at thetas [m, p] between two quadratures, as one compiled program."""
+    return jnp.max(jnp.abs(loss_and_grad(noise, pop, theta)[0] - loss_and_grad(noise, fine, theta)[0]))
+
+
+def integration_error(cfg: Config, noise: DataConfig | None, pop: Population) -> float:
+    """Largest change of the population L1 at the runs' first ERROR_STARTS starts (and theta*)
+    when the quadrature is refined (twice the Gauss-Legendre nodes per axis, or a 2x larger
+    quasi-random set); 0 for csv."""
     if noise is None:
         return 0.0
-    fine = synthetic_population(noise, refine=2)
-    starts = run_starts(cfg, int(pop.x.shape[1])).reshape(-1, pop.x.shape[1])[:max_starts]
     star = np.asarray(noise.true_weights + (noise.true_bias,), np.float32)[None]
-    th = jnp.asarray(np.concatenate([starts, star]), jnp.float32)
-    got = [jax.vmap(lambda t, q=q: loss_and_grad(noise, q, t)[0])(th) for q in (pop, fine)]
-    return float(jnp.max(jnp.abs(got[0] - got[1])))
+    starts = run_starts(cfg, star.shape[1]).reshape(-1, star.shape[1])[:ERROR_STARTS]
+    th = np.concatenate([star, starts, np.repeat(star, ERROR_STARTS - len(starts), 0)])  # padded with theta*
+    return float(_refinement_change(noise, pop, synthetic_population(noise, refine=2), jnp.asarray(th, jnp.float32)))
+
+
+@functools.cache
+def _count_compiling() -> None:
+    """Add, once per process, a listener summing JAX's compile events into ``_COMPILING`` (left in
+    place: stopwatches read differences of it, so they may nest)."""
+    def listen(event: str, seconds: float, **_) -> None:
+        if event in COMPILE_EVENTS:
+            _COMPILING[0] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """[compile, run] seconds of the block: the tracing, lowering and XLA compiling JAX records
+    inside it (top-level programs only, so nothing is counted twice), and the rest of its wall
+    time (filled in when the block ends)."""
+    _count_compiling()
+    spent, before, t0 = [0.0, 0.0], _COMPILING[0], time.perf_counter()
+    try:
+        yield spent
+    finally:
+        spent[0] = _COMPILING[0] - before
+        spent[1] = time.perf_counter() - t0 - spent[0]
 
 
 def sweep_twin(a: Analysis) -> SweepTwin | None:
@@ -388,17 +445,19 @@ def sweep_twin(a: Analysis) -> SweepTwin | None:
     cfg = a.results.config
     if applies(cfg) is not None:
         return None
-    noise, pop = population_of(cfg)
-    curves = twin_curves(cfg, noise, pop)
-    minimum = population_minimum(noise, pop)
-    with stats.quiet(), np.errstate(invalid="ignore"):
-        lstar = np.nanmean(a.optima.lstar, axis=-1)
-    pred = finite_n_terms(cfg, curves, overfitting_term(cfg, lstar, minimum))
-    ok = np.asarray(a.results.diverged_epoch) < 0
-    measured = np.where(ok[..., None], np.asarray(a.results.train_l1, np.float64), np.nan)
-    with stats.quiet():
-        gap = stats.t_summary(stats.moments(measured - pred.train, axis=4), cfg.sweep.seeds)
-    return SweepTwin(curves, pred, gap, integration_error(cfg, noise, pop), ok)
+    with stopwatch() as spent:
+        noise, pop = population_of(cfg)
+        curves = twin_curves(cfg, noise, pop)
+        minimum = population_minimum(noise, pop)
+        with stats.quiet(), np.errstate(invalid="ignore"):
+            lstar = np.nanmean(a.optima.lstar, axis=-1)
+        pred = finite_n_terms(cfg, curves, overfitting_term(cfg, lstar, minimum))
+        ok = np.asarray(a.results.diverged_epoch) < 0
+        measured = np.where(ok[..., None], np.asarray(a.results.train_l1, np.float64), np.nan)
+        with stats.quiet():
+            gap = stats.t_summary(stats.moments(measured - pred.train, axis=4), cfg.sweep.seeds)
+        error = integration_error(cfg, noise, pop)
+    return SweepTwin(curves, pred, gap, error, ok, *spent)
 
 
 def seed_mean(v: np.ndarray, ok: np.ndarray) -> np.ndarray:

@@ -247,7 +247,7 @@ def twin_paragraph(reports: dict[str, Report], titles: dict[str, str]) -> list[s
         if bad:
             text += "; beyond it in " + "; ".join(f"{g.setting}: {_gap_words(g)}" for g in bad)
         parts.append(text)
-    twin_s = tuple(sum(v) for v in zip(*((r.twin.curves.compile_s, r.twin.curves.run_s) for r in with_twin.values())))
+    twin_s = tuple(sum(v) for v in zip(*((r.twin.compile_s, r.twin.run_s) for r in with_twin.values())))
     sweep_s = tuple(sum(v) for v in zip(*(sweep_seconds(r.analysis.results.meta) for r in with_twin.values())))
     lines = ["**The whole curve from theory.** To first order a run's expected training L1 after k "
              "optimizer steps is the population L1 after k steps of the same optimizer on the "
