@@ -385,12 +385,9 @@ def _sgd_epochs_handler(address):
     theta [D, H, p] f32, bad [D, H] i32 and scratch: order [max n] i32, first_round [max b +
     LANES] u32, buf [p + 1, width] f32, ob [width rounded up to LANES] i32, walks [W] u32, keys
     [8] u32."""
-    frame = F.frame_words(address)
-    if F.answer_metadata(frame):
-        return 0
-    err = F.check_frame(frame, 7, 8)
-    if err != 0:
-        return err
+    frame, status = F.enter(address, 7, 8)
+    if status != F.PROCEED:
+        return status
     d, slots = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1)
     n_data, n_lr, p = F.arg_dim(frame, 2, 0), F.arg_dim(frame, 2, 1), F.arg_dim(frame, 2, 2)
     settings = F.arg(frame, 6, 4, np.int32)
@@ -443,12 +440,9 @@ def sample_bits_arrays(key_data, j, words, out, folded):
 def _sample_bits_handler(address):
     """FFI handler: args key_data [R, 2] u32, j [R, T] i32, settings [1] i32 (words); results
     out [rows, R, T] u32 (rows = words, or words + 2 with the folded keys) and scratch [2, T] u32."""
-    frame = F.frame_words(address)
-    if F.answer_metadata(frame):
-        return 0
-    err = F.check_frame(frame, 3, 2)
-    if err != 0:
-        return err
+    frame, status = F.enter(address, 3, 2)
+    if status != F.PROCEED:
+        return status
     rows, tile = F.arg_dim(frame, 1, 0), F.arg_dim(frame, 1, 1)
     out_rows = F.ret_dim(frame, 0, 0)
     sample_bits_arrays(F.arg(frame, 0, rows * 2, np.uint32).reshape((rows, 2)),
@@ -544,12 +538,9 @@ def _full_batch_handler(address):
     """FFI handler: args x [d, tiles, T] f32, y [tiles, T] f32, count [tiles] i32, owner [tiles]
     i32, theta [D, H, p] f32, settings [1] i32 (mode); results l1 [D, H], grad [D, H, p] f32 and
     scratch [T] f32."""
-    frame = F.frame_words(address)
-    if F.answer_metadata(frame):
-        return 0
-    err = F.check_frame(frame, 6, 3)
-    if err != 0:
-        return err
+    frame, status = F.enter(address, 6, 3)
+    if status != F.PROCEED:
+        return status
     d, tiles, tile = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1), F.arg_dim(frame, 0, 2)
     n_data, n_lr, p = F.arg_dim(frame, 4, 0), F.arg_dim(frame, 4, 1), F.arg_dim(frame, 4, 2)
     full_batch_sums_arrays(F.arg(frame, 0, d * tiles * tile, np.float32).reshape((d, tiles, tile)),

@@ -113,6 +113,21 @@ def check_frame(frame, n_args, n_rets):
     return 0 if ok else _layout_error(frame[2])
 
 
+PROCEED = -1  # ``enter``'s answer when the handler is to do its work (never a pointer or 0)
+
+
+@njit(inline="always")
+def enter(address, n_args, n_rets):
+    """The call frame at ``address`` and what the handler returns before any work: 0 for a
+    metadata query or another stage, an XLA error if the frame is not the one it reads
+    (``check_frame``), else PROCEED."""
+    frame = frame_words(address)
+    if answer_metadata(frame):
+        return frame, 0
+    err = check_frame(frame, n_args, n_rets)
+    return frame, (PROCEED if err == 0 else err)
+
+
 @njit(inline="always")
 def _buffer(frame, which, i):
     return words(words(frame[which], i + 1)[i], 6)
@@ -148,12 +163,9 @@ def ret_dim(frame, i, k):
 def probe(address):
     """The probe handler: result = argument xor 0xA5A5A5A5 (uint32 [n]), if the frame reads as
     expected (``probe.layout_error`` checks it)."""
-    frame = frame_words(address)
-    if answer_metadata(frame):
-        return 0
-    err = check_frame(frame, 1, 1)
-    if err != 0:
-        return err
+    frame, status = enter(address, 1, 1)
+    if status != PROCEED:
+        return status
     n = arg_dim(frame, 0, 0)
     x, y = arg(frame, 0, n, np.uint32), ret(frame, 0, n, np.uint32)
     for i in range(n):
