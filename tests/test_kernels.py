@@ -18,7 +18,7 @@ import pytest
 
 from l1jax.engine import data as D
 from l1jax.engine.config import config_from_dict
-from l1jax.engine.kernels import cpu_unavailable, fused_path
+from l1jax.engine.kernels import cpu_unavailable, fused_path, prepare_cpu
 from l1jax.engine.kernels import cpu as K
 from l1jax.engine.sweep import run
 from tests.helpers import reference_for, small_config
@@ -179,9 +179,8 @@ def test_a_run_is_bit_identical_whatever_the_other_seeds_and_learning_rates():
 
 
 def test_a_frame_the_handler_does_not_expect_is_an_error_not_a_number():
-    K.register()
     x = jnp.zeros((3, 4), jnp.float32)
-    call = jax.ffi.ffi_call(K.SGD_EPOCHS, jax.ShapeDtypeStruct((1, 1, 3), jnp.float32), vmap_method="sequential")
+    call = jax.ffi.ffi_call(K.target(K.SGD_EPOCHS), jax.ShapeDtypeStruct((1, 1, 3), jnp.float32), vmap_method="sequential")
     with pytest.raises(Exception, match="call frame differs"):
         jax.block_until_ready(jax.jit(call)(x))
 
@@ -207,3 +206,33 @@ def test_an_untested_jax_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(probe, "_jax_version", lambda: (0, 99))
     why = probe.layout_error()
     assert why is not None and "not among the versions" in why and "\n" not in why
+
+
+def test_a_sweep_names_exactly_the_kernels_its_groups_call():
+    """``kernel_targets`` lists what ``prepare_cpu`` compiles ahead: bits for synthetic data, the
+    data sums of every fused group, the epochs of plain-SGD minibatch groups, per feature count;
+    nothing for groups on the XLA path."""
+    from l1jax.engine.sweep import kernel_targets
+    sgd = small_config(train={"batch_size": ["full", 16]})
+    assert kernel_targets(sgd) == [K.SAMPLE_BITS, K.FULL_BATCH + "_2", K.SAMPLE_BITS, K.FULL_BATCH + "_2",
+                                   K.SGD_EPOCHS + "_2"]
+    wide = small_config(data={"n_features": 3, "true_weights": [1.0, 2.0, 3.0]}, train={"batch_size": [16]})
+    assert kernel_targets(wide) == [K.SAMPLE_BITS, K.FULL_BATCH, K.SGD_EPOCHS]
+    assert kernel_targets(small_config(train={"batch_size": [16], "optimizer": ["adam"]})) == []
+    assert kernel_targets(small_config(train={"kernels": "xla"})) == []
+
+
+def test_handlers_compiled_in_the_background_are_the_ones_a_sweep_calls():
+    """``prepare_cpu``'s child compiles into Numba's cache while the sweep traces and compiles; a
+    target asked for meanwhile waits for it, and the numbers are the same as without."""
+    cfg = small_config(train={"batch_size": [16], "epochs": 3})
+    first = run(cfg)
+    left = [name for name in K._HANDLERS if name not in K._COMPILED]
+    prepare_cpu(list(K._HANDLERS))
+    again = run(cfg)
+    for name in FIELDS + ("theta",):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    for name in K._HANDLERS:
+        assert K.target(name) == name and name in K._COMPILED
+    for name in left:  # compiled by the child, loaded here from the cache it wrote
+        assert K._COMPILED[name].cache_hits == 1, name

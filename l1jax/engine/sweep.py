@@ -28,7 +28,7 @@ from l1jax.engine.plan import (Group, block_group, bytes_per_seed, check_fits, c
                                work_summary)
 from l1jax.engine.results import Results
 from l1jax.engine.store import ChunkStore, open_out
-from l1jax.engine.kernels import fused_path
+from l1jax.engine.kernels import cpu_kind, cpu_targets, fused_path, prepare_cpu
 from l1jax.engine.train import TrainInputs, TrainOutputs, make_train
 
 
@@ -45,6 +45,18 @@ def group_inputs(cfg: Config, group: Group, table: Table | None, first_seed: int
 
 def n_features(cfg: Config, table: Table | None) -> int:
     return cfg.data.n_features if table is None else table.x_train.shape[1]
+
+
+def kernel_targets(cfg: Config, table: Table | None = None) -> list[str]:
+    """The fused CPU kernels (FFI targets) a sweep's groups call on this backend, in plan order
+    (``table``: a csv sweep's, loaded here if not given)."""
+    if jax.default_backend() != "cpu" or cfg.train.kernels != "fused":
+        return []
+    kinds = [k for g in plan(cfg) if (k := cpu_kind(g.optimizer, cfg.train.schedule, g.full_batch)) is not None]
+    if kinds and cfg.data.source == "csv" and table is None:
+        table = load_csv(cfg.data, cfg.sweep.base_seed)
+    p = n_features(cfg, table) + 1
+    return [name for k in kinds for name in cpu_targets(k, p, cfg.data.source == "synthetic")]
 
 
 # On the CPU, compile at LLVM -O1 to cut compile time, which dominates small CPU sweeps
@@ -263,6 +275,7 @@ def run(cfg: Config, quiet: bool = True, memory_budget: int | None = None,
     devices = list(devices or jax.local_devices())
     table = load_csv(cfg.data, cfg.sweep.base_seed) if cfg.data.source == "csv" else None
     groups = plan(cfg)
+    prepare_cpu(kernel_targets(cfg, table))  # on a fresh install Numba compiles while XLA does
     p = n_features(cfg, table) + 1
     budget = memory_budget or default_memory_budget()
     per_seed = max(bytes_per_seed(cfg, g, p - 1, table) for g in groups)

@@ -19,7 +19,8 @@ from l1jax.analysis.report import (Report, certified_line, evidence_section, rep
                                    verdict_rules, write_text)
 from l1jax.engine.config import Config, ConfigError, load_config
 from l1jax.engine.files import DirLock
-from l1jax.engine.sweep import host_description, run_to_dir
+from l1jax.engine.kernels import prepare_cpu
+from l1jax.engine.sweep import host_description, kernel_targets, run_to_dir
 from l1jax.study import answer as A
 from l1jax.study.reproduce import SIZES, Reproduction, report as seed_report, reproduce
 
@@ -148,6 +149,7 @@ def _study(out: Path, configs: dict[str, Config], seeds_article: int, overwrite:
         bar.set_postfix_str(name)
         bar.update()
 
+    prepare_cpu([name for cfg in configs.values() for name in kernel_targets(cfg)])  # compiled while the article runs
     repro = reproduce(seeds_article, 0)
     plots.fig_article(repro.article, repro.seed_curves, repro.l1_curves, repro.floor, SIZES,
                       figdir / "article.png")

@@ -16,14 +16,13 @@ use fused multiply-adds (``FASTMATH``), so they round differently from XLA's.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numba import cfunc, njit, types
 
 from l1jax.engine import data as D
+from l1jax.engine.kernels import FULL_BATCH, SAMPLE_BITS, SGD_EPOCHS, _Child, await_child
 from l1jax.engine.kernels import cpu_ffi as F
 
 # Reordered float32 sums (vectorized) and fused multiply-adds; no NaN or Inf assumptions and no
@@ -218,7 +217,7 @@ def _batch_order(ob, s, c, top, col, a, b, keys, first_round, order):
     a32, b32 = np.uint32(a), np.uint32(b)
     if c != LANES:
         return _chunks_of_order(ob, s, c, top, col, a32, b32, keys, first_round)
-    _lanes_of_order(ob, 0, top, col, a32, b32, keys, first_round)
+    _lanes_of_order(ob, np.int64(0), top, col, a32, b32, keys, first_round)  # one specialization with _chunks_of_order
     col = np.uint32(col + np.uint32(LANES))
     if col >= b32:
         col, top = np.uint32(col - b32), np.uint32(top + np.uint32(1))
@@ -360,53 +359,54 @@ def _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, 
             _note_divergence(theta, ds, bad, epoch)
 
 
-@njit(cache=True)
-def sgd_epochs_arrays(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
-                      order, first_round, buf, ob, walks, keys):
-    """``epochs`` epochs from ``first_epoch`` of every run (see ``sgd_epochs``), on plain arrays:
-    x [d, slots], y [slots], theta [D, H, p] updated in place, table [D, 4] (first
-    slot, n, a, b), key_data [D, 2] (shuffle keys), bad [D, H] (set here: 1 + the first epoch
-    after which a run is not finite, or NOT_DIVERGED); scratch order [>= max n], first_round
-    [>= max b + LANES], buf [p + 1, >= width], ob [>= width rounded up to LANES], walks [>= max a b - n,
-    >= 1], keys [8]."""
-    bad[:] = NOT_DIVERGED
-    if theta.shape[2] == 3:
-        _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
-                             order, first_round, buf, ob, walks, keys)
-    else:
-        _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
-                             order, first_round, buf, ob, walks, keys)
-
-
-@cfunc(types.int64(types.int64), cache=True)
-def _sgd_epochs_handler(address):
-    """FFI handler: args x [d, slots] f32, y [slots] f32, theta [D, H, p] f32, lr [H] f32, table
-    [D, 4] i32, key_data [D, 2] u32, settings [4] i32 (width, mode, first epoch, epochs); results
-    theta [D, H, p] f32, bad [D, H] i32 and scratch: order [max n] i32, first_round [max b +
-    LANES] u32, buf [p + 1, width] f32, ob [width rounded up to LANES] i32, walks [W] u32, keys
-    [8] u32."""
-    frame, status = F.enter(address, 7, 8)
-    if status != F.PROCEED:
-        return status
+@njit(inline="always")
+def _sgd_frame(frame):
+    """The arrays of a ``sgd_epochs`` call frame (see ``_sgd_two_handler``), the runs' parameters
+    copied to the result and ``bad`` set to NOT_DIVERGED: the arguments of the epochs kernels
+    (x [d, slots], y [slots], theta [D, H, p] updated in place, table [D, 4] (first slot, n, a,
+    b), key_data [D, 2] (shuffle keys), the first epoch, the epochs, width, mode, bad [D, H] (1 +
+    the first epoch after which a run is not finite, or NOT_DIVERGED); scratch order [>= max
+    n], first_round [>= max b + LANES], buf [p + 1, >= width], ob [>= width rounded up to
+    LANES], walks [>= max a b - n, >= 1], keys [8])."""
     d, slots = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1)
     n_data, n_lr, p = F.arg_dim(frame, 2, 0), F.arg_dim(frame, 2, 1), F.arg_dim(frame, 2, 2)
     settings = F.arg(frame, 6, 4, np.int32)
     width = np.int64(settings[0])
-    theta_in = F.arg(frame, 2, n_data * n_lr * p, np.float32)
-    theta = F.ret(frame, 0, n_data * n_lr * p, np.float32)
-    theta[:] = theta_in
-    sgd_epochs_arrays(F.arg(frame, 0, d * slots, np.float32).reshape((d, slots)), F.arg(frame, 1, slots, np.float32),
-                      theta.reshape((n_data, n_lr, p)), F.arg(frame, 3, n_lr, np.float32),
-                      F.arg(frame, 4, n_data * 4, np.int32).reshape((n_data, 4)),
-                      F.arg(frame, 5, n_data * 2, np.uint32).reshape((n_data, 2)),
-                      np.int64(settings[2]), np.int64(settings[3]), width, settings[1],
-                      F.ret(frame, 1, n_data * n_lr, np.int32).reshape((n_data, n_lr)),
-                      F.ret(frame, 2, F.ret_dim(frame, 2, 0), np.int32),
-                      F.ret(frame, 3, F.ret_dim(frame, 3, 0), np.uint32),
-                      F.ret(frame, 4, (p + 1) * width, np.float32).reshape((p + 1, width)),
-                      F.ret(frame, 5, F.ret_dim(frame, 5, 0), np.int32),
-                      F.ret(frame, 6, F.ret_dim(frame, 6, 0), np.uint32),
-                      F.ret(frame, 7, 8, np.uint32))
+    flat_in, flat = F.arg(frame, 2, n_data * n_lr * p, np.float32), F.ret(frame, 0, n_data * n_lr * p, np.float32)
+    for i in range(flat.shape[0]):  # a loop, not a slice assignment: no shape-error path to compile
+        flat[i] = flat_in[i]
+    bad = F.ret(frame, 1, (n_data, n_lr), np.int32)
+    for i in range(n_data):
+        for h in range(n_lr):
+            bad[i, h] = NOT_DIVERGED
+    return (F.arg(frame, 0, (d, slots), np.float32), F.arg(frame, 1, slots, np.float32),
+            F.ret(frame, 0, (n_data, n_lr, p), np.float32), F.arg(frame, 3, n_lr, np.float32),
+            F.arg(frame, 4, (n_data, 4), np.int32), F.arg(frame, 5, (n_data, 2), np.uint32),
+            np.int64(settings[2]), np.int64(settings[3]), width, settings[1], bad,
+            F.ret(frame, 2, F.ret_dim(frame, 2, 0), np.int32), F.ret(frame, 3, F.ret_dim(frame, 3, 0), np.uint32),
+            F.ret(frame, 4, (p + 1, width), np.float32), F.ret(frame, 5, F.ret_dim(frame, 5, 0), np.int32),
+            F.ret(frame, 6, F.ret_dim(frame, 6, 0), np.uint32), F.ret(frame, 7, 8, np.uint32))
+
+
+def _sgd_two_handler(address):
+    """FFI handler of ``sgd_epochs`` with two features: args x [d, slots] f32, y [slots] f32,
+    theta [D, H, p] f32, lr [H] f32, table [D, 4] i32, key_data [D, 2] u32, settings [4] i32
+    (width, mode, first epoch, epochs); results theta [D, H, p] f32, bad [D, H] i32 and scratch:
+    order [max n] i32, first_round [max b + LANES] u32, buf [p + 1, width] f32, ob [width
+    rounded up to LANES] i32, walks [W] u32, keys [8] u32."""
+    frame, status = F.enter(address, np.int64(7), np.int64(8))
+    if status != F.PROCEED:
+        return status
+    _epochs_two_features(*_sgd_frame(frame))
+    return 0
+
+
+def _sgd_any_handler(address):
+    """``_sgd_two_handler`` for any number of features."""
+    frame, status = F.enter(address, np.int64(7), np.int64(8))
+    if status != F.PROCEED:
+        return status
+    _epochs_any_features(*_sgd_frame(frame))
     return 0
 
 
@@ -432,24 +432,22 @@ def sample_bits_arrays(key_data, j, words, out, folded):
                 y0, y1 = _threefry2x32(f0[t], f1[t], np.uint32(0), np.uint32(w))
                 ow[t] = np.uint32(y0 ^ y1)
         if out.shape[0] > words:
-            out[words, r] = f0
-            out[words + 1, r] = f1
+            k0_out, k1_out = out[words, r], out[words + 1, r]
+            for t in range(tile):  # not a slice assignment: no shape-error path to compile
+                k0_out[t], k1_out[t] = f0[t], f1[t]
 
 
-@cfunc(types.int64(types.int64), cache=True)
 def _sample_bits_handler(address):
     """FFI handler: args key_data [R, 2] u32, j [R, T] i32, settings [1] i32 (words); results
     out [rows, R, T] u32 (rows = words, or words + 2 with the folded keys) and scratch [2, T] u32."""
-    frame, status = F.enter(address, 3, 2)
+    frame, status = F.enter(address, np.int64(3), np.int64(2))
     if status != F.PROCEED:
         return status
     rows, tile = F.arg_dim(frame, 1, 0), F.arg_dim(frame, 1, 1)
     out_rows = F.ret_dim(frame, 0, 0)
-    sample_bits_arrays(F.arg(frame, 0, rows * 2, np.uint32).reshape((rows, 2)),
-                       F.arg(frame, 1, rows * tile, np.int32).reshape((rows, tile)),
+    sample_bits_arrays(F.arg(frame, 0, (rows, 2), np.uint32), F.arg(frame, 1, (rows, tile), np.int32),
                        np.int64(F.arg(frame, 2, 1, np.int32)[0]),
-                       F.ret(frame, 0, out_rows * rows * tile, np.uint32).reshape((out_rows, rows, tile)),
-                       F.ret(frame, 1, 2 * tile, np.uint32).reshape((2, tile)))
+                       F.ret(frame, 0, (out_rows, rows, tile), np.uint32), F.ret(frame, 1, (2, tile), np.uint32))
     return 0
 
 
@@ -520,53 +518,77 @@ def _sums_any_features(x, y, count, owner, theta, mode, l1, grad, r):
             grad[o, h, d] += acc
 
 
-@njit(cache=True)
-def full_batch_sums_arrays(x, y, count, owner, theta, mode, l1, grad, r):
-    """Per dataset and learning rate the sums of |r| (``l1`` [D, H]) and of the gradient terms
-    (``grad`` [D, H, p]), both zeroed here, over the packed tiles x [d, tiles, T], y [tiles, T]
-    with ``count`` real samples and dataset ``owner`` each; r: scratch [>= T]."""
-    l1[:] = 0
-    grad[:] = 0
-    if x.shape[0] == 2:
-        _sums_two_features(x, y, count, owner, theta, mode, l1, grad)
-    else:
-        _sums_any_features(x, y, count, owner, theta, mode, l1, grad, r)
-
-
-@cfunc(types.int64(types.int64), cache=True)
-def _full_batch_handler(address):
-    """FFI handler: args x [d, tiles, T] f32, y [tiles, T] f32, count [tiles] i32, owner [tiles]
-    i32, theta [D, H, p] f32, settings [1] i32 (mode); results l1 [D, H], grad [D, H, p] f32 and
-    scratch [T] f32."""
-    frame, status = F.enter(address, 6, 3)
-    if status != F.PROCEED:
-        return status
+@njit(inline="always")
+def _full_frame(frame):
+    """The arrays of a ``full_batch_sums`` call frame (see ``_full_two_handler``), the sums
+    zeroed: x [d, tiles, T], y [tiles, T], count [tiles], owner [tiles], theta [D, H, p], mode,
+    l1 [D, H], grad [D, H, p] and scratch r [T]."""
     d, tiles, tile = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1), F.arg_dim(frame, 0, 2)
     n_data, n_lr, p = F.arg_dim(frame, 4, 0), F.arg_dim(frame, 4, 1), F.arg_dim(frame, 4, 2)
-    full_batch_sums_arrays(F.arg(frame, 0, d * tiles * tile, np.float32).reshape((d, tiles, tile)),
-                           F.arg(frame, 1, tiles * tile, np.float32).reshape((tiles, tile)),
-                           F.arg(frame, 2, tiles, np.int32), F.arg(frame, 3, tiles, np.int32),
-                           F.arg(frame, 4, n_data * n_lr * p, np.float32).reshape((n_data, n_lr, p)),
-                           F.arg(frame, 5, 1, np.int32)[0],
-                           F.ret(frame, 0, n_data * n_lr, np.float32).reshape((n_data, n_lr)),
-                           F.ret(frame, 1, n_data * n_lr * p, np.float32).reshape((n_data, n_lr, p)),
-                           F.ret(frame, 2, tile, np.float32))
+    l1, grad = F.ret(frame, 0, n_data * n_lr, np.float32), F.ret(frame, 1, n_data * n_lr * p, np.float32)
+    for i in range(l1.shape[0]):
+        l1[i] = 0
+    for i in range(grad.shape[0]):
+        grad[i] = 0
+    return (F.arg(frame, 0, (d, tiles, tile), np.float32), F.arg(frame, 1, (tiles, tile), np.float32),
+            F.arg(frame, 2, tiles, np.int32), F.arg(frame, 3, tiles, np.int32),
+            F.arg(frame, 4, (n_data, n_lr, p), np.float32), F.arg(frame, 5, 1, np.int32)[0],
+            F.ret(frame, 0, (n_data, n_lr), np.float32), F.ret(frame, 1, (n_data, n_lr, p), np.float32),
+            F.ret(frame, 2, tile, np.float32))
+
+
+def _full_two_handler(address):
+    """FFI handler of ``full_batch_sums`` with two features: args x [d, tiles, T] f32, y [tiles,
+    T] f32, count [tiles] i32, owner [tiles] i32, theta [D, H, p] f32, settings [1] i32 (mode);
+    results l1 [D, H], grad [D, H, p] f32 and scratch [T] f32."""
+    frame, status = F.enter(address, np.int64(6), np.int64(3))
+    if status != F.PROCEED:
+        return status
+    _sums_two_features(*_full_frame(frame)[:-1])
+    return 0
+
+
+def _full_any_handler(address):
+    """``_full_two_handler`` for any number of features."""
+    frame, status = F.enter(address, np.int64(6), np.int64(3))
+    if status != F.PROCEED:
+        return status
+    _sums_any_features(*_full_frame(frame))
     return 0
 
 
 # ---------------------------------------------------------------- JAX side
 
-SGD_EPOCHS = "l1jax_cpu_sgd_epochs"
-FULL_BATCH = "l1jax_cpu_full_batch_sums"
-SAMPLE_BITS = "l1jax_cpu_sample_bits"
+_HANDLERS = {SGD_EPOCHS: _sgd_any_handler, SGD_EPOCHS + "_2": _sgd_two_handler,
+             FULL_BATCH: _full_any_handler, FULL_BATCH + "_2": _full_two_handler, SAMPLE_BITS: _sample_bits_handler}
+_COMPILED: dict[str, object] = {}  # target -> its handler (kept: XLA holds only its address)
 
 
-@functools.cache
-def register() -> None:
-    """Register the handlers with XLA's CPU platform (once per process)."""
-    for name, handler in ((SGD_EPOCHS, _sgd_epochs_handler), (FULL_BATCH, _full_batch_handler),
-                          (SAMPLE_BITS, _sample_bits_handler)):
-        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler.address), platform="cpu", api_version=1)
+def target(name: str) -> str:
+    """The FFI target ``name``, its handler compiled (or loaded from Numba's disk cache) and
+    registered with XLA's CPU platform on first use, so a process compiles only the kernels it
+    runs (from a cold cache all five took 18 s of CPU on the 2-core EPYC).  If the child of
+    ``kernels.prepare_cpu`` is compiling it, this waits for it and loads its result."""
+    with _Child.lock:
+        if name not in _COMPILED:
+            await_child(name)
+            handler = cfunc(types.int64(types.int64), cache=True)(_HANDLERS[name])
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler.address), platform="cpu", api_version=1)
+            _COMPILED[name] = handler
+    return name
+
+
+def compile_to_cache(names: list[str]) -> None:
+    """The child of ``kernels.prepare_cpu``: compile each target's handler into Numba's disk
+    cache, naming each on stdout when done."""
+    for name in names:
+        cfunc(types.int64(types.int64), cache=True)(_HANDLERS[name])
+        print(name, flush=True)
+
+
+def _features_variant(name: str, p: int) -> str:
+    """The target of kernel ``name`` for p parameters (two features and a bias have their own)."""
+    return target(name + "_2" if p == 3 else name)
 
 
 def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, table: jax.Array, key_data: jax.Array,
@@ -578,13 +600,12 @@ def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, tabl
     int32 (first slot, size, grid sides a, b), key_data [D, 2] uint32 (shuffle keys); ``width``
     samples a batch, ``max_size`` the largest dataset, ``max_side`` its largest grid side b,
     ``walk_width`` the largest excess a b - n."""
-    register()
     p = theta.shape[2]
     settings = jnp.concatenate([jnp.asarray([width], jnp.int32), _mode(gradient),
                                 jnp.asarray(first_epoch, jnp.int32)[None], jnp.asarray([epochs], jnp.int32)])
     scratch = (((max_size,), jnp.int32), ((max_side + LANES,), jnp.uint32), ((p + 1, width), jnp.float32),
                ((-(-width // LANES) * LANES,), jnp.int32), ((max(walk_width, 1),), jnp.uint32), ((8,), jnp.uint32))
-    out = jax.ffi.ffi_call(SGD_EPOCHS, (jax.ShapeDtypeStruct(theta.shape, jnp.float32),
+    out = jax.ffi.ffi_call(_features_variant(SGD_EPOCHS, p), (jax.ShapeDtypeStruct(theta.shape, jnp.float32),
                                         jax.ShapeDtypeStruct(theta.shape[:2], jnp.int32),
                                         *(jax.ShapeDtypeStruct(s, t) for s, t in scratch)),
                            vmap_method="sequential")
@@ -601,10 +622,9 @@ def full_batch_sums(x: jax.Array, y: jax.Array, count: jax.Array, owner: jax.Arr
     """Per dataset the sums of |r| [D, H] and of the gradient terms [D, H, p] over its packed
     tiles (x [d, tiles, T], y [tiles, T], ``count`` real samples and dataset ``owner`` each) at
     theta [D, H, p]; ``step.packed_sums`` computes the same in XLA."""
-    register()
     shapes = (jax.ShapeDtypeStruct(theta.shape[:2], jnp.float32), jax.ShapeDtypeStruct(theta.shape, jnp.float32),
               jax.ShapeDtypeStruct((y.shape[1],), jnp.float32))
-    out = jax.ffi.ffi_call(FULL_BATCH, shapes, vmap_method="sequential")
+    out = jax.ffi.ffi_call(_features_variant(FULL_BATCH, theta.shape[2]), shapes, vmap_method="sequential")
     l1, grad, _ = out(x, y, count, owner, theta, _mode(gradient))
     return l1, grad
 
@@ -612,11 +632,10 @@ def full_batch_sums(x: jax.Array, y: jax.Array, count: jax.Array, owner: jax.Arr
 def sample_bits(keys: jax.Array, j: jax.Array, words: int,
                 with_keys: bool = True) -> tuple[jax.Array, jax.Array | None]:
     """``data.sample_bits`` (the same bits and folded keys, to the bit) by the kernel."""
-    register()
     kd = jax.random.key_data(keys).astype(jnp.uint32).reshape(-1, 2)
     j2 = j.astype(jnp.int32).reshape(kd.shape[0], -1)
     rows = words + 2 if with_keys else words
-    out, _ = jax.ffi.ffi_call(SAMPLE_BITS, (jax.ShapeDtypeStruct((rows, *j2.shape), jnp.uint32),
+    out, _ = jax.ffi.ffi_call(target(SAMPLE_BITS), (jax.ShapeDtypeStruct((rows, *j2.shape), jnp.uint32),
                                             jax.ShapeDtypeStruct((2, j2.shape[1]), jnp.uint32)),
                               vmap_method="sequential")(kd, j2, jnp.asarray([words], jnp.int32))
     out = jnp.moveaxis(out, 0, -1).reshape(*j.shape, rows)

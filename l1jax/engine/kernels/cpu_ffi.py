@@ -76,7 +76,7 @@ def frame_words(address):
     return words(address, FRAME_WORDS)
 
 
-@njit(inline="always")
+@njit(cache=True)
 def answer_metadata(frame):
     """True for a call that is not an execution: XLA's metadata query (answered here with the
     handler's API version and no traits) or another stage."""
@@ -95,7 +95,7 @@ def answer_metadata(frame):
     return (frame[4] & 0xFFFFFFFF) != EXECUTE
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _buffers_ok(types_address, buffers_address, n):
     kinds, buffers = halves(types_address, n), words(buffers_address, n)
     for i in range(n):
@@ -104,7 +104,7 @@ def _buffers_ok(types_address, buffers_address, n):
     return True
 
 
-@njit(inline="always")
+@njit(cache=True)
 def check_frame(frame, n_args, n_rets):
     """0 if the frame has the sizes and buffer counts the handler reads, else an XLA error."""
     ok = (frame[0] >= FRAME_SIZE and frame[5] >= ARGS_SIZE and frame[10] >= ARGS_SIZE
@@ -116,7 +116,7 @@ def check_frame(frame, n_args, n_rets):
 PROCEED = -1  # ``enter``'s answer when the handler is to do its work (never a pointer or 0)
 
 
-@njit(inline="always")
+@njit(cache=True)
 def enter(address, n_args, n_rets):
     """The call frame at ``address`` and what the handler returns before any work: 0 for a
     metadata query or another stage, an XLA error if the frame is not the one it reads
@@ -134,15 +134,16 @@ def _buffer(frame, which, i):
 
 
 @njit(inline="always")
-def arg(frame, i, n, dtype):
-    """Argument buffer ``i`` as a flat array of ``n`` ``dtype`` values."""
-    return carray(_void_pointer(_buffer(frame, 9, i)[3]), (n,), dtype)
+def arg(frame, i, shape, dtype):
+    """Argument buffer ``i`` as a C-ordered array of ``dtype`` values, ``shape`` an int or a tuple
+    (a shaped view, never ``reshape``: its error path alone took seconds of Numba compiling)."""
+    return carray(_void_pointer(_buffer(frame, 9, i)[3]), shape, dtype)
 
 
 @njit(inline="always")
-def ret(frame, i, n, dtype):
-    """Result buffer ``i`` as a flat array of ``n`` ``dtype`` values."""
-    return carray(_void_pointer(_buffer(frame, 14, i)[3]), (n,), dtype)
+def ret(frame, i, shape, dtype):
+    """Result buffer ``i`` as a C-ordered array of ``dtype`` values (``shape`` as for ``arg``)."""
+    return carray(_void_pointer(_buffer(frame, 14, i)[3]), shape, dtype)
 
 
 @njit(inline="always")
@@ -163,7 +164,7 @@ def ret_dim(frame, i, k):
 def probe(address):
     """The probe handler: result = argument xor 0xA5A5A5A5 (uint32 [n]), if the frame reads as
     expected (``probe.layout_error`` checks it)."""
-    frame, status = enter(address, 1, 1)
+    frame, status = enter(address, np.int64(1), np.int64(1))  # typed as the handlers call it: one compile
     if status != PROCEED:
         return status
     n = arg_dim(frame, 0, 0)
