@@ -18,7 +18,7 @@ import pytest
 
 from l1jax.engine import data as D
 from l1jax.engine.config import config_from_dict
-from l1jax.engine.kernels import cpu_unavailable, fused_path, prepare_cpu
+from l1jax.engine.kernels import _Child, cpu_unavailable, fused_path, prepare_cpu
 from l1jax.engine.kernels import cpu as K
 from l1jax.engine.sweep import run
 from tests.helpers import reference_for, small_config
@@ -186,18 +186,22 @@ def test_a_frame_the_handler_does_not_expect_is_an_error_not_a_number():
 
 
 def test_kernels_compile_from_a_fresh_location_into_numba_s_disk_cache(tmp_path):
-    """A copy of the package at a new path compiles its handlers once into the cache directory;
-    a second process loads them from there (numba writes beside the package, or to its
-    user-wide cache where the package is read-only)."""
+    """A copy of the package at a new path compiles its handlers once into the cache directory
+    (numba writes beside the package, or to its user-wide cache where the package is read-only):
+    ``prepare_cpu`` leaves the first target to this process and gives the rest to its child, whose
+    result this process then loads; a second process finds both in the cache and starts no child."""
     root = Path(__file__).resolve().parent.parent
     subprocess.run(["cp", "-r", str(root / "l1jax"), str(tmp_path / "l1jax")], check=True)
-    script = ("from l1jax.engine.kernels import cpu_ffi; from l1jax.engine.kernels.probe import layout_error; "
-              "assert layout_error() is None; print(cpu_ffi.probe.cache_hits)")
+    script = ("import l1jax.engine.kernels as K; from l1jax.engine.kernels import cpu, cpu_ffi; "
+              "from l1jax.engine.kernels.probe import layout_error; assert layout_error() is None; "
+              "names = [K.FULL_BATCH + '_2', K.SAMPLE_BITS]; K.prepare_cpu(names); child = sorted(K._Child.pending); "
+              "[cpu.target(n) for n in names]; "
+              "print(cpu_ffi.probe.cache_hits, child, [cpu._COMPILED[n].cache_hits for n in names], sep=';')")
     env = {"PYTHONPATH": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu",
            "PATH": "/usr/bin:/bin"}
-    hits = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
-                           cwd=tmp_path).stdout.split()[-1] for _ in range(2)]
-    assert hits == ["0", "1"]
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+                           cwd=tmp_path).stdout.strip().splitlines()[-1] for _ in range(2)]
+    assert runs == ["0;['l1jax_cpu_sample_bits'];[0, 1]", "1;[];[1, 1]"]
     assert any((tmp_path / "cache").rglob("*.nbi"))
 
 
@@ -222,17 +226,16 @@ def test_a_sweep_names_exactly_the_kernels_its_groups_call():
     assert kernel_targets(small_config(train={"kernels": "xla"})) == []
 
 
-def test_handlers_compiled_in_the_background_are_the_ones_a_sweep_calls():
-    """``prepare_cpu``'s child compiles into Numba's cache while the sweep traces and compiles; a
-    target asked for meanwhile waits for it, and the numbers are the same as without."""
+def test_a_sweep_gives_the_same_numbers_with_its_kernels_compiled_ahead():
+    """``prepare_cpu`` hands its child only handlers this process has not loaded (the child
+    compiles into Numba's cache while the sweep traces; a target asked for meanwhile waits for
+    it), and the numbers are the same as without."""
     cfg = small_config(train={"batch_size": [16], "epochs": 3})
     first = run(cfg)
-    left = [name for name in K._HANDLERS if name not in K._COMPILED]
     prepare_cpu(list(K._HANDLERS))
+    assert not _Child.pending & set(K._COMPILED)
     again = run(cfg)
     for name in FIELDS + ("theta",):
         np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
     for name in K._HANDLERS:
         assert K.target(name) == name and name in K._COMPILED
-    for name in left:  # compiled by the child, loaded here from the cache it wrote
-        assert K._COMPILED[name].cache_hits == 1, name

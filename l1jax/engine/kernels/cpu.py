@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numba import cfunc, njit, types
+from numba.core.ccallback import CFunc
+from numba.core.sigutils import normalize_signature
 
 from l1jax.engine import data as D
 from l1jax.engine.kernels import FULL_BATCH, SAMPLE_BITS, SGD_EPOCHS, _Child, await_child
@@ -562,6 +564,7 @@ def _full_any_handler(address):
 _HANDLERS = {SGD_EPOCHS: _sgd_any_handler, SGD_EPOCHS + "_2": _sgd_two_handler,
              FULL_BATCH: _full_any_handler, FULL_BATCH + "_2": _full_two_handler, SAMPLE_BITS: _sample_bits_handler}
 _COMPILED: dict[str, object] = {}  # target -> its handler (kept: XLA holds only its address)
+SIGNATURE = types.int64(types.int64)  # a typed XLA FFI handler: the call frame's address -> its error
 
 
 def target(name: str) -> str:
@@ -572,17 +575,35 @@ def target(name: str) -> str:
     with _Child.lock:
         if name not in _COMPILED:
             await_child(name)
-            handler = cfunc(types.int64(types.int64), cache=True)(_HANDLERS[name])
+            handler = cfunc(SIGNATURE, cache=True)(_HANDLERS[name])
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler.address), platform="cpu", api_version=1)
             _COMPILED[name] = handler
     return name
+
+
+def to_compile(names: list[str]) -> list[str]:
+    """The targets among ``names`` (in order, once each) whose handlers neither this process has
+    loaded nor Numba's disk cache holds: the ones worth compiling ahead in another process."""
+    return [name for name in dict.fromkeys(names) if name not in _COMPILED and not _in_disk_cache(name)]
+
+
+def _in_disk_cache(name: str) -> bool:
+    """Whether Numba's disk cache holds target ``name``'s handler for this machine (a lookup as
+    ``cfunc(cache=True)`` makes before compiling: milliseconds).  It uses Numba's internal
+    ``CFunc``; where that differs, False (the handler then goes to the child, which loads it)."""
+    try:
+        handler = CFunc(_HANDLERS[name], normalize_signature(SIGNATURE), locals={}, options={})
+        handler.enable_caching()
+        return handler._cache.load_overload(handler._sig, handler._targetdescr.target_context) is not None
+    except Exception:  # noqa: BLE001 - any failure of an internal API means "not known to be cached"
+        return False
 
 
 def compile_to_cache(names: list[str]) -> None:
     """The child of ``kernels.prepare_cpu``: compile each target's handler into Numba's disk
     cache, naming each on stdout when done."""
     for name in names:
-        cfunc(types.int64(types.int64), cache=True)(_HANDLERS[name])
+        cfunc(SIGNATURE, cache=True)(_HANDLERS[name])
         print(name, flush=True)
 
 
