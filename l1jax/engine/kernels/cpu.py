@@ -20,8 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numba import cfunc, njit, types
-from numba.core.ccallback import CFunc
-from numba.core.sigutils import normalize_signature
 
 from l1jax.engine import data as D
 from l1jax.engine.kernels import FULL_BATCH, SAMPLE_BITS, SGD_EPOCHS, _Child, await_child
@@ -590,8 +588,12 @@ def to_compile(names: list[str]) -> list[str]:
 def _in_disk_cache(name: str) -> bool:
     """Whether Numba's disk cache holds target ``name``'s handler for this machine (a lookup as
     ``cfunc(cache=True)`` makes before compiling: milliseconds).  It uses Numba's internal
-    ``CFunc``; where that differs, False (the handler then goes to the child, which loads it)."""
+    ``CFunc``; where that is missing or differs, False (the handler then goes to the child,
+    which loads it)."""
     try:
+        from numba.core.ccallback import CFunc
+        from numba.core.sigutils import normalize_signature
+
         handler = CFunc(_HANDLERS[name], normalize_signature(SIGNATURE), locals={}, options={})
         handler.enable_caching()
         return handler._cache.load_overload(handler._sig, handler._targetdescr.target_context) is not None
