@@ -55,9 +55,11 @@ def main() -> None:
                         help="each tree's sweeps as configured, or all forced to one path")
     parser.add_argument("--skip", nargs="*", default=[], help="built-in sweeps to leave out")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
     for tree in args.trees:
         if not (tree / "l1jax" / "__init__.py").is_file():
-            sys.exit(f"time_study: {tree} holds no l1jax package: name source trees")
+            parser.error(f"{tree} holds no l1jax package: name source trees (a checkout of this repository)")
     with tempfile.TemporaryDirectory() as tmp:
         variants = [(tree, kernels) for tree in args.trees for kernels in args.kernels]
         for r in range(args.rounds):
