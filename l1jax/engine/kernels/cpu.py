@@ -568,7 +568,7 @@ SIGNATURE = types.int64(types.int64)  # a typed XLA FFI handler: the call frame'
 def target(name: str) -> str:
     """The FFI target ``name``, its handler compiled (or loaded from Numba's disk cache) and
     registered with XLA's CPU platform on first use, so a process compiles only the kernels it
-    runs (from a cold cache all five took 18 s of CPU on the 2-core EPYC).  If the child of
+    runs (from a cold cache all five took about 19 s of CPU on the 2-core EPYC).  If the child of
     ``kernels.prepare_cpu`` is compiling it, this waits for it and loads its result."""
     with _Child.lock:
         if name not in _COMPILED:
