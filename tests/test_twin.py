@@ -149,6 +149,28 @@ def test_shared_trajectories_equal_each_size_alone(schedule):
                 np.testing.assert_allclose(got[:, b:b + 1, :, s:s + 1], want, rtol=1e-5, atol=1e-6)
 
 
+def test_split_over_devices_and_padded_points_change_only_rounding():
+    """Five trajectories split over the test's four CPU devices (shares of 2, 2 and 1 plus a copy)
+    equal one device's to float32 rounding, and so do the 36 quadrature points against the 40,
+    padded with weight 0, that the twin steps on."""
+    cfg = config_from_dict({"data": {"coupling": "nested"},
+                            "train": {"epochs": 20, "learning_rate": [0.05, 0.5], "batch_size": ["full", 16]},
+                            "sweep": {"sizes": [64], "seeds": 5}})
+    noise, pop = TW.population_of(cfg)
+    assert len(jax.local_devices()) == 4 and pop.x.shape[0] == 36 and TW.lanes(pop).x.shape[0] == 40
+    split = TW.twin_curves(cfg, noise, pop)
+    one = TW.twin_curves(cfg, noise, pop, devices=jax.local_devices()[:1])
+    for got, want in zip(split[:3], one[:3]):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    theta0 = TW.run_starts(cfg, 3)[0]
+    args = (jnp.asarray(theta0), jnp.asarray([0.05, 0.5]), jnp.full(5, 80, jnp.int32), jnp.arange(0, 81, 10, dtype=jnp.int32))
+    padded = TW.simulate(TW.lanes(pop), *args, optimizer="sgd", schedule="constant", noise=noise)
+    plain = TW.simulate(pop, *args, optimizer="sgd", schedule="constant", noise=noise)
+    for got, want in zip(padded, plain):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert float(np.abs(np.asarray(plain[0])[-1] - np.asarray(plain[0])[0]).min()) > 0.05  # the twins moved
+
+
 @pytest.mark.parametrize("p", [3, 11])
 def test_starts_are_the_engines_draws(p):
     """Starts drawn in padded compiled chunks equal ``initial_theta``'s draws op by op, bit for bit."""

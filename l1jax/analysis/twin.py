@@ -25,11 +25,12 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import stats
@@ -48,6 +49,7 @@ from l1jax.engine.train import initial_theta
 GL_POINTS = {1: 32, 2: 6, 3: 6}  # Gauss-Legendre nodes per axis for d <= 3 (smooth noise densities: error ~1e-5)
 GL_POINTS_KINKED = {1: 64, 2: 16, 3: 12}  # Laplace: its density's kink at 0 slows the rule
 QMC_POINTS = 2 ** 14  # points of the shifted Halton set for d > 3
+POINT_LANES = 8  # synthetic twins pad their points to whole 8-wide f32 vectors: no scalar tail in XLA's CPU erf (1.2x)
 STARTS_CHUNK = 1024  # runs whose starts one call draws (padded): one program for every sweep
 ERROR_STARTS = 256  # runs' starts at which the integration error is measured (padded: one program)
 COMPILE_EVENTS = tuple(f"/jax/core/compile/{e}_duration"  # JAX's records of tracing, lowering, compiling
@@ -204,7 +206,8 @@ def loss_and_grad(noise: DataConfig | None, pop: Population, theta: jax.Array) -
 def _hess_times(hess: jax.Array, j: jax.Array) -> jax.Array:
     """H J [direction, T, H, p] of H [T, H, p, p] and J [direction, T, H, p], as p fusible
     products: with them and ``moments``' matrix products a twin step of the synthetic grid (240
-    trajectories) takes 24 us on one CPU core, against 31 us with batched einsums of tiny matrices."""
+    trajectories, 36 points) took 24 us on one CPU core, against 31 us with batched einsums of tiny
+    matrices (20 us now, its points padded to 40: ``lanes``)."""
     return sum(hess[..., k] * j[..., k:k + 1] for k in range(j.shape[-1]))
 
 
@@ -263,6 +266,42 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
     return jax.lax.scan(segment, c0, bounds)[1]
 
 
+def lanes(pop: Population, m: int = POINT_LANES) -> Population:
+    """``pop`` padded to a multiple of m points with weight 0 (copies of its first point, so
+    every residual stays finite and adds exactly 0 to every weighted sum)."""
+    k = -pop.x.shape[0] % m
+    return Population(jnp.concatenate([pop.x, jnp.tile(pop.x[:1], (k, 1))]),
+                      jnp.concatenate([pop.y, jnp.tile(pop.y[:1], k)]),
+                      jnp.concatenate([pop.w, jnp.zeros(k, pop.w.dtype)]))
+
+
+@functools.cache
+def _split(devices: tuple[Any, ...], optimizer: str, schedule: str, noise: DataConfig | None) -> Callable[..., Any]:
+    """``simulate`` over ``devices``, each stepping its own contiguous share of the trajectories
+    (``jax.shard_map`` over a 1-D mesh; the population, rates and record points are replicated).
+    A trajectory's numbers may change with the device count by float32 rounding, as with the
+    sweep's seed count: XLA's CPU matrix products may round a row differently beside other rows."""
+    def one(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array):
+        return simulate(pop, theta0, lr, total, record_at, optimizer, schedule, noise)
+
+    rep, tracks = P(), P("tracks")
+    return jax.jit(jax.shard_map(one, mesh=Mesh(np.asarray(devices), ("tracks",)), check_vma=False,
+                                 in_specs=(rep, tracks, rep, tracks, rep), out_specs=P(None, "tracks")))
+
+
+def simulate_split(pop: Population, theta0: np.ndarray, lr: jax.Array, total: np.ndarray, record_at: jax.Array,
+                   optimizer: str, schedule: str, noise: DataConfig | None,
+                   devices: list[Any] | None = None) -> tuple[np.ndarray, ...]:
+    """``simulate`` of trajectories theta0 [T, p] split evenly over ``devices`` (default: all local
+    devices, none left with padding only), the last share padded with copies of the last."""
+    devices, n = list(devices or jax.local_devices()), len(theta0)
+    share = -(-n // min(len(devices), n))
+    n_dev = -(-n // share)
+    theta0, total = (np.concatenate([v, np.repeat(v[-1:], share * n_dev - n, 0)]) for v in (theta0, total))
+    fn = _split(tuple(devices[:n_dev]), optimizer, schedule, noise)
+    return tuple(np.asarray(b)[:, :n] for b in fn(pop, jnp.asarray(theta0), lr, jnp.asarray(total), record_at))
+
+
 class TwinCurves(NamedTuple):
     """Each run's twin per recorded epoch [opt, batch, lr, size, seed, epoch]: its population L1
     and the response terms tr(J Sigma), tr(J^T H J Sigma) (see ``simulate``); steps [batch, size,
@@ -281,9 +320,11 @@ def recorded_steps(cfg: Config) -> np.ndarray:
     return np.stack([steps_per_epoch(n, b)[:, None] * e[None, :] for b in cfg.train.batch_size])
 
 
-def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinCurves:
+def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
+                devices: list[Any] | None = None) -> TwinCurves:
     """The twin of every run of a sweep.  Runs that share a start and (where the schedule uses
-    it) a total step count share one trajectory, read at each run's own step counts."""
+    it) a total step count share one trajectory, read at each run's own step counts; the
+    trajectories are split over ``devices`` (default: all local devices)."""
     t = cfg.train
     steps = recorded_steps(cfg)  # [B, S, E]
     starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
@@ -298,16 +339,15 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population) -> TwinC
     tracks, which = np.unique(keyed.reshape(-1, keyed.shape[-1]), axis=0, return_inverse=True)
     record_at = np.unique(steps)
     lr = jnp.asarray(t.learning_rate, jnp.float32)
-    total = jnp.asarray(np.maximum(tracks[:, -1], 1), jnp.int32) if uses_total else \
-        jnp.asarray(np.full(len(tracks), max(int(totals.max()), 1)), jnp.int32)
+    total = (np.maximum(tracks[:, -1], 1) if uses_total else np.full(len(tracks), max(int(totals.max()), 1))).astype(np.int32)
     pos = np.searchsorted(record_at, steps)  # [B, S, E]
     which = which.reshape(n_b, n_s, n_r)
     out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
-    args = (pop, jnp.asarray(tracks[:, :-1]), lr, total, jnp.asarray(record_at, jnp.int32))
+    args = (pop if noise is None else lanes(pop), tracks[:, :-1], lr, total, jnp.asarray(record_at, jnp.int32))
     for o, opt in enumerate(t.optimizer):
-        bufs = simulate(*args, optimizer=opt, schedule=t.schedule, noise=noise)
+        bufs = simulate_split(*args, optimizer=opt, schedule=t.schedule, noise=noise, devices=devices)
         for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
-            out[i, o] = np.moveaxis(np.asarray(buf)[pos[:, :, None, :], which[..., None], :], -1, 1)
+            out[i, o] = np.moveaxis(buf[pos[:, :, None, :], which[..., None], :], -1, 1)
     return TwinCurves(*out, steps)
 
 
