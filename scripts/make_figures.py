@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "out" / "figures-study"
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 README_SECTIONS = ("The answer", "The article's setting, claim by claim", "The wider sweeps",
                    "Beyond gaussian noise")
@@ -23,14 +24,21 @@ def section(text: str, name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default=str(ROOT / "out" / "figures-study"), help="the study's run directory")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help=f"the study's run directory: new or empty (the default, {DEFAULT_OUT}, is cleared first)")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.resolve() != DEFAULT_OUT or not out.is_dir():
+            p.error(f"--out {out} is not an empty directory: give a new one")
+        # every sweep runs again, so the report's stage timings are a whole run's (a finished
+        # sweep would resume in 0.0 s)
+        shutil.rmtree(out)
     from l1jax.engine.devices import use_cpu_cores
     from l1jax.study.study import study
 
     use_cpu_cores()  # as `l1jax study` does
 
-    out = Path(args.out)
     run = study(out, quiet=False)
     figures = ROOT / "figures"
     for old in figures.glob("*.png"):
