@@ -41,6 +41,7 @@ from l1jax.analysis.theory import bayes_l1_floor, noise_density_at_zero
 from l1jax.engine import data as D
 from l1jax.engine.config import Config, DataConfig
 from l1jax.engine.data import CONTAMINATION_SCALE
+from l1jax.engine.plan import shares
 from l1jax.engine.step import init_states, sign, update_all
 from l1jax.engine.sweep import compile_program
 from l1jax.engine.table import Table, load_csv
@@ -295,8 +296,7 @@ def simulate_split(pop: Population, theta0: np.ndarray, lr: jax.Array, total: np
     """``simulate`` of trajectories theta0 [T, p] split evenly over ``devices`` (default: all local
     devices, none left with padding only), the last share padded with copies of the last."""
     devices, n = list(devices or jax.local_devices()), len(theta0)
-    share = -(-n // min(len(devices), n))
-    n_dev = -(-n // share)
+    share, n_dev = shares(n, len(devices))
     theta0, total = (np.concatenate([v, np.repeat(v[-1:], share * n_dev - n, 0)]) for v in (theta0, total))
     fn = _split(tuple(devices[:n_dev]), optimizer, schedule, noise)
     return tuple(np.asarray(b)[:, :n] for b in fn(pop, jnp.asarray(theta0), lr, jnp.asarray(total), record_at))

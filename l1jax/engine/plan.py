@@ -272,11 +272,18 @@ def block_group(group: Group, n_features: int, backend: str) -> Group:
     return dataclasses.replace(group, seeds=block_seeds(group, n_features, backend))
 
 
+def shares(count: int, devices: int) -> tuple[int, int]:
+    """Items per device (an equal share of ``count``, rounded up: the last share is padded) and
+    how many of ``devices`` get one (none holds padding only)."""
+    share = -(-count // min(devices, count))
+    return share, -(-count // share)
+
+
 def device_share(group: Group, devices: int) -> tuple[Group, int]:
-    """The group each device runs (an equal share of the replicates, rounded up: the last share
-    is padded with extra replicates) and how many devices get one (none holds padding only)."""
-    local = dataclasses.replace(group, seeds=-(-group.seeds // devices))
-    return local, -(-group.seeds // local.seeds)
+    """The group each device runs (``shares`` of the replicates; the last share is padded with
+    extra replicates) and how many devices get one."""
+    share, n_dev = shares(group.seeds, devices)
+    return dataclasses.replace(group, seeds=share), n_dev
 
 
 def padding_efficiency(groups: list[Group], n_features: int, backend: str, devices: int = 1) -> float:
