@@ -180,12 +180,11 @@ def _lanes_of_order(out, o, top, col, a32, b32, keys, first_round):
     Images may still lie in the excess (see ``_batch_order``)."""
     table = first_round[np.int64(col):]  # contiguous loads and stores per vector, no gather or scatter
     dest = out[o:]
-    for q in range(LANES):
-        c = np.uint32(col + np.uint32(q))
-        wrap = c >= b32
-        s = np.uint32(np.uint32(top + np.uint32(wrap)) + table[q])
-        right = np.uint32(s - a32) if s >= a32 else s
-        left = np.uint32(c - b32) if wrap else c
+    for q in range(LANES):  # x mod m as min(x, x - m) (unsigned, x < 2 m): selects on a compare ran
+        c = np.uint32(col + np.uint32(q))  # this loop at half speed on an Intel Xeon (LLVM, 256-bit)
+        left = min(c, np.uint32(c - b32))
+        s = np.uint32(np.uint32(top + np.uint32(left != c)) + table[q])
+        right = min(s, np.uint32(s - a32))
         dest[q] = np.int32(_rounds_after_first(left, right, keys, a32, b32))
 
 
