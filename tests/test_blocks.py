@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from l1jax.engine import data as D
-from l1jax.engine.plan import CPU_BLOCK_BYTES, block_seeds, full_batch_group, plan, shared_lr_pass
+from l1jax.engine.plan import (CPU_BLOCK_BYTES, block_seeds, full_batch_group, l2_cache_bytes, plan,
+                              shared_lr_pass)
 from l1jax.engine.sweep import compile_program, group_inputs
 from l1jax.engine.train import build_data, make_train
 from tests.helpers import small_config
@@ -29,6 +30,22 @@ def test_block_seeds_divides_and_fits():
     huge = full_batch_group("sgd", (10**7,), 3)
     assert block_seeds(huge, 2, "cpu") == 1
     assert not shared_lr_pass("cpu") and not shared_lr_pass("gpu") and shared_lr_pass("tpu")
+
+
+def test_blocks_are_sized_from_the_l2_cache_linux_reports(tmp_path):
+    for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
+                                             (2, "Unified", "2048K"), (3, "Unified", "480M")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, v in (("level", level), ("type", kind), ("size", size)):
+            (d / name).write_text(f"{v}\n")
+    assert l2_cache_bytes(tmp_path) == 2048 * 1024
+    (tmp_path / "index2" / "size").write_text("1M\n")
+    assert l2_cache_bytes(tmp_path) == 1 << 20
+    (tmp_path / "index2" / "size").write_text("big\n")  # unreadable: the 1 MiB default
+    assert l2_cache_bytes(tmp_path) == 1 << 20
+    assert l2_cache_bytes(tmp_path / "absent") == 1 << 20
+    assert CPU_BLOCK_BYTES == l2_cache_bytes() // 2
 
 
 @pytest.mark.parametrize("batch", ["full", 8])
