@@ -60,11 +60,13 @@ _COMPILING = [0.0]  # seconds of those events since the first stopwatch (see ``_
 
 class Population(NamedTuple):
     """Quadrature of the population: design rows (x, 1) [M, p], targets [M] (x.theta* for
-    synthetic data, the pool's y for csv) and weights [M] summing to 1."""
+    synthetic data, the pool's y for csv) and weights [M] summing to 1, host float32 arrays
+    (jax takes them at a program's boundary: built op by op on the device, each new shape cost
+    a small compile)."""
 
-    x: jax.Array
-    y: jax.Array
-    w: jax.Array
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
 
 
 def upper_mean(cfg: DataConfig, a: jax.Array) -> jax.Array:
@@ -135,16 +137,15 @@ def synthetic_population(cfg: DataConfig, refine: int = 1, seed: int = 0) -> Pop
     x, w = x_nodes(cfg.n_features, cfg.noise == "laplace", refine, seed)
     xd = np.c_[x, np.ones(len(x))]
     star = np.asarray(cfg.true_weights + (cfg.true_bias,))
-    return Population(jnp.asarray(xd, jnp.float32), jnp.asarray(xd @ star, jnp.float32),
-                      jnp.asarray(w, jnp.float32))
+    return Population(xd.astype(np.float32), (xd @ star).astype(np.float32), w.astype(np.float32))
 
 
 def pool_population(table: Table) -> Population:
     """The population of a csv sweep: the training pool, each row weight 1 / N."""
     n = table.n_train
     xd = np.c_[table.x_train, np.ones(n, np.float32)]
-    return Population(jnp.asarray(xd, jnp.float32), jnp.asarray(table.y_train, jnp.float32),
-                      jnp.full(n, 1.0 / n, jnp.float32))
+    return Population(xd.astype(np.float32), np.asarray(table.y_train, np.float32),
+                      np.full(n, 1.0 / n, np.float32))
 
 
 def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
@@ -271,9 +272,9 @@ def lanes(pop: Population, m: int = POINT_LANES) -> Population:
     """``pop`` padded to a multiple of m points with weight 0 (copies of its first point, so
     every residual stays finite and adds exactly 0 to every weighted sum)."""
     k = -pop.x.shape[0] % m
-    return Population(jnp.concatenate([pop.x, jnp.tile(pop.x[:1], (k, 1))]),
-                      jnp.concatenate([pop.y, jnp.tile(pop.y[:1], k)]),
-                      jnp.concatenate([pop.w, jnp.zeros(k, pop.w.dtype)]))
+    return Population(np.concatenate([pop.x, np.tile(pop.x[:1], (k, 1))]),
+                      np.concatenate([pop.y, np.tile(pop.y[:1], k)]),
+                      np.concatenate([pop.w, np.zeros(k, pop.w.dtype)]))
 
 
 @functools.cache
