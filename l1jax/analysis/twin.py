@@ -300,7 +300,7 @@ def simulate_split(pop: Population, theta0: np.ndarray, lr: jax.Array, total: np
     share, n_dev = shares(n, len(devices))
     theta0, total = (np.concatenate([v, np.repeat(v[-1:], share * n_dev - n, 0)]) for v in (theta0, total))
     fn = _split(tuple(devices[:n_dev]), optimizer, schedule, noise)
-    return tuple(np.asarray(b)[:, :n] for b in fn(pop, jnp.asarray(theta0), lr, jnp.asarray(total), record_at))
+    return tuple(np.asarray(b)[:, :n] for b in fn(pop, np.asarray(theta0, np.float32), lr, np.asarray(total), record_at))
 
 
 class TwinCurves(NamedTuple):
