@@ -180,8 +180,10 @@ def _lanes_of_order(out, o, top, col, a32, b32, keys, first_round):
     Images may still lie in the excess (see ``_batch_order``)."""
     table = first_round[np.int64(col):]  # contiguous loads and stores per vector, no gather or scatter
     dest = out[o:]
-    for q in range(LANES):  # x mod m as min(x, x - m) (unsigned, x < 2 m): selects on a compare ran
-        c = np.uint32(col + np.uint32(q))  # this loop at half speed on an Intel Xeon (LLVM, 256-bit)
+    # x mod m for x < 2 m as min(x, x - m), unsigned: a compare and select ran this loop at half
+    # the speed on an Intel Xeon (10.9 against 5.0 ns a position); the same bits.
+    for q in range(LANES):
+        c = np.uint32(col + np.uint32(q))
         left = min(c, np.uint32(c - b32))
         s = np.uint32(np.uint32(top + np.uint32(left != c)) + table[q])
         right = min(s, np.uint32(s - a32))
