@@ -260,8 +260,8 @@ def l2_cache_bytes(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> in
 # Bytes of packed data (x and y) a full-batch block of replicates may hold on the CPU: a block
 # trains all its epochs before the next block starts, so its data should stay in the core's L2
 # cache (half of it: the rest for the passes' temporaries).  On a 2-core Intel Xeon (2 MiB L2)
-# blocks of 1 MiB against the former fixed 3 MiB: bench-cpu 5.45e9 -> 8.2e9 sample-epochs/s on
-# the fused kernels, 3.0e9 -> 4.1e9 on the XLA path, the article sweep's training 0.97 -> 0.68 s.
+# blocks of 1 MiB against the former fixed 3 MiB took bench-cpu from 5.66e9 to 6.90e9
+# sample-epochs/s on the fused kernels and from 3.09e9 to 3.81e9 on the XLA path (README, Speed).
 CPU_BLOCK_BYTES = l2_cache_bytes() // 2
 # The same for minibatch blocks, whose rows read scattered batches from all of a block's data: a
 # wider block has more lanes per row (fewer rows to run) but misses cache more (bench-sgd on the

@@ -1,0 +1,79 @@
+"""Time the CPU kernels' parts on one core, beside the Numba peer's loops: the minibatch order a
+batch at a time and a whole epoch at a time (ns a position), the SGD epochs kernel and the
+peer's minibatch epoch (ns a sample), the full-batch pass and the peer's full-batch loop (ns a
+sample).  One dataset of n = 32768 samples, one learning rate, best of three.  The numbers in the
+README's Speed section that take a kernel apart come from here: `python scripts/kernel_parts.py`."""
+
+import time
+
+import numpy as np
+from numba import njit
+
+from l1jax import peers
+from l1jax.engine import data as D
+from l1jax.engine.kernels import cpu as K
+from l1jax.engine.sweep import host_description
+
+N, EPOCHS, BATCH = 32768, 20, 32
+
+
+@njit
+def batched_order(ob, n, a, b, keys, walks, order, first_round, epochs):
+    """Every epoch's order a batch at a time, as the SGD kernel computes it."""
+    for epoch in range(epochs):
+        K._start_epoch(np.zeros((1, 2), np.uint32), 0, epoch, n, a, b, keys, walks, order, first_round)
+        top = col = np.uint32(0)
+        for s in range(0, n, BATCH):
+            top, col = K._batch_order(ob, s, min(BATCH, n - s), top, col, a, b, keys, first_round, order)
+
+
+def best(fn, *args) -> float:
+    fn(*args)  # compile
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    a, b = D.grid_sides(N)
+    keys, walks = np.empty(8, np.uint32), np.zeros(max(a * b - N, 1), np.uint32)
+    order, first_round, ob = np.empty(N, np.int32), np.empty(b + K.LANES, np.uint32), np.empty(BATCH, np.int32)
+    x, y = rng.random((2, N), dtype=np.float32), rng.random(N, dtype=np.float32)
+    theta = rng.standard_normal((1, 1, 3)).astype(np.float32)
+    lr = np.array([0.01], np.float32)
+    table, key_data = np.array([[0, N, a, b]], np.int32), np.array([[1, 2]], np.uint32)
+    bad = np.full((1, 1), K.NOT_DIVERGED, np.int32)
+    buf = np.empty((4, BATCH), np.float32)
+    per = N * EPOCHS
+    rows = {
+        "order, a batch at a time (ns a position)":
+            best(batched_order, ob, N, a, b, keys, walks, order, first_round, EPOCHS) / per,
+        "order, a whole epoch at a time (ns a position)":
+            best(lambda: [K.epoch_order(order, first_round, N, a, b, keys, walks) for _ in range(EPOCHS)]) / per,
+        "SGD epochs kernel, batch 32 (ns a sample)":
+            best(K._epochs_two_features, x, y, theta, lr, table, key_data, 0, EPOCHS, BATCH, 0, bad, order,
+                 first_round, buf, ob, walks, keys) / per,
+        "Numba peer's minibatch epoch, shuffle included (ns a sample)":
+            best(peers.train_minibatch, x, y, np.array([0, N]), theta[0].copy(), lr, EPOCHS, BATCH,
+                 np.arange(N, dtype=np.uint32), 0) / per,
+    }
+    tile = 2048
+    xt, yt = x.reshape(2, N // tile, tile), y.reshape(N // tile, tile)
+    count, owner = np.full(N // tile, tile, np.int32), np.zeros(N // tile, np.int32)
+    l1, grad = np.zeros((1, 1), np.float32), np.zeros((1, 1, 3), np.float32)
+    full_epochs = 300
+    rows["full-batch pass kernel (ns a sample)"] = best(
+        lambda: [K._sums_two_features(xt, yt, count, owner, theta, 0, l1, grad) for _ in range(full_epochs)]) / (N * full_epochs)
+    rows["Numba peer's full-batch loop (ns a sample)"] = best(
+        peers._full_run, x[0], x[1], y, *theta[0, 0], lr[0], full_epochs) / (N * full_epochs)
+    print(f"{host_description()}, one core, n = {N}:")
+    for name, seconds in rows.items():
+        print(f"  {name}: {seconds * 1e9:.2f}")
+
+
+if __name__ == "__main__":
+    main()
