@@ -1,8 +1,8 @@
 """Time the CPU kernels' parts on one core, beside the Numba peer's loops: the minibatch order a
 batch at a time and a whole epoch at a time (ns a position), the SGD epochs kernel and the
 peer's minibatch epoch (ns a sample), the full-batch pass and the peer's full-batch loop (ns a
-sample).  One dataset of n = 32768 samples, one learning rate, best of three.  The numbers in the
-README's Speed section that take a kernel apart come from here: `python scripts/kernel_parts.py`."""
+sample).  One dataset of n = 32768 samples, one learning rate, best of three.  The Intel Xeon's
+numbers in the README's Speed section that take a kernel apart come from here: `python scripts/kernel_parts.py`."""
 
 import time
 
