@@ -171,6 +171,28 @@ def test_split_over_devices_and_padded_points_change_only_rounding():
     assert float(np.abs(np.asarray(plain[0])[-1] - np.asarray(plain[0])[0]).min()) > 0.05  # the twins moved
 
 
+@pytest.mark.parametrize("noise", ["gaussian", "contaminated"])  # Student t steps on a CDF table
+def test_closed_form_tail_matches_stepping_to_the_end(noise):
+    """Past its hand-off the closed-form tail gives every record within float32 rounding of the
+    loss and TAIL_TOL (relative) of the response terms that stepping on to the end gives; at an
+    unstable rate (lr h > 2 in H*'s largest mode) it never takes over."""
+    cfg = config_from_dict({"data": {"noise": noise}, "sweep": {"sizes": [100], "seeds": 6}})
+    noise_cfg, pop = TW.population_of(cfg)
+    pop, tail = TW.lanes(pop), TW.tail_of(cfg, noise_cfg, pop)
+    assert 1.0 * tail.vals.max() < 2 < 2.0 * tail.vals.max()
+    theta0, at = jnp.asarray(TW.run_starts(cfg, 3)[0]), jnp.arange(0, 3001, 50, dtype=jnp.int32)
+    for lr in (0.3, 1.0, 2.0):
+        args = (pop, theta0, jnp.asarray([lr]), jnp.full(6, 3000, jnp.int32), at, "sgd", "constant", noise_cfg)
+        closed, stepped = TW.simulate(*args, tail), TW.simulate(*args)
+        since = int(closed[3][0])
+        assert (0 < since < 1000) if lr < 2 else since == -1, (lr, since)
+        np.testing.assert_allclose(closed[0], stepped[0], rtol=0, atol=3e-7)
+        for got, want in zip(closed[1:3], stepped[1:3]):
+            np.testing.assert_allclose(got, want, rtol=0, atol=2 * TW.TAIL_TOL * float(np.abs(want).max()))
+    assert TW.tail_of(config_from_dict({"data": {"noise": "laplace"}}), *TW.population_of(
+        config_from_dict({"data": {"noise": "laplace"}}))) is None  # a kink at 0: no quadratic model
+
+
 @pytest.mark.parametrize("p", [3, 11])
 def test_starts_are_the_engines_draws(p):
     """Starts drawn in padded compiled chunks equal ``initial_theta``'s draws op by op, bit for bit."""

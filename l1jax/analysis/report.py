@@ -193,6 +193,29 @@ def twin_rule(cfg: Config) -> str:
             "minibatch noise), for small n with many features and for heavy-tailed noise.")
 
 
+def tail_words(a: Analysis, tw: TW.SweepTwin) -> str:
+    """Where the closed-form tail took over from stepping, and the share of steps it saved."""
+    cfg, c = a.results.config, tw.curves
+    if cfg.data.source == "csv":
+        return ""  # a pool's loss is piecewise linear: no quadratic model
+    tail = TW.tail_of(cfg, *TW.population_of(cfg))
+    if tail is None:
+        return ("No closed-form tail (it needs plain SGD at a constant rate and a noise density smooth "
+                "at 0): every twin stepped to the end. ")
+    if (c.tail_from < 0).all():
+        return (f"The closed-form tail never took over: no rate's twins came within {float(tail.radius):.2g} of θ* "
+                f"in the {c.stepped} steps taken, so every twin stepped to the end. ")
+    lrs, opts = a.results.coords["learning_rate"], a.results.coords["optimizer"]
+    done = [f"lr {lrs[l]:g}: " + (f"step {int(c.tail_from[o, l].max())}" if (c.tail_from[o, l] >= 0).all()
+                                  else "none")
+            for o, l in np.ndindex(c.tail_from.shape[:2]) if opts[o] == "sgd"]
+    saved = np.where(c.tail_from >= 0, c.stepped - c.tail_from, 0).sum() / max(c.tail_from.size * c.stepped, 1)
+    return (f"Closed-form tail: once every twin of a rate is within {float(tail.radius):.2g} "
+            f"of θ* (there the quadratic model's Hessian 2 f(0) E[(x,1)(x,1)ᵀ] is within {TW.TAIL_TOL:g} of "
+            "the quadrature's) and the step is stable in every mode, SGD and its response move in closed "
+            f"form. Of {c.stepped} steps it took over at {', '.join(done)}: {saved:.0%} of all twin steps were not stepped. ")
+
+
 def _clipped_worst(a: Analysis, tw: TW.SweepTwin) -> str:
     """The setting and size whose runs' finite-n terms were clipped most often, in words."""
     share = tw.predicted.clipped.mean(axis=(4, 5))
@@ -214,7 +237,7 @@ def twin_section(a: Analysis, tw: TW.SweepTwin | None) -> list[str]:
              f"quadrature is refined): {tw.integration_error:.2g}. The linear response left its stable "
              f"bounds (finite-n terms clipped) in {tw.predicted.clipped.mean():.1%} of run-epochs"
              + (f" (largest share: {_clipped_worst(a, tw)})" if tw.predicted.clipped.any() else "")
-             + ". " + twin_cost((tw.compile_s, tw.run_s), sweep_seconds(a.results.meta)), "",
+             + ". " + tail_words(a, tw) + twin_cost((tw.compile_s, tw.run_s), sweep_seconds(a.results.meta)), "",
              "| optimizer | batch | lr | n | largest \\|gap\\| / se | at epoch (steps) | gap there | "
              "gap / predicted | largest \\|gap\\| / predicted, any epoch |",
              "|---|---|---|---|---|---|---|---|---|"]

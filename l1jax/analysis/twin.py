@@ -53,6 +53,7 @@ QMC_POINTS = 2 ** 14  # points of the shifted Halton set for d > 3
 POINT_LANES = 8  # synthetic twins pad their points to whole 8-wide f32 vectors: no scalar tail in XLA's CPU erf (1.2x)
 STARTS_CHUNK = 1024  # runs whose starts one call draws (padded): one program for every sweep
 ERROR_STARTS = 256  # runs' starts at which the integration error is measured (padded: one program)
+TAIL_TOL = 1e-4  # where the closed-form tail takes over, its Hessian 2 f(0) E[(x,1)(x,1)^T] is within this (relative)
 COMPILE_EVENTS = tuple(f"/jax/core/compile/{e}_duration"  # JAX's records of tracing, lowering, compiling
                        for e in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile"))
 _COMPILING = [0.0]  # seconds of those events since the first stopwatch (see ``_count_compiling``)
@@ -148,6 +149,49 @@ def pool_population(table: Table) -> Population:
                       np.full(n, 1.0 / n, np.float32))
 
 
+class Tail(NamedTuple):
+    """The population L1 near theta* as its quadratic model L* + (theta - theta*)^T H* (theta -
+    theta*) / 2, H* = 2 f(0) E[(x,1)(x,1)^T] (eigenvectors ``vecs`` [p, p], eigenvalues ``vals``
+    [p]), held within ``radius`` of theta* [p]: there plain constant-rate SGD, and its response J,
+    move in closed form (``tail_state``)."""
+
+    star: np.ndarray
+    vecs: np.ndarray
+    vals: np.ndarray
+    radius: np.ndarray
+
+
+def density_curvature(cfg: DataConfig) -> float | None:
+    """|f''(0)| / f(0) of the noise density, the largest |f''| / f(0) anywhere (each law here is
+    a symmetric mixture of unimodal densities whose |f''| peaks at 0); None for Laplace, whose
+    density has a kink at 0 (no quadratic model)."""
+    s = cfg.noise_scale
+    if cfg.noise == "gaussian":
+        return 1 / s ** 2
+    if cfg.noise == "student_t":
+        return (cfg.noise_df + 1) / (cfg.noise_df * s ** 2)
+    if cfg.noise == "contaminated":
+        q, wide = cfg.outlier_fraction, CONTAMINATION_SCALE * s
+        return ((1 - q) / s ** 3 + q / wide ** 3) / ((1 - q) / s + q / wide)
+    return None
+
+
+def tail_of(cfg: Config, noise: DataConfig | None, pop: Population) -> Tail | None:
+    """The closed-form tail of a sweep's SGD twins, where one exists: a constant rate on synthetic data whose noise density is smooth at 0.  Inside the radius every residual
+    |a| <= sqrt(p) ||theta - theta*|| keeps |2 f(a) - 2 f(0)| <= |f''(0)| a^2 <= TAIL_TOL 2 f(0),
+    so the model's Hessian is within TAIL_TOL of the quadrature's, its gradient within TAIL_TOL / 3.
+    (Student t: the stepped twin takes f from the slopes of its CDF table, 3e-4 off f(0) at 0 for
+    df = 3; the tail takes the exact f(0).)"""
+    kappa = None if noise is None else density_curvature(noise)
+    if kappa is None or cfg.train.schedule != "constant" or "sgd" not in cfg.train.optimizer:
+        return None
+    x, w = np.asarray(pop.x, np.float64), np.asarray(pop.w, np.float64)
+    vals, vecs = np.linalg.eigh(2 * noise_density_at_zero(noise) * (x.T * w) @ x)
+    p = x.shape[1]
+    star = np.asarray(noise.true_weights + (noise.true_bias,))
+    return Tail(*(np.asarray(v, np.float32) for v in (star, vecs, vals, math.sqrt(2 * TAIL_TOL / (kappa * p)))))
+
+
 def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
     """(noise law or None, population) of a sweep's data."""
     if cfg.data.source == "csv":
@@ -220,15 +264,40 @@ def _response_terms(j: jax.Array, hess: jax.Array, sigma: jax.Array) -> tuple[ja
     return jnp.einsum("jthi,thji->th", j, sigma), jnp.einsum("thab,thba->th", jhj, sigma)
 
 
+def in_tail(tail: Tail, lr: jax.Array, theta: jax.Array) -> jax.Array:
+    """Whether every trajectory theta [T, H, p] is inside the tail's radius and every rate lr [H]
+    a stable step in every mode (|1 - lr h| < 1): from here on the closed form holds."""
+    near = jnp.sum((theta - tail.star) ** 2, -1) <= tail.radius ** 2
+    return jnp.all(near) & jnp.all(lr[:, None] * tail.vals < 2)
+
+
+def tail_state(tail: Tail, lr: jax.Array, theta: jax.Array, j: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """theta [T, H, p] and the response j [direction, T, H, p] m plain SGD steps on in the
+    quadratic model: each eigen-coordinate of theta - theta* and of j - J* (J* = -H*^-1, the
+    response's fixed point) times (1 - lr h)^m."""
+    z = lr[:, None] * tail.vals  # [H, p]
+    mu = 1 - z
+    log_mu = jnp.where(z < 1, jnp.log1p(-z), jnp.log(jnp.abs(mu)))
+    power = jnp.where(m == 0, 1.0, jnp.where((mu < 0) & (m % 2 == 1), -1.0, 1.0) * jnp.exp(m.astype(z.dtype) * log_mu))
+
+    def move(v: jax.Array, fixed: jax.Array) -> jax.Array:
+        return fixed + (((v - fixed) @ tail.vecs) * power) @ tail.vecs.T
+
+    j_star = -(tail.vecs / tail.vals) @ tail.vecs.T  # [direction, p] (symmetric)
+    return move(theta, tail.star), move(j, j_star[:, None, None, :])
+
+
 @functools.partial(jax.jit, static_argnames=("optimizer", "schedule", "noise"))
 def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array,
-             optimizer: str, schedule: str, noise: DataConfig | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+             optimizer: str, schedule: str, noise: DataConfig | None,
+             tail: Tail | None = None) -> tuple[jax.Array, ...]:
     """Optimizer steps on the population from starts theta0 [T, p] at rates lr [H] (schedule over
     ``total`` [T] steps), with the linear response J_k = d theta_k / d xi of each trajectory to a
     fixed perturbation xi of every step's gradient (a finite sample's gradient noise), propagated
     through the optimizer's own update by forward-mode differentiation.  Returns, after each step
     count of ``record_at`` [K] (sorted, from 0), [K, T, H] each: the population L1, tr(J Sigma)
-    and tr(J^T H J Sigma) at the current point."""
+    and tr(J^T H J Sigma) at the current point; and [T] the step from which ``tail`` (plain SGD
+    only) gave the points in closed form (``in_tail``; -1: never)."""
     mom = functools.partial(moments, noise, pop)
     theta = jnp.broadcast_to(theta0[:, None, :], (theta0.shape[0], lr.shape[0], theta0.shape[1]))
     state = init_states(optimizer, schedule, theta, lr, total)
@@ -246,26 +315,34 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
         th2, st2 = update_all(optimizer, schedule, g, full, th, lr, total)
         return (th2, floats(st2)), st2
 
-    def step(t: jax.Array, c: tuple) -> tuple:
-        theta, state, j, dfl = c
+    def step(c: tuple) -> tuple:
+        k, since, theta, state, j, dfl = c
         _, g, hess, _ = mom(theta)
         (theta2, _), lin, state2 = jax.linearize(lambda g_, f_, t_: advance(g_, f_, t_, state), g,
                                                  floats(state), theta, has_aux=True)
         dg = eye if noise is None else _hess_times(hess, j) + eye  # d g / d xi = H J + I (H = 0 on a pool)
         j, dfl = jax.vmap(lin)(dg, dfl, j)
-        return theta2, state2, j, dfl
+        if tail is not None:
+            since = jnp.where(in_tail(tail, lr, theta2), k + 1, since)
+        return k + 1, since, theta2, state2, j, dfl
 
-    def record(c: tuple) -> tuple[jax.Array, jax.Array, jax.Array]:
-        loss, _, hess, sigma = mom(c[0])
-        return (loss, *_response_terms(c[2], hess, sigma))
+    def record(c: tuple, at: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        theta, j = c[2], c[4]
+        if tail is not None:  # past the hand-off the carry rests there: the closed form from it
+            moved = tail_state(tail, lr, theta, j, jnp.maximum(at - c[1], 0))
+            theta, j = (jnp.where(c[1] >= 0, new, old) for new, old in zip(moved, (theta, j)))
+        loss, _, hess, sigma = mom(theta)
+        return (loss, *_response_terms(j, hess, sigma))
 
     def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array, jax.Array]]:
-        return jax.lax.fori_loop(bounds[0], bounds[1], step, c), record(c)  # record, then step on
+        out = record(c, bounds[0])  # record, then step on (no steps once the tail has taken over)
+        return jax.lax.while_loop(lambda c: (c[0] < bounds[1]) & (c[1] < 0), step, c), out
 
     dfl0 = [jnp.zeros((p,) + v.shape, v.dtype) for v in floats(state)]
-    c0 = (theta, state, jnp.zeros_like(eye), dfl0)
+    c0 = (record_at[0], jnp.int32(-1), theta, state, jnp.zeros_like(eye), dfl0)
     bounds = jnp.stack([record_at, jnp.append(record_at[1:], record_at[-1])], axis=-1)  # the last: no steps
-    return jax.lax.scan(segment, c0, bounds)[1]
+    last, out = jax.lax.scan(segment, c0, bounds)
+    return (*out, jnp.full(theta0.shape[:1], last[1]))
 
 
 def lanes(pop: Population, m: int = POINT_LANES) -> Population:
@@ -280,19 +357,22 @@ def lanes(pop: Population, m: int = POINT_LANES) -> Population:
 @functools.cache
 def _split(devices: tuple[Any, ...], optimizer: str, schedule: str, noise: DataConfig | None) -> Callable[..., Any]:
     """``simulate`` over ``devices``, each stepping its own contiguous share of the trajectories
-    (``jax.shard_map`` over a 1-D mesh; the population, rates and record points are replicated).
-    A trajectory's numbers may change with the device count by float32 rounding, as with the
-    sweep's seed count: XLA's CPU matrix products may round a row differently beside other rows."""
-    def one(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array):
-        return simulate(pop, theta0, lr, total, record_at, optimizer, schedule, noise)
+    (``jax.shard_map`` over a 1-D mesh; the population, rates, record points and tail are
+    replicated; each device hands its share over to the tail on its own).  A trajectory's numbers
+    may change with the device count by float32 rounding, as with the sweep's seed count: XLA's
+    CPU matrix products may round a row differently beside other rows."""
+    def one(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array,
+            tail: Tail | None):
+        return simulate(pop, theta0, lr, total, record_at, optimizer, schedule, noise, tail)
 
     rep, tracks = P(), P("tracks")
     return jax.jit(jax.shard_map(one, mesh=Mesh(np.asarray(devices), ("tracks",)), check_vma=False,
-                                 in_specs=(rep, tracks, rep, tracks, rep), out_specs=P(None, "tracks")))
+                                 in_specs=(rep, tracks, rep, tracks, rep, rep),
+                                 out_specs=(P(None, "tracks"),) * 3 + (tracks,)))
 
 
 def simulate_split(pop: Population, theta0: np.ndarray, lr: jax.Array, total: np.ndarray, record_at: jax.Array,
-                   optimizer: str, schedule: str, noise: DataConfig | None,
+                   optimizer: str, schedule: str, noise: DataConfig | None, tail: Tail | None = None,
                    devices: list[Any] | None = None) -> tuple[np.ndarray, ...]:
     """``simulate`` of trajectories theta0 [T, p] split evenly over ``devices`` (default: all local
     devices, none left with padding only), the last share padded with copies of the last."""
@@ -300,18 +380,33 @@ def simulate_split(pop: Population, theta0: np.ndarray, lr: jax.Array, total: np
     share, n_dev = shares(n, len(devices))
     theta0, total = (np.concatenate([v, np.repeat(v[-1:], share * n_dev - n, 0)]) for v in (theta0, total))
     fn = _split(tuple(devices[:n_dev]), optimizer, schedule, noise)
-    return tuple(np.asarray(b)[:, :n] for b in fn(pop, np.asarray(theta0, np.float32), lr, np.asarray(total), record_at))
+    *bufs, since = fn(pop, np.asarray(theta0, np.float32), lr, np.asarray(total), record_at, tail)
+    return (*(np.asarray(b)[:, :n] for b in bufs), np.asarray(since)[:n])
 
 
 class TwinCurves(NamedTuple):
     """Each run's twin per recorded epoch [opt, batch, lr, size, seed, epoch]: its population L1
     and the response terms tr(J Sigma), tr(J^T H J Sigma) (see ``simulate``); steps [batch, size,
-    epoch] the run's optimizer steps."""
+    epoch] the run's optimizer steps; tail_from [opt, lr, track] the step from which a twin
+    trajectory was given in closed form (-1: stepped to the end) and ``stepped`` the steps a
+    trajectory would take without the tail."""
 
     loss: np.ndarray
     response: np.ndarray  # tr(J Sigma): the first-order extra decrease of a size-n run is -this / n
     curvature: np.ndarray  # tr(J^T H J Sigma): twice the rise of its population L1, times n
     steps: np.ndarray
+    tail_from: np.ndarray
+    stepped: int
+
+
+def may_hand_off(tail: Tail | None, theta0: np.ndarray, lr: float, steps: int) -> bool:
+    """Whether the tail could take over trajectories theta0 [T, p] at rate lr within ``steps``:
+    a stable rate, and the farthest start within reach (no step moves theta by more than
+    lr sqrt(p), as |G| <= E|(x,1)| <= sqrt(p))."""
+    if tail is None:
+        return False
+    far = float(np.sqrt(((theta0 - tail.star) ** 2).sum(-1)).max())
+    return bool(lr * tail.vals.max() < 2) and far - float(tail.radius) <= steps * lr * math.sqrt(len(tail.star))
 
 
 def recorded_steps(cfg: Config) -> np.ndarray:
@@ -325,7 +420,9 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
                 devices: list[Any] | None = None) -> TwinCurves:
     """The twin of every run of a sweep.  Runs that share a start and (where the schedule uses
     it) a total step count share one trajectory, read at each run's own step counts; the
-    trajectories are split over ``devices`` (default: all local devices)."""
+    trajectories are split over ``devices`` (default: all local devices).  Where the closed-form
+    tail may take over (``may_hand_off``), each learning rate runs on its own, so that a fast rate
+    hands over without waiting for a slow one."""
     t = cfg.train
     steps = recorded_steps(cfg)  # [B, S, E]
     starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
@@ -339,17 +436,24 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
                                             (n_b, n_s, n_r, 1)).astype(np.float32)], -1)
     tracks, which = np.unique(keyed.reshape(-1, keyed.shape[-1]), axis=0, return_inverse=True)
     record_at = np.unique(steps)
-    lr = jnp.asarray(t.learning_rate, jnp.float32)
+    lr = np.asarray(t.learning_rate, np.float32)
     total = (np.maximum(tracks[:, -1], 1) if uses_total else np.full(len(tracks), max(int(totals.max()), 1))).astype(np.int32)
     pos = np.searchsorted(record_at, steps)  # [B, S, E]
     which = which.reshape(n_b, n_s, n_r)
     out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
-    args = (pop if noise is None else lanes(pop), tracks[:, :-1], lr, total, jnp.asarray(record_at, jnp.int32))
+    tail_from = np.empty((len(t.optimizer), len(t.learning_rate), len(tracks)), np.int64)
+    tail = tail_of(cfg, noise, pop)
+    quadrature, rec = pop if noise is None else lanes(pop), jnp.asarray(record_at, jnp.int32)
     for o, opt in enumerate(t.optimizer):
-        bufs = simulate_split(*args, optimizer=opt, schedule=t.schedule, noise=noise, devices=devices)
-        for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
-            out[i, o] = np.moveaxis(buf[pos[:, :, None, :], which[..., None], :], -1, 1)
-    return TwinCurves(*out, steps)
+        fast = [h for h in range(len(lr)) if opt == "sgd" and may_hand_off(tail, tracks[:, :-1], lr[h], record_at[-1])]
+        rest = [h for h in range(len(lr)) if h not in fast]
+        for h, use in [([h], tail) for h in fast] + ([(rest, None)] if rest else []):
+            *bufs, since = simulate_split(quadrature, tracks[:, :-1], lr[np.asarray(h)], total, rec, opt,
+                                          t.schedule, noise, use, devices)
+            for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
+                out[i, o][:, h] = np.moveaxis(buf[pos[:, :, None, :], which[..., None], :], -1, 1)
+            tail_from[o, h] = since
+    return TwinCurves(*out, steps, tail_from, int(record_at[-1]))
 
 
 class Prediction(NamedTuple):
