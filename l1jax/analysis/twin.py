@@ -16,6 +16,8 @@ Student t s (df + z^2) / (df - 1) f_t(z), z = a / s, its CDF by the 1-D quadratu
 ``rate_theory.noise_cdf``; contaminated: the gaussian mixture).  Over x ~ U(0, 1)^d: tensor
 Gauss-Legendre for d <= 3, a shifted Halton set above.  For csv data the population is the
 training pool: L and G are its mean |r| and mean sign(r) (x, 1) (sign(0) = 0, as the engine).
+Near theta* plain constant-rate SGD on a noise law smooth at 0 moves in closed form (``Tail``):
+its twins stop stepping there, so a long sweep's twins cost no more than a short one's.
 """
 
 from __future__ import annotations
@@ -417,12 +419,13 @@ def recorded_steps(cfg: Config) -> np.ndarray:
 
 
 def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
-                devices: list[Any] | None = None) -> TwinCurves:
+                devices: list[Any] | None = None, closed_tail: bool = True) -> TwinCurves:
     """The twin of every run of a sweep.  Runs that share a start and (where the schedule uses
     it) a total step count share one trajectory, read at each run's own step counts; the
     trajectories are split over ``devices`` (default: all local devices).  Where the closed-form
     tail may take over (``may_hand_off``), each learning rate runs on its own, so that a fast rate
-    hands over without waiting for a slow one."""
+    hands over without waiting for a slow one (``closed_tail`` False: every twin steps to the end,
+    the reference the tail is measured against)."""
     t = cfg.train
     steps = recorded_steps(cfg)  # [B, S, E]
     starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
@@ -442,7 +445,7 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
     which = which.reshape(n_b, n_s, n_r)
     out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
     tail_from = np.empty((len(t.optimizer), len(t.learning_rate), len(tracks)), np.int64)
-    tail = tail_of(cfg, noise, pop)
+    tail = tail_of(cfg, noise, pop) if closed_tail else None
     quadrature, rec = pop if noise is None else lanes(pop), jnp.asarray(record_at, jnp.int32)
     for o, opt in enumerate(t.optimizer):
         fast = [h for h in range(len(lr)) if opt == "sgd" and may_hand_off(tail, tracks[:, :-1], lr[h], record_at[-1])]
