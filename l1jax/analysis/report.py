@@ -194,26 +194,29 @@ def twin_rule(cfg: Config) -> str:
 
 
 def tail_words(a: Analysis, tw: TW.SweepTwin) -> str:
-    """Where the closed-form tail took over from stepping, and the share of steps it saved."""
+    """Where the closed-form tail took over from stepping, and the share of steps it spared."""
     cfg, c = a.results.config, tw.curves
     if cfg.data.source == "csv":
         return ""  # a pool's loss is piecewise linear: no quadratic model
-    tail = TW.tail_of(cfg, *TW.population_of(cfg))
-    if tail is None:
+    if c.tail_radius is None:
         return ("No closed-form tail (it needs plain SGD at a constant rate and a noise density smooth "
                 "at 0): every twin stepped to the end. ")
     if (c.tail_from < 0).all():
-        return (f"The closed-form tail never took over: no rate's twins came within {float(tail.radius):.2g} of θ* "
+        return (f"The closed-form tail never took over: no twin came within {c.tail_radius:.2g} of θ* "
                 f"in the {c.stepped} steps taken, so every twin stepped to the end. ")
     lrs, opts = a.results.coords["learning_rate"], a.results.coords["optimizer"]
-    done = [f"lr {lrs[l]:g}: " + (f"step {int(c.tail_from[o, l].max())}" if (c.tail_from[o, l] >= 0).all()
-                                  else "none")
-            for o, l in np.ndindex(c.tail_from.shape[:2]) if opts[o] == "sgd"]
-    saved = np.where(c.tail_from >= 0, c.stepped - c.tail_from, 0).sum() / max(c.tail_from.size * c.stepped, 1)
-    return (f"Closed-form tail: once every twin of a rate is within {float(tail.radius):.2g} "
-            f"of θ* (there the quadratic model's Hessian 2 f(0) E[(x,1)(x,1)ᵀ] is within {TW.TAIL_TOL:g} of "
-            "the quadrature's) and the step is stable in every mode, SGD and its response move in closed "
-            f"form. Of {c.stepped} steps it took over at {', '.join(done)}: {saved:.0%} of all twin steps were not stepped. ")
+    done = []
+    for o, l in np.ndindex(c.tail_from.shape[:2]):
+        since = c.tail_from[o, l]
+        if opts[o] == "sgd":
+            done.append(f"lr {lrs[l]:g}: " + (f"step {int(since.max())}" if (since >= 0).all() else
+                                              f"{int((since >= 0).sum())} of {since.size} twins"))
+    spared = np.where(c.tail_from >= 0, c.stepped - c.tail_from, 0).sum() / max(c.tail_from.size * c.stepped, 1)
+    return (f"Closed-form tail: once a twin is within {c.tail_radius:.2g} of θ* (there the quadratic "
+            f"model's Hessian 2 f(0) E[(x,1)(x,1)ᵀ] is within {TW.TAIL_TOL:g} of the exact one) at a "
+            "rate stable in every mode, it and its response move in closed form. Of "
+            f"{c.stepped} steps, every twin had handed over by {', '.join(done)}: {spared:.0%} of all "
+            "twin steps were spared (a rate's steps end once all its twins have handed over). ")
 
 
 def _clipped_worst(a: Analysis, tw: TW.SweepTwin) -> str:

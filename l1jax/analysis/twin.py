@@ -82,9 +82,7 @@ def upper_mean(cfg: DataConfig, a: jax.Array) -> jax.Array:
         return (jnp.abs(a) + s) * jnp.exp(-jnp.abs(a) / s) / 2
     if cfg.noise == "student_t":
         nu, z = cfg.noise_df, a / s
-        log_c = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
-        pdf = jnp.exp(log_c - (nu + 1) / 2 * jnp.log1p(z * z / nu))
-        return s * (nu + z * z) / (nu - 1) * pdf
+        return s * s * (nu + z * z) / (nu - 1) * _t_density(cfg, a)
     if cfg.noise == "contaminated":
         q, wide = cfg.outlier_fraction, CONTAMINATION_SCALE * s
         return (1 - q) * s * phi(a / s) + q * wide * phi(a / wide)
@@ -103,7 +101,27 @@ def centred_cdf(cfg: DataConfig, a: jax.Array) -> jax.Array:
         return (1 - q) * jax.lax.erf(a / (s * math.sqrt(2))) + q * jax.lax.erf(a / (wide * math.sqrt(2)))
     if cfg.noise == "laplace":
         return jnp.sign(a) * -jnp.expm1(-jnp.abs(a) / s)
+    return _t_centred_cdf(cfg, a)
+
+
+def _t_density(cfg: DataConfig, a: jax.Array) -> jax.Array:
+    """The density of s t(df) at a, in closed form."""
+    nu, s = cfg.noise_df, cfg.noise_scale
+    log_c = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi) - math.log(s)
+    return jnp.exp(log_c - (nu + 1) / 2 * jnp.log1p((a / s) ** 2 / nu))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _t_centred_cdf(cfg: DataConfig, a: jax.Array) -> jax.Array:
+    """2 F(a) - 1 of Student t noise by the CDF table, with the exact density 2 f(a) as its
+    derivative (the table's float32 differences are 1e-3 off it, cell to cell, near 0)."""
     return 2 * noise_cdf(cfg, a) - 1
+
+
+@_t_centred_cdf.defjvp
+def _t_centred_cdf_jvp(cfg: DataConfig, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    (a,), (da,) = primals, tangents
+    return _t_centred_cdf(cfg, a), 2 * _t_density(cfg, a) * da
 
 
 def x_nodes(d: int, kinked: bool = False, refine: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -153,14 +171,14 @@ def pool_population(table: Table) -> Population:
 
 class Tail(NamedTuple):
     """The population L1 near theta* as its quadratic model L* + (theta - theta*)^T H* (theta -
-    theta*) / 2, H* = 2 f(0) E[(x,1)(x,1)^T] (eigenvectors ``vecs`` [p, p], eigenvalues ``vals``
-    [p]), held within ``radius`` of theta* [p]: there plain constant-rate SGD, and its response J,
-    move in closed form (``tail_state``)."""
+    theta*) / 2 (eigenvectors ``vecs`` [p, p], eigenvalues ``vals`` [p] of H*), held within
+    ``radius`` of theta* [p]: there plain constant-rate SGD, and its response J, move in closed
+    form (``tail_state``)."""
 
     star: np.ndarray
     vecs: np.ndarray
     vals: np.ndarray
-    radius: np.ndarray
+    radius: float
 
 
 def density_curvature(cfg: DataConfig) -> float | None:
@@ -179,19 +197,19 @@ def density_curvature(cfg: DataConfig) -> float | None:
 
 
 def tail_of(cfg: Config, noise: DataConfig | None, pop: Population) -> Tail | None:
-    """The closed-form tail of a sweep's SGD twins, where one exists: a constant rate on synthetic data whose noise density is smooth at 0.  Inside the radius every residual
-    |a| <= sqrt(p) ||theta - theta*|| keeps |2 f(a) - 2 f(0)| <= |f''(0)| a^2 <= TAIL_TOL 2 f(0),
-    so the model's Hessian is within TAIL_TOL of the quadrature's, its gradient within TAIL_TOL / 3.
-    (Student t: the stepped twin takes f from the slopes of its CDF table, 3e-4 off f(0) at 0 for
-    df = 3; the tail takes the exact f(0).)"""
+    """The closed-form tail of a sweep's SGD twins, where one exists: a constant rate on synthetic
+    data whose noise density is smooth at 0, H* = E[2 f(0) (x,1)(x,1)^T] by the quadrature.
+    Inside the radius every residual |a| <= sqrt(p) ||theta - theta*|| keeps |2 f(a) - 2 f(0)|
+    <= |f''(0)| a^2 <= TAIL_TOL 2 f(0): the model's Hessian is within TAIL_TOL of the exact
+    one, its gradient within TAIL_TOL / 3."""
     kappa = None if noise is None else density_curvature(noise)
     if kappa is None or cfg.train.schedule != "constant" or "sgd" not in cfg.train.optimizer:
         return None
     x, w = np.asarray(pop.x, np.float64), np.asarray(pop.w, np.float64)
     vals, vecs = np.linalg.eigh(2 * noise_density_at_zero(noise) * (x.T * w) @ x)
     p = x.shape[1]
-    star = np.asarray(noise.true_weights + (noise.true_bias,))
-    return Tail(*(np.asarray(v, np.float32) for v in (star, vecs, vals, math.sqrt(2 * TAIL_TOL / (kappa * p)))))
+    star = np.asarray(noise.true_weights + (noise.true_bias,), np.float32)
+    return Tail(star, vecs.astype(np.float32), vals.astype(np.float32), math.sqrt(2 * TAIL_TOL / (kappa * p)))
 
 
 def population_of(cfg: Config) -> tuple[DataConfig | None, Population]:
@@ -267,20 +285,22 @@ def _response_terms(j: jax.Array, hess: jax.Array, sigma: jax.Array) -> tuple[ja
 
 
 def in_tail(tail: Tail, lr: jax.Array, theta: jax.Array) -> jax.Array:
-    """Whether every trajectory theta [T, H, p] is inside the tail's radius and every rate lr [H]
-    a stable step in every mode (|1 - lr h| < 1): from here on the closed form holds."""
+    """Which trajectories theta [T, H, p] are inside the tail's radius at a rate lr [H] that is a
+    stable step in every mode (|1 - lr h| < 1): from there on their closed form holds [T, H]."""
     near = jnp.sum((theta - tail.star) ** 2, -1) <= tail.radius ** 2
-    return jnp.all(near) & jnp.all(lr[:, None] * tail.vals < 2)
+    return near & jnp.all(lr[:, None] * tail.vals < 2, -1)
 
 
-def tail_state(tail: Tail, lr: jax.Array, theta: jax.Array, j: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """theta [T, H, p] and the response j [direction, T, H, p] m plain SGD steps on in the
+def tail_state(tail: Tail, lr: jax.Array, theta: jax.Array, j: jax.Array,
+               m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """theta [T, H, p] and the response j [direction, T, H, p] m [T, H] plain SGD steps on in the
     quadratic model: each eigen-coordinate of theta - theta* and of j - J* (J* = -H*^-1, the
     response's fixed point) times (1 - lr h)^m."""
     z = lr[:, None] * tail.vals  # [H, p]
-    mu = 1 - z
+    mu, m = 1 - z, m[..., None]
     log_mu = jnp.where(z < 1, jnp.log1p(-z), jnp.log(jnp.abs(mu)))
-    power = jnp.where(m == 0, 1.0, jnp.where((mu < 0) & (m % 2 == 1), -1.0, 1.0) * jnp.exp(m.astype(z.dtype) * log_mu))
+    sign = jnp.where((mu < 0) & (m % 2 == 1), -1.0, 1.0)
+    power = jnp.where(m == 0, 1.0, sign * jnp.exp(m.astype(z.dtype) * log_mu))
 
     def move(v: jax.Array, fixed: jax.Array) -> jax.Array:
         return fixed + (((v - fixed) @ tail.vecs) * power) @ tail.vecs.T
@@ -298,8 +318,10 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
     fixed perturbation xi of every step's gradient (a finite sample's gradient noise), propagated
     through the optimizer's own update by forward-mode differentiation.  Returns, after each step
     count of ``record_at`` [K] (sorted, from 0), [K, T, H] each: the population L1, tr(J Sigma)
-    and tr(J^T H J Sigma) at the current point; and [T] the step from which ``tail`` (plain SGD
-    only) gave the points in closed form (``in_tail``; -1: never)."""
+    and tr(J^T H J Sigma) at the current point; and [T, H] the step from which ``tail`` (plain
+    SGD only) gave each trajectory's points in closed form (``in_tail``; -1: never).  A handed-over
+    trajectory rests where it entered the tail (its steps are still computed, then dropped, until
+    every trajectory has handed over or the steps end), so its numbers do not depend on the others."""
     mom = functools.partial(moments, noise, pop)
     theta = jnp.broadcast_to(theta0[:, None, :], (theta0.shape[0], lr.shape[0], theta0.shape[1]))
     state = init_states(optimizer, schedule, theta, lr, total)
@@ -323,28 +345,35 @@ def simulate(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array
         (theta2, _), lin, state2 = jax.linearize(lambda g_, f_, t_: advance(g_, f_, t_, state), g,
                                                  floats(state), theta, has_aux=True)
         dg = eye if noise is None else _hess_times(hess, j) + eye  # d g / d xi = H J + I (H = 0 on a pool)
-        j, dfl = jax.vmap(lin)(dg, dfl, j)
-        if tail is not None:
-            since = jnp.where(in_tail(tail, lr, theta2), k + 1, since)
-        return k + 1, since, theta2, state2, j, dfl
+        j2, dfl = jax.vmap(lin)(dg, dfl, j)
+        if tail is None:
+            return k + 1, since, theta2, state2, j2, dfl
+        rest = since >= 0  # handed over: rest where they entered the tail
+        theta2, j2 = jnp.where(rest[..., None], theta, theta2), jnp.where(rest[..., None], j, j2)
+        since = jnp.where(~rest & in_tail(tail, lr, theta2), k + 1, since)
+        return k + 1, since, theta2, state2, j2, dfl
 
     def record(c: tuple, at: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        theta, j = c[2], c[4]
-        if tail is not None:  # past the hand-off the carry rests there: the closed form from it
-            moved = tail_state(tail, lr, theta, j, jnp.maximum(at - c[1], 0))
-            theta, j = (jnp.where(c[1] >= 0, new, old) for new, old in zip(moved, (theta, j)))
+        """The L1 and response terms after ``at`` steps (handed-over trajectories in closed form)."""
+        since, theta, j = c[1], c[2], c[4]
+        if tail is not None:
+            moved = tail_state(tail, lr, theta, j, jnp.maximum(at - since, 0))
+            rest = (since >= 0)[..., None]
+            theta, j = jnp.where(rest, moved[0], theta), jnp.where(rest, moved[1], j)
         loss, _, hess, sigma = mom(theta)
         return (loss, *_response_terms(j, hess, sigma))
 
     def segment(c: tuple, bounds: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array, jax.Array]]:
-        out = record(c, bounds[0])  # record, then step on (no steps once the tail has taken over)
-        return jax.lax.while_loop(lambda c: (c[0] < bounds[1]) & (c[1] < 0), step, c), out
+        out = record(c, bounds[0])  # record, then step on (no steps once every trajectory has handed over)
+        if tail is None:
+            return jax.lax.fori_loop(bounds[0], bounds[1], lambda _, c: step(c), c), out
+        return jax.lax.while_loop(lambda c: (c[0] < bounds[1]) & jnp.any(c[1] < 0), step, c), out
 
     dfl0 = [jnp.zeros((p,) + v.shape, v.dtype) for v in floats(state)]
-    c0 = (record_at[0], jnp.int32(-1), theta, state, jnp.zeros_like(eye), dfl0)
+    c0 = (record_at[0], jnp.full(theta.shape[:2], -1, jnp.int32), theta, state, jnp.zeros_like(eye), dfl0)
     bounds = jnp.stack([record_at, jnp.append(record_at[1:], record_at[-1])], axis=-1)  # the last: no steps
     last, out = jax.lax.scan(segment, c0, bounds)
-    return (*out, jnp.full(theta0.shape[:1], last[1]))
+    return (*out, last[1])
 
 
 def lanes(pop: Population, m: int = POINT_LANES) -> Population:
@@ -360,11 +389,11 @@ def lanes(pop: Population, m: int = POINT_LANES) -> Population:
 def _split(devices: tuple[Any, ...], optimizer: str, schedule: str, noise: DataConfig | None) -> Callable[..., Any]:
     """``simulate`` over ``devices``, each stepping its own contiguous share of the trajectories
     (``jax.shard_map`` over a 1-D mesh; the population, rates, record points and tail are
-    replicated; each device hands its share over to the tail on its own).  A trajectory's numbers
-    may change with the device count by float32 rounding, as with the sweep's seed count: XLA's
-    CPU matrix products may round a row differently beside other rows."""
+    replicated).  A trajectory's numbers may change with the device count by float32 rounding, as
+    with the sweep's seed count: XLA's CPU matrix products may round a row differently beside
+    other rows."""
     def one(pop: Population, theta0: jax.Array, lr: jax.Array, total: jax.Array, record_at: jax.Array,
-            tail: Tail | None):
+            tail: Tail | None) -> tuple[jax.Array, ...]:
         return simulate(pop, theta0, lr, total, record_at, optimizer, schedule, noise, tail)
 
     rep, tracks = P(), P("tracks")
@@ -390,8 +419,8 @@ class TwinCurves(NamedTuple):
     """Each run's twin per recorded epoch [opt, batch, lr, size, seed, epoch]: its population L1
     and the response terms tr(J Sigma), tr(J^T H J Sigma) (see ``simulate``); steps [batch, size,
     epoch] the run's optimizer steps; tail_from [opt, lr, track] the step from which a twin
-    trajectory was given in closed form (-1: stepped to the end) and ``stepped`` the steps a
-    trajectory would take without the tail."""
+    trajectory was given in closed form (-1: stepped to the end), ``stepped`` the steps a
+    trajectory would take without the tail and ``tail_radius`` the tail's (None: no tail)."""
 
     loss: np.ndarray
     response: np.ndarray  # tr(J Sigma): the first-order extra decrease of a size-n run is -this / n
@@ -399,6 +428,7 @@ class TwinCurves(NamedTuple):
     steps: np.ndarray
     tail_from: np.ndarray
     stepped: int
+    tail_radius: float | None
 
 
 def may_hand_off(tail: Tail | None, theta0: np.ndarray, lr: float, steps: int) -> bool:
@@ -444,7 +474,7 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
     pos = np.searchsorted(record_at, steps)  # [B, S, E]
     which = which.reshape(n_b, n_s, n_r)
     out = np.empty((3, len(t.optimizer), n_b, len(t.learning_rate), n_s, n_r, n_e), np.float32)
-    tail_from = np.empty((len(t.optimizer), len(t.learning_rate), len(tracks)), np.int64)
+    tail_from = np.empty((len(t.optimizer), len(t.learning_rate), len(tracks)), np.int32)
     tail = tail_of(cfg, noise, pop) if closed_tail else None
     quadrature, rec = pop if noise is None else lanes(pop), jnp.asarray(record_at, jnp.int32)
     for o, opt in enumerate(t.optimizer):
@@ -455,8 +485,8 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
                                           t.schedule, noise, use, devices)
             for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
                 out[i, o][:, h] = np.moveaxis(buf[pos[:, :, None, :], which[..., None], :], -1, 1)
-            tail_from[o, h] = since
-    return TwinCurves(*out, steps, tail_from, int(record_at[-1]))
+            tail_from[o, h] = since.T
+    return TwinCurves(*out, steps, tail_from, int(record_at[-1]), None if tail is None else tail.radius)
 
 
 class Prediction(NamedTuple):
