@@ -211,12 +211,13 @@ def tail_words(a: Analysis, tw: TW.SweepTwin) -> str:
         if opts[o] == "sgd":
             done.append(f"lr {lrs[l]:g}: " + (f"step {int(since.max())}" if (since >= 0).all() else
                                               f"{int((since >= 0).sum())} of {since.size} twins"))
-    spared = np.where(c.tail_from >= 0, c.stepped - c.tail_from, 0).sum() / max(c.tail_from.size * c.stepped, 1)
+    ended = np.where((c.tail_from >= 0).all(-1), c.stepped - c.tail_from.max(-1), 0)  # a rate's steps spared
+    spared = ended.sum() / max(ended.size * c.stepped, 1)
     return (f"Closed-form tail: once a twin is within {c.tail_radius:.2g} of θ* (there the quadratic "
             f"model's Hessian 2 f(0) E[(x,1)(x,1)ᵀ] is within {TW.TAIL_TOL:g} of the exact one) at a "
             "rate stable in every mode, it and its response move in closed form. Of "
             f"{c.stepped} steps, every twin had handed over by {', '.join(done)}: {spared:.0%} of all "
-            "twin steps were spared (a rate's steps end once all its twins have handed over). ")
+            "rates' steps were spared (a rate's steps end once all its twins have handed over). ")
 
 
 def _clipped_worst(a: Analysis, tw: TW.SweepTwin) -> str:
