@@ -1,5 +1,5 @@
-"""Time the CPU kernels' parts on one core, beside the Numba peer's loops: the minibatch order a
-batch at a time and a whole epoch at a time (ns a position), the SGD epochs kernel and the
+"""Time the CPU kernels' parts on one core, beside the Numba peer's loops: the minibatch order
+(an epoch's round keys, cycle walks and network; ns a position), the SGD epochs kernel and the
 peer's minibatch epoch (ns a sample), the full-batch pass and the peer's full-batch loop (ns a
 sample).  One dataset of n = 32768 samples, one learning rate, best of three.  The Intel Xeon's
 numbers in the README's Speed section that take a kernel apart come from here: `python scripts/kernel_parts.py`."""
@@ -18,13 +18,10 @@ N, EPOCHS, BATCH = 32768, 20, 32
 
 
 @njit
-def batched_order(ob, n, a, b, keys, walks, order, first_round, epochs):
-    """Every epoch's order a batch at a time, as the SGD kernel computes it."""
+def orders(order, first_round, lanes, n, a, b, keys, walks, epochs):
+    """Every epoch's order, as the SGD kernel computes it."""
     for epoch in range(epochs):
-        K._start_epoch(np.zeros((1, 2), np.uint32), 0, epoch, n, a, b, keys, walks, order, first_round)
-        top = col = np.uint32(0)
-        for s in range(0, n, BATCH):
-            top, col = K._batch_order(ob, s, min(BATCH, n - s), top, col, a, b, keys, first_round, order)
+        K._start_epoch(np.zeros((1, 2), np.uint32), 0, epoch, n, a, b, keys, walks, order, first_round, lanes)
 
 
 def best(fn, *args) -> float:
@@ -41,7 +38,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     a, b = D.grid_sides(N)
     keys, walks = np.empty(8, np.uint32), np.zeros(max(a * b - N, 1), np.uint32)
-    order, first_round, ob = np.empty(N, np.int32), np.empty(b + K.LANES, np.uint32), np.empty(BATCH, np.int32)
+    order, first_round, lanes = np.empty(N, np.int32), np.empty(b, np.uint32), np.empty((2, K.CHUNK), np.uint32)
     x, y = rng.random((2, N), dtype=np.float32), rng.random(N, dtype=np.float32)
     theta = rng.standard_normal((1, 1, 3)).astype(np.float32)
     lr = np.array([0.01], np.float32)
@@ -50,13 +47,10 @@ def main() -> None:
     buf = np.empty((4, BATCH), np.float32)
     per = N * EPOCHS
     rows = {
-        "order, a batch at a time (ns a position)":
-            best(batched_order, ob, N, a, b, keys, walks, order, first_round, EPOCHS) / per,
-        "order, a whole epoch at a time (ns a position)":
-            best(lambda: [K.epoch_order(order, first_round, N, a, b, keys, walks) for _ in range(EPOCHS)]) / per,
+        "order (ns a position)": best(orders, order, first_round, lanes, N, a, b, keys, walks, EPOCHS) / per,
         "SGD epochs kernel, batch 32 (ns a sample)":
             best(K._epochs_two_features, x, y, theta, lr, table, key_data, 0, EPOCHS, BATCH, 0, bad, order,
-                 first_round, buf, ob, walks, keys) / per,
+                 first_round, buf, lanes, walks, keys) / per,
         "Numba peer's minibatch epoch, shuffle included (ns a sample)":
             best(peers.train_minibatch, x, y, np.array([0, N]), theta[0].copy(), lr, EPOCHS, BATCH,
                  np.arange(N, dtype=np.uint32), 0) / per,

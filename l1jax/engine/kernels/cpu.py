@@ -2,9 +2,10 @@
 
 * ``sgd_epochs``: minibatch epochs of plain SGD (constant learning rate) for every run of a
   block, dataset by dataset (its samples stay in cache for all the call's epochs): per epoch its
-  Feistel order (``data.py``'s round keys, cycle walks and network, recomputed here), then its
-  steps in sequence; each batch is gathered once into a small contiguous buffer and serves every
-  learning rate.
+  Feistel order (``data.py``'s round keys, cycle walks and network, recomputed here, round by
+  round over chunks of positions), then its steps in sequence, each run gathering its batch
+  through the order (two features) or each batch gathered once into a small contiguous buffer
+  that serves every learning rate (any other feature count).
 * ``full_batch_sums``: the full-batch pass: per dataset and learning rate the sum of |r| and of
   the subgradient terms, every tile read once (from cache) for all learning rates.
 
@@ -37,7 +38,7 @@ SEED_GRADIENT = 1  # gradient mode code: 0 the L1 subgradient, 1 the article's r
 # fold_in(shuffle key, epoch)), the cycle walks of the excess grid values, and the network applied
 # to each position.  The kernel recomputes all of it, so an epoch needs nothing from XLA.
 
-LANES = 32  # positions of the order computed together (two AVX-512 vectors of uint32)
+CHUNK = 512  # positions of the order computed together, round by round (two 2 KiB lanes in L1)
 
 
 @njit(inline="always")
@@ -143,105 +144,79 @@ def cycle_walks(keys, n, a, b, walks):
 
 
 @njit(inline="always")
-def _first_round_table(first_round, cols, a32, b32, key):
-    """first_round[c] = the first round's F (scaled to a) of column c mod b, for c < cols: the
-    same for every row of the grid, so an epoch hashes it once per column."""
-    for c in range(cols):
-        col = np.uint32(c) if c < b32 else np.uint32(np.uint32(c) - b32)
-        first_round[c] = np.uint32(np.uint32((_mix(np.uint32(col ^ key)) >> np.uint32(16)) * a32) >> np.uint32(16))
-
-
-@njit(cache=True)
-def epoch_order(order, first_round, n, a, b, keys, walks):
-    """order[p] = sample visited at position p of the epoch, p < n: ``data.visit`` of every
-    position, row by row of the a x b grid (no division; the first round from its table
-    ``first_round`` [>= b]), then the rare excess images replaced by their cycle walks (a second
-    loop, so the first vectorizes)."""
-    a32, b32 = np.uint32(a), np.uint32(b)
-    _first_round_table(first_round, b, a32, b32, keys[0])
-    for left0 in range(a):
-        row = order[left0 * b:min((left0 + 1) * b, n)]
-        top = np.uint32(left0)
-        for j in range(row.shape[0]):
-            s = np.uint32(top + first_round[j])
-            right = np.uint32(s - a32) if s >= a32 else s
-            row[j] = np.int32(_rounds_after_first(np.uint32(j), right, keys, a32, b32))
-    for q in range(n):
-        v = np.uint32(order[q])
-        if v >= n:
-            order[q] = np.int32(walks[v - n])
-
-
-@njit(cache=True)
-def _lanes_of_order(out, o, top, col, a32, b32, keys, first_round):
-    """out[o:o + LANES] = the network's images of the LANES positions from grid coordinates
-    (top, col) on, in a grid of b >= LANES columns (so they wrap to the next row at most once;
-    ``first_round`` [>= b + LANES] holds the first round of column c mod b): one vectorized loop.
-    Images may still lie in the excess (see ``_batch_order``)."""
-    table = first_round[np.int64(col):]  # contiguous loads and stores per vector, no gather or scatter
-    dest = out[o:]
-    # x mod m for x < 2 m as min(x, x - m), unsigned: a compare and select ran this loop at half
-    # the speed on an Intel Xeon (10.9 against 5.0 ns a position); the same bits.
-    for q in range(LANES):
-        c = np.uint32(col + np.uint32(q))
-        left = min(c, np.uint32(c - b32))
-        s = np.uint32(np.uint32(top + np.uint32(left != c)) + table[q])
-        right = min(s, np.uint32(s - a32))
-        dest[q] = np.int32(_rounds_after_first(left, right, keys, a32, b32))
-
-
-@njit(cache=True)
-def _chunks_of_order(ob, s, c, top, col, a32, b32, keys, first_round):
-    """``_batch_order`` for a batch of other than LANES positions (kept out of line: in the
-    epoch loop its chunk loop cost the LANES-wide batch about a fifth of its speed)."""
-    for q in range(0, c, LANES):
-        _lanes_of_order(ob, q, top, col, a32, b32, keys, first_round)
-        col = np.uint32(col + np.uint32(LANES))
-        if col >= b32:
-            col, top = np.uint32(col - b32), np.uint32(top + np.uint32(1))
-    b = np.int64(b32)
-    return np.uint32((s + c) // b), np.uint32((s + c) % b)
+def _first_round_table(first_round, a32, b32, key):
+    """first_round[c] = the first round's F (scaled to a) of column c < b: the same for every row
+    of the grid, so an epoch hashes it once per column."""
+    for c in range(np.int64(b32)):
+        first_round[c] = np.uint32(np.uint32((_mix(np.uint32(np.uint32(c) ^ key)) >> np.uint32(16)) * a32) >> np.uint32(16))
 
 
 @njit(inline="always")
-def _batch_order(ob, s, c, top, col, a, b, keys, first_round, order):
-    """ob[:c] = positions s .. s + c of the epoch's order, (top, col) the grid coordinates of
-    position s; returns those of position s + c.  On grids of b >= LANES columns they are
-    computed here, LANES at a time (the vector work of the next batch overlaps this batch's
-    steps), and an image in the excess [n, a b) still has to be replaced by its cycle walk (the
-    gather does it, ``_walked``); on narrower grids (n below about a thousand) they are copied
-    from ``order``, the whole epoch's order computed beforehand."""
-    if b < LANES:
-        for j in range(c):
-            ob[j] = order[s + j]
-        return top, col
-    a32, b32 = np.uint32(a), np.uint32(b)
-    if c != LANES:
-        return _chunks_of_order(ob, s, c, top, col, a32, b32, keys, first_round)
-    _lanes_of_order(ob, np.int64(0), top, col, a32, b32, keys, first_round)  # one specialization with _chunks_of_order
-    col = np.uint32(col + np.uint32(LANES))
-    if col >= b32:
-        col, top = np.uint32(col - b32), np.uint32(top + np.uint32(1))
+def _first_round(left, right, c, top, col, b, a32, first_round):
+    """left, right [:c] = the grid coordinates after the first round of the c positions from
+    grid coordinates (top, col) on: row segments, one vectorized loop each (slices, so indexing
+    needs no check for negative indices); returns the coordinates of the position after them."""
+    q = 0
+    while q < c:
+        seg = min(c - q, b - col)
+        table, dl, dr, top32, col32 = first_round[col:], left[q:], right[q:], np.uint32(top), np.uint32(col)
+        for j in range(seg):
+            s = np.uint32(top32 + table[j])
+            dl[j] = np.uint32(col32 + np.uint32(j))
+            dr[j] = min(s, np.uint32(s - a32))  # (top + F) mod a, as a min: see _rounds
+        q += seg
+        col += seg
+        if col == b:
+            col, top = 0, top + 1
     return top, col
 
 
 @njit(inline="always")
-def _walked(v, n, walks):
-    """The sample at grid value v: v itself below n, else its cycle walk (unsigned, so indexing
-    with it needs no check for negative indices: a third less time per gathered sample)."""
-    return np.uint32(v) if v < n else walks[v - n]
+def _rounds(left, right, c, keys, a32, b32):
+    """Rounds 1 to 7 of the network on left, right [:c], round by round: each round is one loop
+    of independent lanes, so the cores run it at the multiplier's throughput (on an Intel Xeon a
+    position's seven rounds in one chain ran at the multiplier's 10-cycle latency, 2.7x slower).
+    x mod m for x < 2 m is min(x, x - m), unsigned (a compare and select ran at half the speed)."""
+    for r in range(1, D.FEISTEL_ROUNDS):
+        m = b32 if r % 2 == 1 else a32
+        key = keys[r]
+        for j in range(c):
+            h = np.uint32(np.uint32((_mix(np.uint32(right[j] ^ key)) >> np.uint32(16)) * m) >> np.uint32(16))
+            s = np.uint32(left[j] + h)
+            left[j] = right[j]
+            right[j] = min(s, np.uint32(s - m))
+
+
+@njit(cache=True)
+def epoch_order(order, first_round, lanes, n, a, b, keys, walks):
+    """order[p] = sample visited at position p of the epoch, p < n (``data.visit``): CHUNK
+    positions at a time (scratch lanes [2, CHUNK]), the first round from its table, the other
+    rounds round by round, then the grid value L b + R; the rare excess images are replaced by
+    their cycle walks in a last loop (so the others vectorize)."""
+    a32, b32 = np.uint32(a), np.uint32(b)
+    _first_round_table(first_round, a32, b32, keys[0])
+    left, right = lanes[0], lanes[1]
+    top = col = 0
+    for s in range(0, n, CHUNK):
+        c = min(CHUNK, n - s)
+        top, col = _first_round(left, right, c, top, col, b, a32, first_round)
+        _rounds(left, right, c, keys, a32, b32)
+        dest = order[s:]
+        for j in range(c):
+            dest[j] = np.int32(np.uint32(np.uint32(left[j] * b32) + right[j]))
+    if a * b > n:
+        for q in range(n):
+            v = np.uint32(order[q])
+            if v >= n:
+                order[q] = np.int32(walks[v - n])
 
 
 @njit(inline="always")
-def _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round):
-    """The epoch's round keys and cycle walks, and its whole order on narrow grids, else the
-    table of its first round (``_lanes_of_order``)."""
+def _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round, lanes):
+    """The epoch's round keys, cycle walks and whole order."""
     round_keys(key_data[ds, 0], key_data[ds, 1], epoch, keys)
     cycle_walks(keys, n, a, b, walks)
-    if b < LANES:
-        epoch_order(order, first_round, n, a, b, keys, walks)
-    else:
-        _first_round_table(first_round, b + LANES, np.uint32(a), np.uint32(b), keys[0])
+    epoch_order(order, first_round, lanes, n, a, b, keys, walks)
 
 
 @njit(inline="always")
@@ -255,41 +230,43 @@ def _note_divergence(theta, ds, bad, epoch):
 
 # ---------------------------------------------------------------- minibatch epochs
 #
-# Dataset by dataset (its samples stay in cache for all the call's epochs), epoch by epoch, each
-# batch is gathered once (through the epoch's order) into a small contiguous buffer, then every
-# learning rate's run takes its step from it: r = ((b - y) + x_1 w_1) + x_2 w_2 ..., the sums of
-# s = sign(r) (or r) times (x, 1) over the batch in one vectorized loop, and optax.sgd's update
-# theta + (-lr) (sum / c) (seed mode: the mean times -2).  Everything is in one function per
-# feature count (two features: one pass per batch and run; any other: a pass per feature), since
-# calls and array views per batch cost more than the batch's arithmetic.
+# Dataset by dataset (its samples stay in cache for all the call's epochs), epoch by epoch, every
+# learning rate's run takes its step from the batch (gathered through the epoch's order by the
+# run itself with two features; with any other count gathered once into a small contiguous
+# buffer): r = ((b - y) + x_1 w_1) + x_2 w_2 ..., the sums of s = sign(r) (or r) times (x, 1)
+# over the batch in one vectorized loop, and optax.sgd's update theta + (-lr) (sum / c) (seed
+# mode: the mean times -2).  Everything is in one function per feature count (two features: one
+# pass per batch and run; any other: a pass per feature), since calls and array views per batch
+# cost more than the batch's arithmetic.
 
 NOT_DIVERGED = np.iinfo(np.int32).max
 
 
 @njit(fastmath=FASTMATH, cache=True)
 def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
-                         order, first_round, buf, ob, walks, keys):
-    """``sgd_epochs_arrays`` for two features."""
-    b0, b1, by = buf[0], buf[1], buf[2]
+                         order, first_round, buf, lanes, walks, keys):
+    """``sgd_epochs_arrays`` for two features: each run's step gathers its batch itself, in the
+    vectorized loop of its sums (AVX2 gathers; on an Intel Xeon 1.2x faster for one learning
+    rate than a batch gathered once into ``buf``, as fast for two, 0.8x for six), and every
+    run's sums come from the same loop, so its numbers do not depend on how many learning rates
+    share its dataset."""
     for ds in range(theta.shape[0]):
         first, n, a, b = table[ds, 0], table[ds, 1], table[ds, 2], table[ds, 3]
         x0_all, x1_all, y_all = x[0, first:first + n], x[1, first:first + n], y[first:first + n]
         for epoch in range(first_epoch, first_epoch + epochs):
-            _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round)
-            top = col = np.uint32(0)
+            _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round, lanes)
             for s in range(0, n, width):
                 c = min(width, n - s)
-                top, col = _batch_order(ob, s, c, top, col, a, b, keys, first_round, order)
-                for j in range(c):
-                    i = _walked(ob[j], n, walks)
-                    b0[j], b1[j], by[j] = x0_all[i], x1_all[i], y_all[i]
+                visit = order[s:]
                 m = np.float32(c)
                 for h in range(theta.shape[1]):
                     w0, w1, bias = theta[ds, h, 0], theta[ds, h, 1], theta[ds, h, 2]
                     g0 = g1 = gb = np.float32(0.0)
                     for j in range(c):
-                        x0, x1 = b0[j], b1[j]
-                        r = ((bias - by[j]) + x0 * w0) + x1 * w1
+                        # a 31-bit index: 32-bit gathers, 8 lanes (a uint32 index took 64-bit ones, 4 lanes: 1.15x slower)
+                        i = np.int32(visit[j] & np.int32(0x7FFFFFFF))
+                        x0, x1 = x0_all[i], x1_all[i]
+                        r = ((bias - y_all[i]) + x0 * w0) + x1 * w1
                         if mode != SEED_GRADIENT:
                             r = _sign(r)
                         g0 += r * x0
@@ -308,7 +285,7 @@ def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, 
 
 @njit(fastmath=FASTMATH, cache=True)
 def _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
-                         order, first_round, buf, ob, walks, keys):
+                         order, first_round, buf, lanes, walks, keys):
     """``sgd_epochs_arrays`` for any number of features d: buf rows x_1..x_d, y, r."""
     p = theta.shape[2]
     d = p - 1
@@ -318,13 +295,12 @@ def _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, 
         first, n, a, b = table[ds, 0], table[ds, 1], table[ds, 2], table[ds, 3]
         mine, y_mine = x[:, first:first + n], y[first:first + n]
         for epoch in range(first_epoch, first_epoch + epochs):
-            _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round)
-            top = col = np.uint32(0)
+            _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round, lanes)
             for s in range(0, n, width):
                 c = min(width, n - s)
-                top, col = _batch_order(ob, s, c, top, col, a, b, keys, first_round, order)
+                visit = order[s:]
                 for j in range(c):
-                    i = _walked(ob[j], n, walks)
+                    i = np.uint32(visit[j])  # unsigned: no check for negative indices (a third faster)
                     for k in range(d):
                         buf[k, j] = mine[k, i]
                     buf[d, j] = y_mine[i]
@@ -367,8 +343,8 @@ def _sgd_frame(frame):
     (x [d, slots], y [slots], theta [D, H, p] updated in place, table [D, 4] (first slot, n, a,
     b), key_data [D, 2] (shuffle keys), the first epoch, the epochs, width, mode, bad [D, H] (1 +
     the first epoch after which a run is not finite, or NOT_DIVERGED); scratch order [>= max
-    n], first_round [>= max b + LANES], buf [p + 1, >= width], ob [>= width rounded up to
-    LANES], walks [>= max a b - n, >= 1], keys [8])."""
+    n], first_round [>= max b], buf [p + 1, >= width], lanes [2, CHUNK], walks [>= max a b - n,
+    >= 1], keys [8])."""
     d, slots = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1)
     n_data, n_lr, p = F.arg_dim(frame, 2, 0), F.arg_dim(frame, 2, 1), F.arg_dim(frame, 2, 2)
     settings = F.arg(frame, 6, 4, np.int32)
@@ -385,7 +361,7 @@ def _sgd_frame(frame):
             F.arg(frame, 4, (n_data, 4), np.int32), F.arg(frame, 5, (n_data, 2), np.uint32),
             np.int64(settings[2]), np.int64(settings[3]), width, settings[1], bad,
             F.ret(frame, 2, F.ret_dim(frame, 2, 0), np.int32), F.ret(frame, 3, F.ret_dim(frame, 3, 0), np.uint32),
-            F.ret(frame, 4, (p + 1, width), np.float32), F.ret(frame, 5, F.ret_dim(frame, 5, 0), np.int32),
+            F.ret(frame, 4, (p + 1, width), np.float32), F.ret(frame, 5, (2, CHUNK), np.uint32),
             F.ret(frame, 6, F.ret_dim(frame, 6, 0), np.uint32), F.ret(frame, 7, 8, np.uint32))
 
 
@@ -393,8 +369,8 @@ def _sgd_two_handler(address):
     """FFI handler of ``sgd_epochs`` with two features: args x [d, slots] f32, y [slots] f32,
     theta [D, H, p] f32, lr [H] f32, table [D, 4] i32, key_data [D, 2] u32, settings [4] i32
     (width, mode, first epoch, epochs); results theta [D, H, p] f32, bad [D, H] i32 and scratch:
-    order [max n] i32, first_round [max b + LANES] u32, buf [p + 1, width] f32, ob [width
-    rounded up to LANES] i32, walks [W] u32, keys [8] u32."""
+    order [max n] i32, first_round [max b] u32, buf [p + 1, width] f32, lanes [2, CHUNK] u32,
+    walks [W] u32, keys [8] u32."""
     frame, status = F.enter(address, np.int64(7), np.int64(8))
     if status != F.PROCEED:
         return status
@@ -627,8 +603,8 @@ def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, tabl
     p = theta.shape[2]
     settings = jnp.concatenate([jnp.asarray([width], jnp.int32), _mode(gradient),
                                 jnp.asarray(first_epoch, jnp.int32)[None], jnp.asarray([epochs], jnp.int32)])
-    scratch = (((max_size,), jnp.int32), ((max_side + LANES,), jnp.uint32), ((p + 1, width), jnp.float32),
-               ((-(-width // LANES) * LANES,), jnp.int32), ((max(walk_width, 1),), jnp.uint32), ((8,), jnp.uint32))
+    scratch = (((max_size,), jnp.int32), ((max_side,), jnp.uint32), ((p + 1, width), jnp.float32),
+               ((2, CHUNK), jnp.uint32), ((max(walk_width, 1),), jnp.uint32), ((8,), jnp.uint32))
     out = jax.ffi.ffi_call(_features_variant(SGD_EPOCHS, p), (jax.ShapeDtypeStruct(theta.shape, jnp.float32),
                                         jax.ShapeDtypeStruct(theta.shape[:2], jnp.int32),
                                         *(jax.ShapeDtypeStruct(s, t) for s, t in scratch)),
