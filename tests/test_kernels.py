@@ -7,6 +7,7 @@ update is off by orders of magnitude more).  Against the float64 reference, ``TO
 tests/test_engine.py.
 """
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def test_the_kernels_run_here():
 def test_dispatch_names_the_kernel_of_each_group():
     assert fused_path("cpu", "sgd", "constant", False, "fused") == "cpu_sgd_epoch"
     assert fused_path("cpu", "adam", "cosine", True, "fused") == "cpu_full_batch"
+    assert fused_path("cpu", "sgd", "cosine", True, "fused") == "cpu_full_batch"
+    assert fused_path("cpu", "sgd", "constant", True, "fused") == "cpu_full_sgd_epochs"
     assert fused_path("gpu", "adam", "constant", True, "fused") == "pallas_full_batch"
     assert fused_path("gpu", "sgd", "cosine", False, "fused") == "pallas_sgd_epoch"
     for args in (("cpu", "adam", "constant", False, "fused"), ("cpu", "sgd", "cosine", False, "fused"),
@@ -112,6 +115,20 @@ def test_minibatch_sgd_epoch_matches_xla_and_reference():
     for (l, lr), (s, n) in zip(enumerate(cfg.train.learning_rate), enumerate(cfg.sweep.sizes)):
         ref = reference_for(cfg, "sgd", 16, lr, n, 1)
         np.testing.assert_allclose(fused.train_l1[0, 0, l, s, 1], ref.train_l1[[0, 3, 6]], rtol=TOL, atol=TOL)
+        np.testing.assert_allclose(fused.theta[0, 0, l, s, 1], ref.theta, rtol=TOL, atol=TOL)
+
+
+def test_full_batch_sgd_epochs_match_xla_and_reference():
+    """Whole full-batch epochs of plain SGD in one call per record block (datasets of one tile
+    and of several, several learning rates, records every 2 epochs and a shorter last block)."""
+    sections = dict(train={"learning_rate": [0.05, 0.5], "batch_size": ["full"], "epochs": 7, "record_every": 2},
+                    sweep={"sizes": [37, 1500], "seeds": 2})
+    fused, xla = both_paths(**sections)
+    assert_close(fused, xla)
+    cfg = small_config(**sections)
+    for (l, lr), (s, n) in itertools.product(enumerate(cfg.train.learning_rate), enumerate(cfg.sweep.sizes)):
+        ref = reference_for(cfg, "sgd", "full", lr, n, 1)
+        np.testing.assert_allclose(fused.train_l1[0, 0, l, s, 1], ref.train_l1[[0, 2, 4, 6, 7]], rtol=TOL, atol=TOL)
         np.testing.assert_allclose(fused.theta[0, 0, l, s, 1], ref.theta, rtol=TOL, atol=TOL)
 
 
@@ -206,11 +223,11 @@ def test_an_untested_jax_is_refused_in_one_line(monkeypatch):
 def test_a_sweep_names_exactly_the_kernels_its_groups_call():
     """``kernel_targets`` lists what ``prepare_cpu`` compiles ahead: bits for synthetic data, the
     data sums of every fused group, the epochs of plain-SGD minibatch groups, per feature count;
-    nothing for groups on the XLA path."""
+    the full-batch epochs of plain-SGD full-batch groups, nothing for groups on the XLA path."""
     from l1jax.engine.sweep import kernel_targets
     sgd = small_config(train={"batch_size": ["full", 16]})
-    assert kernel_targets(sgd) == [K.SAMPLE_BITS, K.FULL_BATCH + "_2", K.SAMPLE_BITS, K.FULL_BATCH + "_2",
-                                   K.SGD_EPOCHS + "_2"]
+    assert kernel_targets(sgd) == [K.SAMPLE_BITS, K.FULL_BATCH + "_2", K.FULL_SGD + "_2", K.SAMPLE_BITS,
+                                   K.FULL_BATCH + "_2", K.SGD_EPOCHS + "_2"]
     wide = small_config(data={"n_features": 3, "true_weights": [1.0, 2.0, 3.0]}, train={"batch_size": [16]})
     assert kernel_targets(wide) == [K.SAMPLE_BITS, K.FULL_BATCH, K.SGD_EPOCHS]
     assert kernel_targets(small_config(train={"batch_size": [16], "optimizer": ["adam"]})) == []

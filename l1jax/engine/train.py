@@ -3,8 +3,8 @@ and trains all its runs: a ``lax.scan`` over epochs (and, for minibatches, over 
 the group's lane schedule) of steps on every dataset and learning rate at once (datasets packed
 in tiles or lanes), in blocks of replicates on the CPU.  Where ``kernels.fused_path`` names a
 fused kernel (Numba on the CPU, Pallas on GPUs), an epoch's data pass or whole minibatch epoch
-(on the CPU: all the epochs between two records) is one call to it inside the same scan.  Wrap
-it in one ``jax.jit``.
+(on the CPU, plain SGD in either batch mode: all the epochs between two records) is one call to
+it inside the same scan.  Wrap it in one ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -438,6 +438,19 @@ def _full_batch_epoch_keeping_loss(carry_loss: tuple[Carry, jax.Array], epoch: j
     return carry, jnp.where(epoch == start, loss, carry_loss[1])
 
 
+def cpu_full_batch_epochs(carry: Carry, start: jax.Array, length: int, train_set: TrainingSet,
+                          rule: StepRule) -> tuple[Carry, jax.Array]:
+    """``length`` full-batch epochs of plain SGD from epoch ``start`` for every run in one fused
+    CPU kernel call (the same passes, optax.sgd updates and first bad epochs as
+    ``full_batch_epoch``); also returns the training L1 [D, H] of epoch ``start``."""
+    from l1jax.engine.kernels import cpu  # Numba loads only where a fused kernel runs
+    data = train_set.data
+    theta, l1_first, bad = cpu.full_sgd_epochs(data.x, data.y, data.count, data.owner, carry.theta, rule.lr,
+                                               train_set.count, start, length, rule.gradient)
+    state = advance_states(rule, carry.state, theta, jnp.full(theta.shape[:1], length))
+    return Carry(theta, state, jnp.minimum(carry.diverged, bad)), mean_of_sums(l1_first, train_set.count)
+
+
 def train_l1(theta: jax.Array, train_set: TrainingSet, rule: StepRule) -> jax.Array:
     """Mean training L1 [D, H] of every run at ``theta``."""
     return mean_of_sums(data_sums(train_set.data, theta, rule)[0], train_set.count)
@@ -472,7 +485,9 @@ def record_block(carry: Carry, start: jax.Array, length: int, train_set: Trainin
     """Record epoch ``start``, then train ``length`` epochs: full-batch if ``layout`` is None
     (its first epoch's loss is the recorded training L1), else minibatch (fused or not)."""
     test, err = held_out_metrics(carry.theta, held_out, rule.shared)
-    if layout is None:
+    if layout is None and rule.fused == "cpu_full_sgd_epochs":  # all the block's epochs in one call
+        carry, train = cpu_full_batch_epochs(carry, start, length, train_set, rule)
+    elif layout is None:
         epoch = functools.partial(_full_batch_epoch_keeping_loss, start=start, train_set=train_set, rule=rule)
         carry, train = _scan_epochs(epoch, (carry, jnp.zeros(carry.diverged.shape)), start, length)
     else:

@@ -3,12 +3,13 @@ epochs as the XLA path they replace, and the one place that says which applies.
 
 ``fused_path`` names the kernel that trains a group, or None for the XLA path.  On the CPU
 (Numba, as typed XLA FFI handlers): ``"cpu_sgd_epoch"`` runs whole minibatch epochs of plain
-SGD at a constant learning rate (``kernels.cpu.sgd_epochs``), ``"cpu_full_batch"`` the
-full-batch data pass of any optimizer (``kernels.cpu.full_batch_sums``).  On GPUs (Pallas):
+SGD at a constant learning rate (``kernels.cpu.sgd_epochs``), ``"cpu_full_sgd_epochs"`` whole
+full-batch epochs of it (``kernels.cpu.full_sgd_epochs``), ``"cpu_full_batch"`` the full-batch
+data pass of any other optimizer or schedule (``kernels.cpu.full_batch_sums``).  On GPUs (Pallas):
 ``"pallas_sgd_epoch"`` a whole plain-SGD minibatch epoch under any schedule
 (``kernels.pallas_sgd``), ``"pallas_full_batch"`` the full-batch pass (``kernels.pallas_pass``).
-optax still makes every update, or (fused SGD epochs) is the definition the kernels are tested
-against.  Each was measured faster than XLA where it is on (README, "Speed").
+optax still makes every update, or (fused plain-SGD epochs) is the definition the kernels are
+tested against.  Each was measured faster than XLA where it is on (README, "Speed").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 # The CPU kernels' XLA FFI targets (``kernels.cpu``): a "_2" suffix names the two-feature variant.
 SGD_EPOCHS = "l1jax_cpu_sgd_epochs"
 FULL_BATCH = "l1jax_cpu_full_batch_sums"
+FULL_SGD = "l1jax_cpu_full_sgd_epochs"
 SAMPLE_BITS = "l1jax_cpu_sample_bits"
 
 
@@ -43,16 +45,18 @@ def fused_path(backend: str, optimizer: str, schedule: str, full_batch: bool, ke
 def cpu_kind(optimizer: str, schedule: str, full_batch: bool) -> str | None:
     """The CPU kernel for a group, if this process can run the CPU kernels (``fused_path``
     asks ``cpu_unavailable``; this does not)."""
+    plain = optimizer == "sgd" and schedule == "constant"
     if full_batch:
-        return "cpu_full_batch"
-    return "cpu_sgd_epoch" if optimizer == "sgd" and schedule == "constant" else None
+        return "cpu_full_sgd_epochs" if plain else "cpu_full_batch"
+    return "cpu_sgd_epoch" if plain else None
 
 
 def cpu_targets(kind: str, p: int, synthetic: bool) -> list[str]:
     """The FFI targets a group trained by CPU kernel ``kind`` calls, with p parameters: its
     samples' bits (synthetic data), the data sums of its records, its epochs."""
     two = "_2" if p == 3 else ""
-    return ([SAMPLE_BITS] if synthetic else []) + [FULL_BATCH + two] + ([SGD_EPOCHS + two] if kind == "cpu_sgd_epoch" else [])
+    epochs = {"cpu_sgd_epoch": [SGD_EPOCHS + two], "cpu_full_sgd_epochs": [FULL_SGD + two]}.get(kind, [])
+    return ([SAMPLE_BITS] if synthetic else []) + [FULL_BATCH + two] + epochs
 
 
 class _Child:

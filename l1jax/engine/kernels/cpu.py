@@ -23,7 +23,7 @@ import numpy as np
 from numba import cfunc, njit, types
 
 from l1jax.engine import data as D
-from l1jax.engine.kernels import FULL_BATCH, SAMPLE_BITS, SGD_EPOCHS, _Child, await_child
+from l1jax.engine.kernels import FULL_BATCH, FULL_SGD, SAMPLE_BITS, SGD_EPOCHS, _Child, await_child
 from l1jax.engine.kernels import cpu_ffi as F
 
 # Reordered float32 sums (vectorized) and fused multiply-adds; no NaN or Inf assumptions and no
@@ -432,7 +432,58 @@ def _sample_bits_handler(address):
 #
 # Tile by tile (a tile holds up to T samples of one dataset and stays in L1), every learning
 # rate's run sums |r|, s x_k and s over the tile's real samples in one vectorized loop; the
-# tile's sums are added to its dataset's in tile order.
+# tile's sums are added to its dataset's in tile order.  ``full_batch_sums`` makes one such
+# pass over every tile; ``full_sgd_epochs`` makes whole epochs of plain SGD, dataset by dataset
+# (its tiles stay in cache for all the call's epochs), each a pass over the dataset's tiles then
+# optax.sgd's update, so no epoch returns to XLA.
+
+
+@njit(inline="always")
+def _tile_two(x0, x1, yt, c, w0, w1, bias, mode):
+    """One run's sums over a tile's c samples, two features: (sum |r|, sum s x_1, sum s x_2, sum s)."""
+    a = g0 = g1 = gb = np.float32(0.0)
+    for j in range(c):
+        r = ((bias - yt[j]) + x0[j] * w0) + x1[j] * w1
+        if mode != SEED_GRADIENT:
+            sg = _sign(r)
+            a += sg * r  # |r|, exactly, in one multiply-add
+        else:
+            sg = r
+            a += abs(r)
+        g0 += sg * x0[j]
+        g1 += sg * x1[j]
+        gb += sg
+    return a, g0, g1, gb
+
+
+@njit(inline="always")
+def _tile_any(x, yt, t, c, th, mode, r, g):
+    """One run's sums over tile t's c samples, any number of features d (parameters th [d + 1],
+    scratch r [>= c]): adds sum s x_k and sum s to g [d + 1], returns sum |r|."""
+    d = x.shape[0]
+    for j in range(c):
+        r[j] = th[d] - yt[j]
+    for k in range(d):
+        w, xk = th[k], x[k, t]
+        for j in range(c):
+            r[j] = r[j] + xk[j] * w
+    a = np.float32(0.0)
+    for j in range(c):
+        a += abs(r[j])
+    if mode != SEED_GRADIENT:
+        for j in range(c):
+            r[j] = _sign(r[j])
+    for k in range(d):
+        xk = x[k, t]
+        acc = np.float32(0.0)
+        for j in range(c):
+            acc += r[j] * xk[j]
+        g[k] += acc
+    acc = np.float32(0.0)
+    for j in range(c):
+        acc += r[j]
+    g[d] += acc
+    return a
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -442,19 +493,7 @@ def _sums_two_features(x, y, count, owner, theta, mode, l1, grad):
         o, c = owner[t], count[t]
         x0, x1, yt = x[0, t], x[1, t], y[t]
         for h in range(theta.shape[1]):
-            w0, w1, bias = theta[o, h, 0], theta[o, h, 1], theta[o, h, 2]
-            a = g0 = g1 = gb = np.float32(0.0)
-            for j in range(c):
-                r = ((bias - yt[j]) + x0[j] * w0) + x1[j] * w1
-                if mode != SEED_GRADIENT:
-                    sg = _sign(r)
-                    a += sg * r  # |r|, exactly, in one multiply-add
-                else:
-                    sg = r
-                    a += abs(r)
-                g0 += sg * x0[j]
-                g1 += sg * x1[j]
-                gb += sg
+            a, g0, g1, gb = _tile_two(x0, x1, yt, c, theta[o, h, 0], theta[o, h, 1], theta[o, h, 2], mode)
             l1[o, h] += a
             grad[o, h, 0] += g0
             grad[o, h, 1] += g1
@@ -464,35 +503,79 @@ def _sums_two_features(x, y, count, owner, theta, mode, l1, grad):
 @njit(fastmath=FASTMATH, cache=True)
 def _sums_any_features(x, y, count, owner, theta, mode, l1, grad, r):
     """``full_batch_sums_arrays`` for any number of features d (r: scratch [>= T])."""
-    d = x.shape[0]
     for t in range(y.shape[0]):
         o, c = owner[t], count[t]
-        yt = y[t]
         for h in range(theta.shape[1]):
-            th = theta[o, h]
-            for j in range(c):
-                r[j] = th[d] - yt[j]
-            for k in range(d):
-                w, xk = th[k], x[k, t]
-                for j in range(c):
-                    r[j] = r[j] + xk[j] * w
-            a = np.float32(0.0)
-            for j in range(c):
-                a += abs(r[j])
-            l1[o, h] += a
-            if mode != SEED_GRADIENT:
-                for j in range(c):
-                    r[j] = _sign(r[j])
-            for k in range(d):
-                xk = x[k, t]
-                acc = np.float32(0.0)
-                for j in range(c):
-                    acc += r[j] * xk[j]
-                grad[o, h, k] += acc
-            acc = np.float32(0.0)
-            for j in range(c):
-                acc += r[j]
-            grad[o, h, d] += acc
+            l1[o, h] += _tile_any(x, y[t], t, c, theta[o, h], mode, r, grad[o, h])
+
+
+@njit(inline="always")
+def _tile_ranges(owner, ranges):
+    """ranges[i], ranges[i + 1] = the first and past-the-last tile of dataset i (tiles follow
+    their datasets in order; a dataset without tiles gets an empty range)."""
+    t = 0
+    ranges[0] = 0
+    for i in range(ranges.shape[0] - 1):
+        while t < owner.shape[0] and owner[t] == i:
+            t += 1
+        ranges[i + 1] = t
+
+
+@njit(inline="always")
+def _full_update(theta, ds, lr, size, mode, acc, l1_first, bad, epoch, first_epoch):
+    """After an epoch's pass over dataset ds (acc [H, p + 1]: sum |r|, then the gradient sums):
+    the first epoch's sum |r| kept, optax.sgd's update theta + (-lr) (sum / n) (seed mode: the
+    mean times -2), and the first bad epoch noted as the XLA path does (``full_batch_epoch``):
+    this epoch where the loss is not finite, the next where the parameters are not."""
+    p = theta.shape[2]
+    n = size[ds]
+    for h in range(theta.shape[1]):
+        if epoch == first_epoch:
+            l1_first[ds, h] = acc[h, 0]
+        if bad[ds, h] == NOT_DIVERGED and not np.isfinite(acc[h, 0]):
+            bad[ds, h] = epoch
+        step = -lr[h]
+        for k in range(p):
+            g = acc[h, k + 1] / n
+            if mode == SEED_GRADIENT:
+                g = np.float32(-2.0) * g
+            theta[ds, h, k] = theta[ds, h, k] + step * g
+        if bad[ds, h] == NOT_DIVERGED and not np.all(np.isfinite(theta[ds, h])):
+            bad[ds, h] = epoch + 1
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _full_epochs_two_features(x, y, count, owner, theta, lr, size, mode, first_epoch, epochs, l1_first, bad,
+                              ranges, acc, r):
+    """``full_sgd_epochs`` for two features."""
+    _tile_ranges(owner, ranges)
+    for ds in range(theta.shape[0]):
+        for epoch in range(first_epoch, first_epoch + epochs):
+            acc[:] = 0
+            for t in range(ranges[ds], ranges[ds + 1]):
+                c = count[t]
+                x0, x1, yt = x[0, t], x[1, t], y[t]
+                for h in range(theta.shape[1]):
+                    a, g0, g1, gb = _tile_two(x0, x1, yt, c, theta[ds, h, 0], theta[ds, h, 1], theta[ds, h, 2], mode)
+                    acc[h, 0] += a
+                    acc[h, 1] += g0
+                    acc[h, 2] += g1
+                    acc[h, 3] += gb
+            _full_update(theta, ds, lr, size, mode, acc, l1_first, bad, epoch, first_epoch)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _full_epochs_any_features(x, y, count, owner, theta, lr, size, mode, first_epoch, epochs, l1_first, bad,
+                              ranges, acc, r):
+    """``full_sgd_epochs`` for any number of features (r: scratch [>= T])."""
+    _tile_ranges(owner, ranges)
+    for ds in range(theta.shape[0]):
+        for epoch in range(first_epoch, first_epoch + epochs):
+            acc[:] = 0
+            for t in range(ranges[ds], ranges[ds + 1]):
+                for h in range(theta.shape[1]):
+                    acc[h, 0] += _tile_any(x, y[t], t, count[t], theta[ds, h], mode, r, acc[h, 1:])
+            _full_update(theta, ds, lr, size, mode, acc, l1_first, bad, epoch, first_epoch)
 
 
 @njit(inline="always")
@@ -534,10 +617,56 @@ def _full_any_handler(address):
     return 0
 
 
+@njit(inline="always")
+def _full_sgd_frame(frame):
+    """The arrays of a ``full_sgd_epochs`` call frame (see ``_full_sgd_two_handler``), the runs'
+    parameters copied to the result and ``bad`` set to NOT_DIVERGED: the arguments of the
+    full-batch epochs kernels."""
+    d, tiles, tile = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1), F.arg_dim(frame, 0, 2)
+    n_data, n_lr, p = F.arg_dim(frame, 4, 0), F.arg_dim(frame, 4, 1), F.arg_dim(frame, 4, 2)
+    settings = F.arg(frame, 7, 3, np.int32)
+    flat_in, flat = F.arg(frame, 4, n_data * n_lr * p, np.float32), F.ret(frame, 0, n_data * n_lr * p, np.float32)
+    for i in range(flat.shape[0]):
+        flat[i] = flat_in[i]
+    bad = F.ret(frame, 2, (n_data, n_lr), np.int32)
+    for i in range(n_data):
+        for h in range(n_lr):
+            bad[i, h] = NOT_DIVERGED
+    return (F.arg(frame, 0, (d, tiles, tile), np.float32), F.arg(frame, 1, (tiles, tile), np.float32),
+            F.arg(frame, 2, tiles, np.int32), F.arg(frame, 3, tiles, np.int32),
+            F.ret(frame, 0, (n_data, n_lr, p), np.float32), F.arg(frame, 5, n_lr, np.float32),
+            F.arg(frame, 6, n_data, np.float32), settings[0], np.int64(settings[1]), np.int64(settings[2]),
+            F.ret(frame, 1, (n_data, n_lr), np.float32), bad, F.ret(frame, 3, n_data + 1, np.int32),
+            F.ret(frame, 4, (n_lr, p + 1), np.float32), F.ret(frame, 5, tile, np.float32))
+
+
+def _full_sgd_two_handler(address):
+    """FFI handler of ``full_sgd_epochs`` with two features: args x [d, tiles, T] f32, y [tiles,
+    T] f32, count [tiles] i32, owner [tiles] i32, theta [D, H, p] f32, lr [H] f32, size [D] f32,
+    settings [3] i32 (mode, first epoch, epochs); results theta [D, H, p] f32, the first epoch's
+    sum |r| [D, H] f32, bad [D, H] i32 and scratch: ranges [D + 1] i32, acc [H, p + 1] f32, r [T]
+    f32."""
+    frame, status = F.enter(address, np.int64(8), np.int64(6))
+    if status != F.PROCEED:
+        return status
+    _full_epochs_two_features(*_full_sgd_frame(frame))
+    return 0
+
+
+def _full_sgd_any_handler(address):
+    """``_full_sgd_two_handler`` for any number of features."""
+    frame, status = F.enter(address, np.int64(8), np.int64(6))
+    if status != F.PROCEED:
+        return status
+    _full_epochs_any_features(*_full_sgd_frame(frame))
+    return 0
+
+
 # ---------------------------------------------------------------- JAX side
 
 _HANDLERS = {SGD_EPOCHS: _sgd_any_handler, SGD_EPOCHS + "_2": _sgd_two_handler,
-             FULL_BATCH: _full_any_handler, FULL_BATCH + "_2": _full_two_handler, SAMPLE_BITS: _sample_bits_handler}
+             FULL_BATCH: _full_any_handler, FULL_BATCH + "_2": _full_two_handler,
+             FULL_SGD: _full_sgd_any_handler, FULL_SGD + "_2": _full_sgd_two_handler, SAMPLE_BITS: _sample_bits_handler}
 _COMPILED: dict[str, object] = {}  # target -> its handler (kept: XLA holds only its address)
 SIGNATURE = types.int64(types.int64)  # a typed XLA FFI handler: the call frame's address -> its error
 
@@ -627,6 +756,24 @@ def full_batch_sums(x: jax.Array, y: jax.Array, count: jax.Array, owner: jax.Arr
     out = jax.ffi.ffi_call(_features_variant(FULL_BATCH, theta.shape[2]), shapes, vmap_method="sequential")
     l1, grad, _ = out(x, y, count, owner, theta, _mode(gradient))
     return l1, grad
+
+
+def full_sgd_epochs(x: jax.Array, y: jax.Array, count: jax.Array, owner: jax.Array, theta: jax.Array,
+                    lr: jax.Array, size: jax.Array, first_epoch: jax.Array, epochs: int,
+                    gradient: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Every run's parameters [D, H, p] after ``epochs`` full-batch epochs of plain SGD at
+    constant learning rates lr [H] from epoch ``first_epoch`` over the packed tiles (as
+    ``full_batch_sums``; size [D] float32 the datasets' sizes), the first epoch's sums of |r|
+    [D, H], and per run its first bad epoch [D, H] (``NOT_DIVERGED`` if none)."""
+    p, tile = theta.shape[2], y.shape[1]
+    settings = jnp.concatenate([_mode(gradient), jnp.asarray(first_epoch, jnp.int32)[None],
+                                jnp.asarray([epochs], jnp.int32)])
+    shapes = ((theta.shape, jnp.float32), (theta.shape[:2], jnp.float32), (theta.shape[:2], jnp.int32),
+              ((theta.shape[0] + 1,), jnp.int32), ((theta.shape[1], p + 1), jnp.float32), ((tile,), jnp.float32))
+    out = jax.ffi.ffi_call(_features_variant(FULL_SGD, p), tuple(jax.ShapeDtypeStruct(s, t) for s, t in shapes),
+                           vmap_method="sequential")
+    theta, l1_first, bad, *_ = out(x, y, count, owner, theta, lr, size, settings)
+    return theta, l1_first, bad
 
 
 def sample_bits(keys: jax.Array, j: jax.Array, words: int,
