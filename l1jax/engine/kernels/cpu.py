@@ -6,6 +6,8 @@
   round over chunks of positions), then its steps in sequence, each run gathering its batch
   through the order (two features) or each batch gathered once into a small contiguous buffer
   that serves every learning rate (any other feature count).
+* ``full_sgd_epochs``: full-batch epochs of plain SGD (constant learning rate), dataset by
+  dataset, each a pass over the dataset's tiles and the update.
 * ``full_batch_sums``: the full-batch pass: per dataset and learning rate the sum of |r| and of
   the subgradient terms, every tile read once (from cache) for all learning rates.
 
