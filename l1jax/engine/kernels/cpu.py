@@ -339,6 +339,22 @@ def _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, 
 
 
 @njit(inline="always")
+def _fresh_runs(frame, theta_arg, bad_ret, n_data, n_lr, p):
+    """The runs' parameters [D, H, p] copied from argument ``theta_arg`` to result 0 (where the
+    epochs kernels update them in place), and result ``bad_ret`` [D, H] set to NOT_DIVERGED and
+    returned."""
+    flat_in = F.arg(frame, theta_arg, n_data * n_lr * p, np.float32)
+    flat = F.ret(frame, 0, n_data * n_lr * p, np.float32)
+    for i in range(flat.shape[0]):  # a loop, not a slice assignment: no shape-error path to compile
+        flat[i] = flat_in[i]
+    bad = F.ret(frame, bad_ret, (n_data, n_lr), np.int32)
+    for i in range(n_data):
+        for h in range(n_lr):
+            bad[i, h] = NOT_DIVERGED
+    return bad
+
+
+@njit(inline="always")
 def _sgd_frame(frame):
     """The arrays of a ``sgd_epochs`` call frame (see ``_sgd_two_handler``), the runs' parameters
     copied to the result and ``bad`` set to NOT_DIVERGED: the arguments of the epochs kernels
@@ -351,13 +367,7 @@ def _sgd_frame(frame):
     n_data, n_lr, p = F.arg_dim(frame, 2, 0), F.arg_dim(frame, 2, 1), F.arg_dim(frame, 2, 2)
     settings = F.arg(frame, 6, 4, np.int32)
     width = np.int64(settings[0])
-    flat_in, flat = F.arg(frame, 2, n_data * n_lr * p, np.float32), F.ret(frame, 0, n_data * n_lr * p, np.float32)
-    for i in range(flat.shape[0]):  # a loop, not a slice assignment: no shape-error path to compile
-        flat[i] = flat_in[i]
-    bad = F.ret(frame, 1, (n_data, n_lr), np.int32)
-    for i in range(n_data):
-        for h in range(n_lr):
-            bad[i, h] = NOT_DIVERGED
+    bad = _fresh_runs(frame, 2, 1, n_data, n_lr, p)
     return (F.arg(frame, 0, (d, slots), np.float32), F.arg(frame, 1, slots, np.float32),
             F.ret(frame, 0, (n_data, n_lr, p), np.float32), F.arg(frame, 3, n_lr, np.float32),
             F.arg(frame, 4, (n_data, 4), np.int32), F.arg(frame, 5, (n_data, 2), np.uint32),
@@ -627,13 +637,7 @@ def _full_sgd_frame(frame):
     d, tiles, tile = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1), F.arg_dim(frame, 0, 2)
     n_data, n_lr, p = F.arg_dim(frame, 4, 0), F.arg_dim(frame, 4, 1), F.arg_dim(frame, 4, 2)
     settings = F.arg(frame, 7, 3, np.int32)
-    flat_in, flat = F.arg(frame, 4, n_data * n_lr * p, np.float32), F.ret(frame, 0, n_data * n_lr * p, np.float32)
-    for i in range(flat.shape[0]):
-        flat[i] = flat_in[i]
-    bad = F.ret(frame, 2, (n_data, n_lr), np.int32)
-    for i in range(n_data):
-        for h in range(n_lr):
-            bad[i, h] = NOT_DIVERGED
+    bad = _fresh_runs(frame, 4, 2, n_data, n_lr, p)
     return (F.arg(frame, 0, (d, tiles, tile), np.float32), F.arg(frame, 1, (tiles, tile), np.float32),
             F.arg(frame, 2, tiles, np.int32), F.arg(frame, 3, tiles, np.int32),
             F.ret(frame, 0, (n_data, n_lr, p), np.float32), F.arg(frame, 5, n_lr, np.float32),
