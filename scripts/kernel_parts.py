@@ -1,16 +1,26 @@
 """Time the CPU kernels' parts on one core, beside the Numba peer's loops: the minibatch order
 (an epoch's round keys, cycle walks and network; ns a position), the SGD epochs kernel and the
 peer's minibatch epoch (ns a sample), the full-batch pass and the peer's full-batch loop (ns a
-sample).  One dataset of n = 32768 samples, one learning rate, best of three.  The Intel Xeon's
-numbers in the README's Speed section that take a kernel apart come from here: `python scripts/kernel_parts.py`."""
+sample), a synthetic sample's generation (its bits in the Numba kernel, then the samples as
+``build_data`` makes them, bits included, with erfinv and x @ w alone; ns a sample).  One
+dataset of n = 32768 samples, one learning rate, best of three; the process is pinned to one
+core (XLA's thread pool included).  The Intel Xeon's numbers in the README's Speed section that
+take a kernel apart come from here: `python scripts/kernel_parts.py`."""
 
+import os
 import time
 
+if hasattr(os, "sched_setaffinity"):  # one core for everything, XLA's thread pool included, before JAX starts
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 from numba import njit
 
 from l1jax import peers
 from l1jax.engine import data as D
+from l1jax.engine.config import DataConfig
 from l1jax.engine.kernels import cpu as K
 from l1jax.engine.sweep import host_description
 
@@ -32,6 +42,25 @@ def best(fn, *args) -> float:
         fn(*args)
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def generation_rows() -> dict[str, float]:
+    """Seconds a sample of the default synthetic data (two features, gaussian noise) takes: its
+    bits in the Numba kernel, and the samples from them (bits included) as ``build_data`` makes
+    them, then erfinv and ``x @ w`` alone."""
+    tiles, tile = N // 512, 512
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(1), i))(jnp.arange(tiles))
+    j = jnp.arange(tiles * tile, dtype=jnp.int32).reshape(tiles, tile)
+    v = jax.random.uniform(jax.random.key(0), (tiles, tile), minval=-0.99, maxval=0.99)
+    xs, w = jax.random.uniform(jax.random.key(0), (tiles, tile, 2)), jnp.asarray([2.0, 3.0])
+    parts = {
+        "synthetic bits, Numba kernel (ns a sample)": (jax.jit(lambda k, i: K.sample_bits(k, i, 3, False)[0]), (keys, j)),
+        "synthetic samples, bits included (ns a sample)": (
+            jax.jit(lambda k, i: D.synthetic_rows(k, i, DataConfig(), K.sample_bits)), (keys, j)),
+        "  of which erfinv (ns a sample)": (jax.jit(jax.scipy.special.erfinv), (v,)),
+        "  of which x @ w (ns a sample)": (jax.jit(lambda x: x @ w), (xs,)),
+    }
+    return {name: best(lambda: jax.block_until_ready(fn(*args))) / (tiles * tile) for name, (fn, args) in parts.items()}
 
 
 def main() -> None:
@@ -64,6 +93,7 @@ def main() -> None:
         lambda: [K._sums_two_features(xt, yt, count, owner, theta, 0, l1, grad) for _ in range(full_epochs)]) / (N * full_epochs)
     rows["Numba peer's full-batch loop (ns a sample)"] = best(
         peers._full_run, x[0], x[1], y, *theta[0, 0], lr[0], full_epochs) / (N * full_epochs)
+    rows.update(generation_rows())
     print(f"{host_description()}, one core, n = {N}:")
     for name, seconds in rows.items():
         print(f"  {name}: {seconds * 1e9:.2f}")
