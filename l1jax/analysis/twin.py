@@ -56,7 +56,7 @@ FUSED_COLUMNS = 4  # populations with at most this many columns (synthetic d <= 
 POINT_LANES = 8  # synthetic twins pad their points to whole 8-wide f32 vectors: no scalar tail in XLA's CPU erf (1.2x)
 STARTS_CHUNK = 1024  # runs whose starts one call draws (padded): one program for every sweep
 ERROR_STARTS = 256  # runs' starts at which the integration error is measured (padded: one program)
-TAIL_TOL = 1e-4  # where the closed-form tail takes over, its Hessian 2 f(0) E[(x,1)(x,1)^T] is within this (relative)
+TAIL_TOL = 1e-2  # where the closed-form tail takes over, its Hessian 2 f(0) E[(x,1)(x,1)^T] is within this (relative)
 COMPILE_EVENTS = tuple(f"/jax/core/compile/{e}_duration"  # JAX's records of tracing, lowering, compiling
                        for e in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile"))
 _COMPILING = [0.0]  # seconds of those events since the first stopwatch (see ``_count_compiling``)
