@@ -149,19 +149,34 @@ def test_shared_trajectories_equal_each_size_alone(schedule):
                 np.testing.assert_allclose(got[:, b:b + 1, :, s:s + 1], want, rtol=1e-5, atol=1e-6)
 
 
-def test_split_over_devices_and_padded_points_change_only_rounding():
-    """Five trajectories split over the test's four CPU devices (shares of 2, 2 and 1 plus a copy)
-    equal one device's to float32 rounding, and so do the 36 quadrature points against the 40,
-    padded with weight 0, that the twin steps on."""
+@pytest.mark.parametrize("rates", [[0.05], [0.05, 0.5]], ids=["split", "side_by_side"])
+def test_split_over_devices_or_side_by_side_change_only_rounding(rates):
+    """The twins on the test's four CPU devices equal one device's to float32 rounding: one job's
+    five trajectories split over them (shares of 2, 2 and 1 plus a copy), or two learning rates'
+    jobs run side by side, each on a device of its own."""
     cfg = config_from_dict({"data": {"coupling": "nested"},
-                            "train": {"epochs": 20, "learning_rate": [0.05, 0.5], "batch_size": ["full", 16]},
+                            "train": {"epochs": 20, "learning_rate": rates, "batch_size": ["full", 16]},
                             "sweep": {"sizes": [64], "seeds": 5}})
     noise, pop = TW.population_of(cfg)
-    assert len(jax.local_devices()) == 4 and pop.x.shape[0] == 36 and TW.lanes(pop).x.shape[0] == 40
+    assert len(jax.local_devices()) == 4
     split = TW.twin_curves(cfg, noise, pop)
     one = TW.twin_curves(cfg, noise, pop, devices=jax.local_devices()[:1])
     for got, want in zip(split[:3], one[:3]):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert float(np.abs(split.loss[..., -1] - split.loss[..., 0]).min()) > 0.05  # the twins moved
+
+
+def test_place_runs_the_longest_jobs_first_on_the_least_loaded_device():
+    assert TW.place([1.0, 5.0, 4.0, 3.0, 3.0], 2) == [1, 0, 1, 1, 0]  # loads 8 and 8 (5 + 3, 4 + 3 + 1)
+    assert TW.place([2.0, 1.0], 4) == [0, 1]
+
+
+def test_padded_points_change_only_rounding():
+    """The 36 quadrature points and the 40, padded with weight 0, that the twin steps on give the
+    same twins to float32 rounding."""
+    cfg = config_from_dict({"data": {"coupling": "nested"}, "sweep": {"sizes": [64], "seeds": 5}})
+    noise, pop = TW.population_of(cfg)
+    assert pop.x.shape[0] == 36 and TW.lanes(pop).x.shape[0] == 40
     theta0 = TW.run_starts(cfg, 3)[0]
     args = (jnp.asarray(theta0), jnp.asarray([0.05, 0.5]), jnp.full(5, 80, jnp.int32), jnp.arange(0, 81, 10, dtype=jnp.int32))
     padded = TW.simulate(TW.lanes(pop), *args, optimizer="sgd", schedule="constant", noise=noise)

@@ -416,15 +416,16 @@ def _split(devices: tuple[Any, ...], optimizer: str, schedule: str, noise: DataC
 
 def simulate_split(pop: Population, theta0: np.ndarray, lr: jax.Array, total: np.ndarray, record_at: jax.Array,
                    optimizer: str, schedule: str, noise: DataConfig | None, tail: Tail | None = None,
-                   devices: list[Any] | None = None) -> tuple[np.ndarray, ...]:
+                   devices: list[Any] | None = None) -> tuple[jax.Array, ...]:
     """``simulate`` of trajectories theta0 [T, p] split evenly over ``devices`` (default: all local
-    devices, none left with padding only), the last share padded with copies of the last."""
+    devices, none left with padding only), the last share padded with copies of the last.  Returns
+    without waiting for the result (JAX's asynchronous dispatch)."""
     devices, n = list(devices or jax.local_devices()), len(theta0)
     share, n_dev = shares(n, len(devices))
     theta0, total = (np.concatenate([v, np.repeat(v[-1:], share * n_dev - n, 0)]) for v in (theta0, total))
     fn = _split(tuple(devices[:n_dev]), optimizer, schedule, noise)
     *bufs, since = fn(pop, np.asarray(theta0, np.float32), lr, np.asarray(total), record_at, tail)
-    return (*(np.asarray(b)[:, :n] for b in bufs), np.asarray(since)[:n])
+    return (*(b[:, :n] for b in bufs), since[:n])
 
 
 class TwinCurves(NamedTuple):
@@ -453,6 +454,28 @@ def may_hand_off(tail: Tail | None, theta0: np.ndarray, lr: float, steps: int) -
     return bool(lr * tail.vals.max() < 2) and far - float(tail.radius) <= steps * lr * math.sqrt(len(tail.star))
 
 
+def expected_steps(tail: Tail | None, theta0: np.ndarray, lr: float, steps: int) -> float:
+    """About how many steps a job of trajectories theta0 [T, p] at rate lr takes: until the
+    farthest reaches the tail's radius along H*'s slowest mode, or all ``steps`` (no tail).
+    Only balances jobs over devices (``place``): no number depends on it."""
+    if tail is None:
+        return float(steps)
+    far = float(np.sqrt(((theta0 - tail.star) ** 2).sum(-1)).max())
+    shrink = -math.log1p(-min(lr * float(tail.vals.min()), 0.5))
+    return min(float(steps), math.log(max(far / float(tail.radius), 1.0)) / shrink + 1)
+
+
+def place(costs: list[float], devices: int) -> list[int]:
+    """The device of each job: the longest first, each to the least loaded device, so that jobs
+    run side by side instead of each split over every device (a twin step costs about the same
+    for 20 trajectories as for 40: XLA's per-op overhead, not arithmetic)."""
+    load, where = [0.0] * devices, [0] * len(costs)
+    for j in sorted(range(len(costs)), key=lambda j: -costs[j]):
+        where[j] = load.index(min(load))
+        load[where[j]] += costs[j]
+    return where
+
+
 def recorded_steps(cfg: Config) -> np.ndarray:
     """Optimizer steps a run has taken at each recorded epoch [batch, size, epoch]."""
     e = np.asarray(cfg.recorded_epochs)
@@ -467,7 +490,8 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
     trajectories are split over ``devices`` (default: all local devices).  Where the closed-form
     tail may take over (``may_hand_off``), each learning rate runs on its own, so that a fast rate
     hands over without waiting for a slow one (``closed_tail`` False: every twin steps to the end,
-    the reference the tail is measured against)."""
+    the reference the tail is measured against).  Several such jobs run side by side, each on one
+    device (``place``); a single job is split over them all."""
     t = cfg.train
     steps = recorded_steps(cfg)  # [B, S, E]
     starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
@@ -489,15 +513,21 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
     tail_from = np.empty((len(t.optimizer), len(t.learning_rate), len(tracks)), np.int32)
     tail = tail_of(cfg, noise, pop) if closed_tail else None
     quadrature, rec = pop if noise is None else lanes(pop), jnp.asarray(record_at, jnp.int32)
+    devices = list(devices or jax.local_devices())
+    jobs = []  # (optimizer index, learning rate indices, tail or None)
     for o, opt in enumerate(t.optimizer):
         fast = [h for h in range(len(lr)) if opt == "sgd" and may_hand_off(tail, tracks[:, :-1], lr[h], record_at[-1])]
         rest = [h for h in range(len(lr)) if h not in fast]
-        for h, use in [([h], tail) for h in fast] + ([(rest, None)] if rest else []):
-            *bufs, since = simulate_split(quadrature, tracks[:, :-1], lr[np.asarray(h)], total, rec, opt,
-                                          t.schedule, noise, use, devices)
-            for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
-                out[i, o][:, h] = np.moveaxis(buf[pos[:, :, None, :], which[..., None], :], -1, 1)
-            tail_from[o, h] = since.T
+        jobs += [(o, [h], tail) for h in fast] + ([(o, rest, None)] if rest else [])
+    costs = [expected_steps(use, tracks[:, :-1], float(lr[h].min()), int(record_at[-1])) for _, h, use in jobs]
+    where = place(costs, len(devices)) if len(jobs) > 1 else None  # one job: split over every device
+    pending = [simulate_split(quadrature, tracks[:, :-1], lr[np.asarray(h)], total, rec, t.optimizer[o],
+                              t.schedule, noise, use, devices if where is None else [devices[where[j]]])
+               for j, (o, h, use) in enumerate(jobs)]
+    for (o, h, _), (*bufs, since) in zip(jobs, pending):
+        for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
+            out[i, o][:, h] = np.moveaxis(np.asarray(buf)[pos[:, :, None, :], which[..., None], :], -1, 1)
+        tail_from[o, h] = np.asarray(since).T
     return TwinCurves(*out, steps, tail_from, int(record_at[-1]), None if tail is None else tail.radius)
 
 
