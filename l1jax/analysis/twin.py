@@ -583,8 +583,9 @@ def finite_n_terms(cfg: Config, curves: TwinCurves, overfit: np.ndarray) -> Pred
             up = curves.curvature.astype(np.float64) / (2 * n)
         slack = 0.01 * over  # float32 rounding at the bounds themselves (J = -H^-1 at convergence)
         clipped = ~((down >= -over - slack) & (down <= slack) & (up >= -slack) & (up <= 4 * over + slack))
-        train = curves.loss + np.clip(np.nan_to_num(down), -over, 0.0)
-        test = curves.loss + np.clip(np.nan_to_num(up), 0.0, 4 * over)
+        # as np.clip(np.nan_to_num(v), lo, hi) (NaN to 0), 2.4x faster: fmin and fmax skip NaN
+        train = curves.loss + np.fmax(np.fmin(down, 0.0), -over)
+        test = curves.loss + np.fmin(np.fmax(up, 0.0), 4 * over)
         return Prediction(train.astype(np.float32), test.astype(np.float32), over[:, 0, 0], clipped)
     pool = load_csv(cfg.data, cfg.sweep.base_seed).n_train
     v = -curves.response.astype(np.float64) * (pool - n) / max(pool - 1, 1) / n
