@@ -243,10 +243,19 @@ def _peer_job(peers: Any, w: Workload, seeds: int, rng: np.random.Generator) -> 
     return lambda: peers.train_minibatch(x, y, start, theta0.copy(), lr, w.epochs, int(w.batch), order, 0)
 
 
+def _draw_job(peers: Any, w: Workload, seeds: int) -> Callable[[], None]:
+    """A call that draws ``seeds`` seeds' datasets, one per size (shared by the learning rates,
+    as l1jax draws them), with the Numba peer's generator."""
+    start = np.concatenate([[0], np.cumsum([size for _ in range(seeds) for size in w.sizes])])
+    x, y = np.empty((2, int(start[-1])), np.float32), np.empty(int(start[-1]), np.float32)
+    return lambda: peers.draw_data(x, y, start, 0)
+
+
 def numba_loop(w: Workload, budget_s: float) -> dict[str, Any]:
     """The Numba peer: compile (a tiny run of the same kernel), then cold = compile + first run
     and warm = best of three, on as many seeds as make one run about a quarter of ``budget_s``
-    (timed on one seed)."""
+    (timed on one seed); then, the same way, its generator drawing the workload's datasets
+    (``draw_*``: l1jax's timings include drawing its data, the peer's training is handed its)."""
     try:
         import numba
 
@@ -261,8 +270,13 @@ def numba_loop(w: Workload, budget_s: float) -> dict[str, Any]:
     first = _timed(job)
     warm = min(_timed(job) for _ in range(3))
     scale = w.seeds / seeds
+    draw_compile_s = _timed(_draw_job(peers, dataclasses.replace(w, sizes=(2,)), 1))
+    draw = _draw_job(peers, w, seeds)
+    draw_first = _timed(draw)
+    draw_warm = min(_timed(draw) for _ in range(3))
     return {"version": numba.__version__, "threads": numba.get_num_threads(), "compile_s": compile_s,
-            "cold_s": compile_s + first * scale, "warm_s": warm * scale, "measured_seeds": seeds}
+            "cold_s": compile_s + first * scale, "warm_s": warm * scale, "measured_seeds": seeds,
+            "draw_cold_s": draw_compile_s + draw_first * scale, "draw_warm_s": draw_warm * scale}
 
 
 def peak_memory_bytes() -> int:
@@ -314,7 +328,9 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
         "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())],
         "numpy_loop": {**npl, "rate": rate(npl["seconds"])},
         "jit_per_size": {**per, "rate": rate(per.get("seconds"))},
-        "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s"))},
+        "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s")),
+                  **({"cold_rate_with_data": rate(nb["cold_s"] + nb["draw_cold_s"]),
+                      "warm_rate_with_data": rate(nb["warm_s"] + nb["draw_warm_s"])} if "draw_warm_s" in nb else {})},
         "pass_layouts": layouts, "kernel_paths": gpu_paths,
         "bandwidth_bytes_per_s": bw, "roofline_rate": roof, "roofline_fraction": warm / roof,
         "peak_memory_bytes": peak, "peak_before_roofline": True,
@@ -418,7 +434,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
               "same float32 rounding bound as the sequential one (tests/test_bench.py checks the peer "
               "against the float64 reference), and without it the full-batch loop stays scalar, about "
               "ten times slower. Cold is compilation (a tiny run of the same kernel) plus the first run, "
-              "warm the best of three; its data generation is not timed. It runs on as many seeds as "
+              "warm the best of three. Its training is handed its data, while l1jax's timings include "
+              "drawing its data; the fused-kernel lines above also compare l1jax with the peer timed "
+              "with its own generator (`peers.draw_data`: SplitMix64 and Box-Muller in the same "
+              "`prange` loop, each dataset drawn once for all its learning rates). It runs on as many seeds as "
               "make one run about a quarter of `--peer-budget`. \"not measured\": the record predates "
               "the peer; \"not installed\": numba was missing.", ""]
     return "\n".join(lines)
@@ -435,12 +454,16 @@ def _kernel_lines(records: list[dict[str, Any]]) -> list[str]:
         peer_w, peer_c = nb.get("warm_rate"), nb.get("cold_rate")
         load = r.get("load_average")
         busy = "" if not load else f"; load average {load[0]:.1f} before, {load[3]:.1f} after"
+        drawn = "" if "warm_rate_with_data" not in nb else (
+            f"; against the peer that also draws its data (`peers.draw_data`, {nb['draw_warm_s'] * 1e3:.0f} ms warm) "
+            f"{_fmt(_ratio(m['warm_rate'], nb['warm_rate_with_data']), 'x')} warm, "
+            f"{_fmt(_ratio(m['cold_rate'], nb['cold_rate_with_data']), 'x')} cold")
         lines.append(f"- {r['workload']} on {r['device']}{_count(r)} ({', '.join(sorted(set(m['kernels'])))}): "
                      f"fused warm {_fmt(m['warm_rate'])}/s, cold {_fmt(m['cold_rate'])}/s; XLA path warm "
                      f"{_fmt(x['warm_rate'])}/s, cold {_fmt(x['cold_rate'])}/s (fused/XLA "
                      f"{_fmt(_ratio(m['warm_rate'], x['warm_rate']), 'x')} warm); fused/Numba "
                      f"{_fmt(_ratio(m['warm_rate'], peer_w), 'x')} warm, {_fmt(_ratio(m['cold_rate'], peer_c), 'x')} "
-                     f"cold{busy}.")
+                     f"cold{drawn}{busy}.")
     return ["", "Fused CPU kernels (`l1jax/engine/kernels/`, the default on the CPU) against l1jax's XLA path "
             "(`train.kernels = \"xla\"`), both measured in the record's process:", "", *lines] if lines else []
 

@@ -101,11 +101,39 @@ def test_numba_peer_matches_the_reference_full_batch_and_minibatch():
                                    rtol=0, atol=PEER_ATOL)
 
 
+def test_peer_draws_the_benchmark_data_the_same_whatever_its_threads():
+    """x ~ U(0, 1)^2 and eps = y - 2 x1 - 3 x2 ~ N(0, 1): means, variances and P(|eps| < 1)
+    within 4.5 standard errors (2e5 samples in datasets of odd and even sizes), and the same
+    bits on one thread as on two."""
+    numba = pytest.importorskip("numba")
+    from l1jax import peers
+
+    start = np.concatenate([[0], np.cumsum(np.tile([999, 1000, 1], 67))])
+    n = int(start[-1])
+    x, y = np.empty((2, n), np.float32), np.empty(n, np.float32)
+    peers.draw_data(x, y, start, 7)
+    eps = (y - 2 * x[0].astype(np.float64) - 3 * x[1]).astype(np.float64)
+    for v, mean, var in [(x[0], 0.5, 1 / 12), (x[1], 0.5, 1 / 12), (eps, 0.0, 1.0),
+                         (np.abs(eps) < 1, 0.682689492, 0.682689492 * 0.317310508)]:
+        assert abs(np.mean(v) - mean) < 4.5 * np.sqrt(var / n), (mean, np.mean(v))
+    for v, var, kurt in [(x[0], 1 / 12, 1.8), (eps, 1.0, 3.0)]:
+        assert abs(np.var(v) - var) < 4.5 * var * np.sqrt((kurt - 1) / n), (var, np.var(v))
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        x1, y1 = np.empty_like(x), np.empty_like(y)
+        peers.draw_data(x1, y1, start, 7)
+    finally:
+        numba.set_num_threads(threads)
+    assert np.array_equal(x1, x) and np.array_equal(y1, y)
+
+
 def test_numba_loop_times_both_kernels():
     pytest.importorskip("numba")
     for w in (PEER_WORKLOAD, dataclasses.replace(PEER_WORKLOAD, batch="full")):
         got = numba_loop(w, 1.0)
         assert got["measured_seeds"] == 1 and 0 < got["compile_s"] <= got["cold_s"] and got["warm_s"] > 0
+        assert 0 < got["draw_warm_s"] <= got["draw_cold_s"]
 
 
 def test_without_numba_the_record_and_row_say_not_installed(tmp_path, monkeypatch):
