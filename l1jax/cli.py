@@ -108,7 +108,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     check_dir_path(args.out, "--out")
     r = study(Path(args.out), seeds_article=args.seeds, overwrite=args.overwrite, quiet=args.quiet,
-              memory_budget=args.memory_budget)
+              memory_budget=args.memory_budget, figures_beside=True)
     print(r.summary)
     print(f"report: {r.report}\nfigures: {r.figures}/\nsweeps (each an `l1jax run` directory with "
           f"its own report/): {', '.join(str(d) for d in r.sweeps)}")

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     use_cpu_cores()  # as `l1jax study` does
 
-    run = study(out, quiet=False)
+    run = study(out, quiet=False, figures_beside=True)
     figures = ROOT / "figures"
     for old in figures.glob("*.png"):
         old.unlink()

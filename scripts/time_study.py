@@ -4,8 +4,8 @@ the machine's drift.  `python scripts/time_study.py . --kernels fused xla` times
 its fused kernels and on the XLA path (every sweep and the article's experiment with
 `kernels = "xla"`); `python scripts/time_study.py . ../old --skip twin_stress` times two trees
 (make ../old with `git worktree add ../old COMMIT`; --skip leaves out built-in sweeps that
-another tree lacks).  Each run is its own process, set up as `l1jax study` sets itself up,
-with the article experiment's 100 seeds."""
+another tree lacks).  Each run is its own process, set up as `l1jax study` sets itself up (the figures drawn
+beside the study, where the tree can), with the article experiment's 100 seeds."""
 
 import argparse
 import os
@@ -30,8 +30,10 @@ def forced(cfg):
     return cfg if kernels == "default" else replace(cfg, train=replace(cfg.train, kernels=kernels))
 article_config = reproduce.article_config
 reproduce.article_config = lambda *a: forced(article_config(*a))
+import inspect
+beside = {"figures_beside": True} if "figures_beside" in inspect.signature(study).parameters else {}  # as `l1jax study`
 study(out, seeds_article=100, quiet=True,
-      configs={n: forced(load_config(p)) for n, p in SWEEPS.items() if n not in skip})
+      configs={n: forced(load_config(p)) for n, p in SWEEPS.items() if n not in skip}, **beside)
 """
 
 

@@ -16,6 +16,7 @@ from l1jax.cli import main
 from l1jax.engine.config import ConfigError, config_from_dict
 from l1jax.engine.results import Results
 from l1jax.engine.sweep import run_to_dir
+from l1jax.study.study import FigureWorker
 
 FILES = ["claims.json", "figures/curves.png", "figures/final.png", "figures/heatmaps.png",
          "figures/rate.png", "figures/spread.png", "figures/steps.png", "metrics.csv", "report.md",
@@ -68,6 +69,21 @@ def test_report_writes_every_file_with_labels_from_the_results(two_optimizers):
     assert {e["outcome"] for c in claims for e in c["evidence"]} <= set(C.OUTCOMES)
     settings = {e["setting"] for c in claims for e in c["evidence"]}
     assert {"adam, full batch, lr 0.3", "sgd, batch 16, lr 0.05", "adam, batch 16"} <= settings
+
+
+def test_figures_drawn_beside_are_the_figures_drawn_in_process(two_optimizers, tmp_path):
+    """The study's figure worker (a spawned process) writes the same PNG bytes as the report's own
+    drawing, and a drawing that fails there raises from ``wait``."""
+    worker = FigureWorker()
+    r = report(two_optimizers, tmp_path / "beside", draw=worker.draw)
+    worker.draw(r.analysis._replace(results=None), tmp_path / "broken", None)
+    with pytest.raises(AttributeError):
+        worker.wait()
+    assert [f.name for f in r.figures] == ["curves.png", "steps.png", "rate.png", "final.png", "spread.png",
+                                           "heatmaps.png"]
+    for f in r.figures:
+        assert f.read_bytes() == (two_optimizers / "report" / "figures" / f.name).read_bytes(), f.name
+    assert "the figures drawn beside the study" in r.report.read_text()
 
 
 def test_theory_csv_pairs_each_grid_point_and_epoch_with_the_measured_curve(two_optimizers):

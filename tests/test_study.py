@@ -33,7 +33,7 @@ def test_tiny_study_runs_reports_and_writes_its_own_report(tmp_path):
                                   "train": train, "sweep": {"sizes": [15, 40], "seeds": 6}}),
         "noise_laplace": article("full", "laplace")}
     out = tmp_path / "study"
-    r = study(out, seeds_article=40, configs=configs)
+    r = study(out, seeds_article=40, configs=configs, figures_beside=True)  # as the command line runs it
     text = r.report.read_text()
     figs = ["curves", "final", "heatmaps", "rate", "spread", "steps"]
     assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["article.png"] + sorted(

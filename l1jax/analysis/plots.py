@@ -336,17 +336,21 @@ def cfg_shares_twin(a: Analysis) -> bool:
     return cfg.data.coupling == "nested" and cfg.train.schedule in ("constant", "inverse_sqrt")
 
 
+def figure_paths(figdir: Path, tw: SweepTwin | None = None) -> list[Path]:
+    """The files ``draw_all`` writes, in order (the steps figure only where the sweep has a twin)."""
+    names = ["curves.png"] + (["steps.png"] if tw is not None else []) + [
+        "rate.png", "final.png", "spread.png", "heatmaps.png"]
+    return [figdir / n for n in names]
+
+
 def draw_all(a: Analysis, figdir: Path, tw: SweepTwin | None = None) -> list[Path]:
     """Every figure of a sweep report into ``figdir`` (with the twin's overlay and steps figure
-    where the sweep has a twin)."""
+    where the sweep has a twin): ``figure_paths``."""
     figdir.mkdir(parents=True, exist_ok=True)
-    drawn = [fig_curves(a, figdir / "curves.png", tw)]
-    if tw is not None:
-        drawn.append(fig_steps(a, tw, figdir / "steps.png"))
-    drawn += [draw(a, figdir / name) for name, draw in (
-        ("rate.png", fig_rate), ("final.png", fig_final), ("spread.png", fig_spread),
-        ("heatmaps.png", fig_heatmaps))]
-    return drawn
+    draw = {"curves.png": lambda path: fig_curves(a, path, tw), "steps.png": lambda path: fig_steps(a, tw, path),
+            "rate.png": lambda path: fig_rate(a, path), "final.png": lambda path: fig_final(a, path),
+            "spread.png": lambda path: fig_spread(a, path), "heatmaps.png": lambda path: fig_heatmaps(a, path)}
+    return [draw[path.name](path) for path in figure_paths(figdir, tw)]
 
 
 def fig_article(article: np.ndarray, seed_curves: np.ndarray, l1_curves: np.ndarray, floor: float,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -337,9 +337,12 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = True,
-           memory_budget: int | None = None, name: str | None = None) -> Report:
+           memory_budget: int | None = None, name: str | None = None,
+           draw: Callable[[Analysis, Path, TW.SweepTwin | None], list[Path]] = plots.draw_all) -> Report:
     """Analyse the sweep in ``run_dir`` (written by ``l1jax run``) and write its report into
-    ``out`` (default ``run_dir/report``); ``name`` labels the sweep (default: the directory's)."""
+    ``out`` (default ``run_dir/report``); ``name`` labels the sweep (default: the directory's).
+    ``draw`` makes the figures (``plots.draw_all``, or a study's worker that draws them while
+    the study goes on, returning ``plots.figure_paths`` at once)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report"
     name = name or run_dir.resolve().name
@@ -355,7 +358,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
         t1 = time.perf_counter()
         claims = C.sweep_claims(a)
         tw = TW.sweep_twin(a)
-        figures = plots.draw_all(a, out / "figures", tw)
+        figures = draw(a, out / "figures", tw)
     metrics = write_metrics_csv(a, out / "metrics.csv", name)
     theory = None if tw is None else write_theory_csv(a, tw, out / "theory.csv", name)
     claims_path = write_text(out / "claims.json", json.dumps(
@@ -392,6 +395,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, quiet: bool = Tru
     lines += ["## Evidence per setting", "", *evidence_section(claims),
               "## Provenance", "",
               f"Runs made on: {_machine(res.meta)}. Report made on: {host_description()}; analysis "
-              f"{t1 - t0:.1f} s, figures and tables {t2 - t1:.1f} s.", ""]
+              f"{t1 - t0:.1f} s, {'figures and tables' if draw is plots.draw_all else 'tables (the figures drawn beside the study)'} "
+              f"{t2 - t1:.1f} s.", ""]
     path = write_text(out / "report.md", "\n".join(lines))
     return Report(path, metrics, claims_path, figures, a, claims, tw, theory)

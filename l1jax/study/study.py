@@ -6,6 +6,8 @@ Every number and verdict in the report comes from these runs.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import shutil
 import time
 from pathlib import Path
@@ -15,8 +17,10 @@ from tqdm import tqdm
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import plots
+from l1jax.analysis.analyze import Analysis
 from l1jax.analysis.report import (Report, certified_line, evidence_section, report, theory_section,
                                    verdict_rules, write_text)
+from l1jax.analysis.twin import SweepTwin
 from l1jax.engine.config import Config, ConfigError, load_config
 from l1jax.engine.files import DirLock
 from l1jax.engine.kernels import prepare_cpu
@@ -33,6 +37,35 @@ TITLES = {"article": "article setting, full batch", "article_minibatch": "articl
           "main": "synthetic grid", "real": "real data (diabetes)", "noise_laplace": "Laplace noise",
           "noise_student_t": "Student t noise", "noise_contaminated": "contaminated noise",
           "twin_stress": "adam (chosen to break the twin)"}
+
+
+class FigureWorker:
+    """Draws the sweeps' figures (``plots.draw_all``) in one spawned process while the study goes
+    on with the next sweep: the figures took about a third of a study's wall time, on one core,
+    beside work that mostly leaves the other core idle.  ``draw`` is ``report``'s ``draw``;
+    ``wait`` returns once every figure is written, raising the first error of a drawing.  A
+    spawned process imports the caller's main module, so a script that uses it needs the usual
+    ``if __name__ == "__main__":`` guard (the command line has it)."""
+
+    def __init__(self) -> None:
+        self.pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        # a first task starts the process now, so that its imports overlap the article's experiment
+        self.pending = [self.pool.submit(plots.figure_paths, Path("."))]
+
+    def draw(self, a: Analysis, figdir: Path, tw: SweepTwin | None) -> list[Path]:
+        self.pending.append(self.pool.submit(plots.draw_all, a, figdir, tw))
+        return plots.figure_paths(figdir, tw)
+
+    def wait(self) -> None:
+        try:
+            for done in self.pending:
+                done.result()
+        finally:
+            self.pool.shutdown(cancel_futures=True)
+
+    def abandon(self) -> None:
+        """Stop without waiting (the study failed): drawings not yet started are dropped."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class StudyRun(NamedTuple):
@@ -121,25 +154,28 @@ def write_study_report(out: Path, repro: Reproduction, reports: dict[str, Report
 
 
 def study(out: Path, seeds_article: int = 100, overwrite: bool = False, quiet: bool = True,
-          memory_budget: int | None = None, configs: dict[str, Config] | None = None) -> StudyRun:
-    """Run and report everything; ``configs`` replaces the built-in sweeps (tests run tiny ones)."""
+          memory_budget: int | None = None, configs: dict[str, Config] | None = None,
+          figures_beside: bool = False) -> StudyRun:
+    """Run and report everything; ``configs`` replaces the built-in sweeps (tests run tiny ones);
+    ``figures_beside`` draws the figures in a second process while the study goes on
+    (``FigureWorker``: the command line's choice)."""
     configs = configs or {n: load_config(p) for n, p in SWEEPS.items()}
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is not a directory: name a new or existing directory")
     lock = DirLock(out)  # one study per directory; each sweep's directory has its own lock too
     try:
-        return _study(out, configs, seeds_article, overwrite, quiet, memory_budget)
+        return _study(out, configs, seeds_article, overwrite, quiet, memory_budget, figures_beside)
     finally:
         lock.release()
 
 
 def _study(out: Path, configs: dict[str, Config], seeds_article: int, overwrite: bool, quiet: bool,
-           memory_budget: int | None) -> StudyRun:
+           memory_budget: int | None, figures_beside: bool) -> StudyRun:
     """:func:`study` once ``out`` is locked."""
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
-    bar = tqdm(total=1 + 2 * len(configs), desc="study", unit="stage", disable=quiet)
+    bar = tqdm(total=1 + figures_beside + 2 * len(configs), desc="study", unit="stage", disable=quiet)
     t = time.perf_counter()
 
     def tick(name: str) -> None:
@@ -150,19 +186,29 @@ def _study(out: Path, configs: dict[str, Config], seeds_article: int, overwrite:
         bar.update()
 
     prepare_cpu([name for cfg in configs.values() for name in kernel_targets(cfg)])  # compiled while the article runs
-    repro = reproduce(seeds_article, 0)
-    plots.fig_article(repro.article, repro.seed_curves, repro.l1_curves, repro.floor, SIZES,
-                      figdir / "article.png")
-    tick("article experiment")
-    reports: dict[str, Report] = {}
-    for name, cfg in configs.items():
-        run_to_dir(cfg, out / name, overwrite=overwrite, quiet=True, memory_budget=memory_budget)
-        tick(f"{name} sweep")
-        reports[name] = report(out / name, out / name / "report", quiet=True,
-                               memory_budget=memory_budget, name=name)
-        for f in reports[name].figures:
+    worker = FigureWorker() if figures_beside else None
+    try:
+        repro = reproduce(seeds_article, 0)
+        plots.fig_article(repro.article, repro.seed_curves, repro.l1_curves, repro.floor, SIZES,
+                          figdir / "article.png")
+        tick("article experiment")
+        reports: dict[str, Report] = {}
+        for name, cfg in configs.items():
+            run_to_dir(cfg, out / name, overwrite=overwrite, quiet=True, memory_budget=memory_budget)
+            tick(f"{name} sweep")
+            reports[name] = report(out / name, out / name / "report", quiet=True, memory_budget=memory_budget,
+                                   name=name, draw=plots.draw_all if worker is None else worker.draw)
+            tick(f"{name} report")
+    except BaseException:
+        if worker is not None:
+            worker.abandon()
+        raise
+    if worker is not None:
+        worker.wait()
+        tick("figures")  # the drawing not yet done when the last report was
+    for name, r in reports.items():
+        for f in r.figures:
             shutil.copyfile(f, figdir / f"{name}_{f.name}")
-        tick(f"{name} report")
     bar.close()
     path = write_study_report(out, repro, reports, timings)
     verdicts = [f"{c.number}. {c.text} " + ", ".join(f"{TITLES.get(n, n)}: {r.claim_list[i].verdict}"
