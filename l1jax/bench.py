@@ -471,13 +471,13 @@ def _kernel_lines(records: list[dict[str, Any]]) -> list[str]:
 def _minibatch_fractions(records: list[dict[str, Any]]) -> list[str]:
     """Lines giving each minibatch workload's warm rate over its full-batch twin's (the same sizes
     and seeds, batch 32 against full batch) on each device that ran both."""
-    warm = {(r["workload"], r["device"]): r["l1jax"]["warm_rate"] for r in records}
+    warm = {(r["workload"], r["device"], r["host"]): r["l1jax"]["warm_rate"] for r in records}
     lines = []
     pairs = {"bench-sgd": "bench-cpu", "gpu-sgd": "gpu-full"}
-    for (name, device), rate in warm.items():
-        full = warm.get((pairs.get(name), device))
+    for (name, device, host), rate in warm.items():
+        full = warm.get((pairs.get(name), device, host))
         if full:
-            lines.append(f"- {name} on {device}: minibatch warm is {rate / full:.1%} of full-batch warm "
+            lines.append(f"- {name} on {device} ({host}): minibatch warm is {rate / full:.1%} of full-batch warm "
                          f"({pairs[name]}, the same sizes and seeds; separate processes).")
     return ["", "Minibatch against full batch (an epoch reads the same samples; minibatch also takes "
             "one optimizer step per batch, in sequence):", "", *lines] if lines else []

@@ -149,26 +149,35 @@ def test_shared_trajectories_equal_each_size_alone(schedule):
                 np.testing.assert_allclose(got[:, b:b + 1, :, s:s + 1], want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("rates", [[0.05], [0.05, 0.5]], ids=["split", "side_by_side"])
-def test_split_over_devices_or_side_by_side_change_only_rounding(rates):
+def test_split_over_devices_or_side_by_side_change_only_rounding():
     """The twins on the test's four CPU devices equal one device's to float32 rounding: one job's
-    five trajectories split over them (shares of 2, 2 and 1 plus a copy), or two learning rates'
-    jobs run side by side, each on a device of its own."""
-    cfg = config_from_dict({"data": {"coupling": "nested"},
-                            "train": {"epochs": 20, "learning_rate": rates, "batch_size": ["full", 16]},
-                            "sweep": {"sizes": [64], "seeds": 5}})
-    noise, pop = TW.population_of(cfg)
+    five trajectories split over them (shares of 2, 2 and 1 plus a copy), and two learning rates'
+    jobs run side by side, on a device each of two or on two each of four, equal to each rate's
+    twins alone."""
+    def cfg(rates):
+        return config_from_dict({"data": {"coupling": "nested"},
+                                 "train": {"epochs": 20, "learning_rate": rates, "batch_size": ["full", 16]},
+                                 "sweep": {"sizes": [64], "seeds": 5}})
+    noise, pop = TW.population_of(cfg([0.05]))
     assert len(jax.local_devices()) == 4
-    split = TW.twin_curves(cfg, noise, pop)
-    one = TW.twin_curves(cfg, noise, pop, devices=jax.local_devices()[:1])
-    for got, want in zip(split[:3], one[:3]):
+    alone = [TW.twin_curves(cfg([r]), noise, pop, devices=jax.local_devices()[:1]) for r in (0.05, 0.5)]
+    split = TW.twin_curves(cfg([0.05]), noise, pop)
+    for got, want in zip(split[:3], alone[0][:3]):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-    assert float(np.abs(split.loss[..., -1] - split.loss[..., 0]).min()) > 0.05  # the twins moved
+    for devices in (2, 4):  # one device a job (``place``), or two (``device_groups``)
+        both = TW.twin_curves(cfg([0.05, 0.5]), noise, pop, devices=jax.local_devices()[:devices])
+        for h, one in enumerate(alone):
+            for got, want in zip(both[:3], one[:3]):
+                np.testing.assert_allclose(got[:, :, h:h + 1], want, rtol=1e-6, atol=1e-7)
+            np.testing.assert_array_equal(both.tail_from[:, h:h + 1], one.tail_from)
+        assert float(np.abs(both.loss[..., -1] - both.loss[..., 0]).min()) > 0.05  # the twins moved
 
 
 def test_place_runs_the_longest_jobs_first_on_the_least_loaded_device():
     assert TW.place([1.0, 5.0, 4.0, 3.0, 3.0], 2) == [1, 0, 1, 1, 0]  # loads 8 and 8 (5 + 3, 4 + 3 + 1)
     assert TW.place([2.0, 1.0], 4) == [0, 1]
+    assert TW.device_groups([2.0, 1.0], list("abcde")) == [["a", "b", "c"], ["d", "e"]]
+    assert TW.device_groups([1.0, 5.0, 4.0], list("ab")) == [["b"], ["a"], ["b"]]
 
 
 def test_padded_points_change_only_rounding():
@@ -189,7 +198,7 @@ def test_padded_points_change_only_rounding():
 @pytest.mark.parametrize("noise", ["gaussian", "student_t"])
 def test_closed_form_tail_matches_stepping_to_the_end(noise):
     """Past its hand-off the closed-form tail gives every record within float32 rounding of the
-    loss and TAIL_TOL (relative) of the response terms that stepping on to the end gives; at an
+    loss and 0.1 TAIL_TOL (relative) of the response terms that stepping on to the end gives; at an
     unstable rate (lr h > 2 in H*'s largest mode) it never takes over."""
     cfg = config_from_dict({"data": {"noise": noise}, "sweep": {"sizes": [100], "seeds": 6}})
     noise_cfg, pop = TW.population_of(cfg)
@@ -203,7 +212,8 @@ def test_closed_form_tail_matches_stepping_to_the_end(noise):
         assert ((0 < since) & (since < 1000)).all() if lr < 2 else (since == -1).all(), (lr, since)
         np.testing.assert_allclose(closed[0], stepped[0], rtol=0, atol=3e-7)
         for got, want in zip(closed[1:3], stepped[1:3]):
-            np.testing.assert_allclose(got, want, rtol=0, atol=2 * TW.TAIL_TOL * float(np.abs(want).max()))
+            # the bound is 2 TAIL_TOL of their size; measured 1.4e-4 (TAIL_TOL 1e-2) and 3.5e-6 (1e-4)
+            np.testing.assert_allclose(got, want, rtol=0, atol=0.1 * TW.TAIL_TOL * float(np.abs(want).max()))
     laplace = config_from_dict({"data": {"noise": "laplace"}})
     assert TW.tail_of(laplace, *TW.population_of(laplace)) is None  # a kink at 0: no quadratic model
 

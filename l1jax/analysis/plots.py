@@ -23,6 +23,7 @@ from l1jax.analysis import stats  # noqa: E402
 from l1jax.analysis.analyze import Analysis, has_test_set  # noqa: E402
 from l1jax.analysis.theory import expected_test_l1  # noqa: E402
 from l1jax.analysis.twin import SweepTwin, seed_mean  # noqa: E402
+from l1jax.engine.files import atomic_file  # noqa: E402
 
 # Okabe-Ito (colour-blind safe), without its yellow, which is faint on white
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"]
@@ -68,7 +69,8 @@ def _save(fig: plt.Figure, path: Path, title: str | None = None) -> Path:
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title
     else:
         fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:  # no reader sees half a figure
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 

@@ -267,9 +267,9 @@ def moments(noise: DataConfig | None, pop: Population, theta: jax.Array) -> tupl
 
 def residuals(pop: Population, theta: jax.Array) -> jax.Array:
     """theta [..., p] against every point: x.theta - y [..., M].  With at most FUSED_COLUMNS
-    columns as p products fused with what follows (a twin step of the main grid 10% faster than
-    with XLA's dot thunk); a pool's many columns by one matrix product (the products ran 2.7x
-    slower on the diabetes pool)."""
+    columns (synthetic d <= 3, or a pool of few features) as p products fused with what follows (a
+    twin step of the main grid 10% faster than with XLA's dot thunk); more columns by one matrix
+    product (the products ran 2.7x slower on the diabetes pool's 11)."""
     p = theta.shape[-1]
     if p > FUSED_COLUMNS:
         return theta @ pop.x.T - pop.y
@@ -418,14 +418,15 @@ def simulate_split(pop: Population, theta0: np.ndarray, lr: jax.Array, total: np
                    optimizer: str, schedule: str, noise: DataConfig | None, tail: Tail | None = None,
                    devices: list[Any] | None = None) -> tuple[jax.Array, ...]:
     """``simulate`` of trajectories theta0 [T, p] split evenly over ``devices`` (default: all local
-    devices, none left with padding only), the last share padded with copies of the last.  Returns
-    without waiting for the result (JAX's asynchronous dispatch)."""
+    devices, none left with padding only), the last share padded with copies of the last, whose
+    results are kept: [.., T + padding, ..] (no slicing here, which would compile per shape).
+    Returns without waiting for the result (JAX's asynchronous dispatch)."""
     devices, n = list(devices or jax.local_devices()), len(theta0)
     share, n_dev = shares(n, len(devices))
     theta0, total = (np.concatenate([v, np.repeat(v[-1:], share * n_dev - n, 0)]) for v in (theta0, total))
     fn = _split(tuple(devices[:n_dev]), optimizer, schedule, noise)
     *bufs, since = fn(pop, np.asarray(theta0, np.float32), lr, np.asarray(total), record_at, tail)
-    return (*(b[:, :n] for b in bufs), since[:n])
+    return (*bufs, since)
 
 
 class TwinCurves(NamedTuple):
@@ -476,6 +477,15 @@ def place(costs: list[float], devices: int) -> list[int]:
     return where
 
 
+def device_groups(costs: list[float], devices: list[Any]) -> list[list[Any]]:
+    """The devices of each job (expected steps ``costs``): with fewer jobs than devices,
+    contiguous groups of them (one job: all of them, its trajectories split); otherwise one device
+    each, by ``place``."""
+    if len(costs) < len(devices):
+        return [list(g) for g in np.array_split(np.asarray(devices, dtype=object), len(costs))]
+    return [[devices[d]] for d in place(costs, len(devices))]
+
+
 def recorded_steps(cfg: Config) -> np.ndarray:
     """Optimizer steps a run has taken at each recorded epoch [batch, size, epoch]."""
     e = np.asarray(cfg.recorded_epochs)
@@ -486,12 +496,11 @@ def recorded_steps(cfg: Config) -> np.ndarray:
 def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
                 devices: list[Any] | None = None, closed_tail: bool = True) -> TwinCurves:
     """The twin of every run of a sweep.  Runs that share a start and (where the schedule uses
-    it) a total step count share one trajectory, read at each run's own step counts; the
-    trajectories are split over ``devices`` (default: all local devices).  Where the closed-form
-    tail may take over (``may_hand_off``), each learning rate runs on its own, so that a fast rate
-    hands over without waiting for a slow one (``closed_tail`` False: every twin steps to the end,
-    the reference the tail is measured against).  Several such jobs run side by side, each on one
-    device (``place``); a single job is split over them all."""
+    it) a total step count share one trajectory, read at each run's own step counts, on
+    ``devices`` (default: all local devices).  Where the closed-form tail may take over
+    (``may_hand_off``), each learning rate runs on its own, so that a fast rate hands over without
+    waiting for a slow one (``closed_tail`` False: every twin steps to the end, the reference the
+    tail is measured against).  The jobs run side by side (``device_groups``)."""
     t = cfg.train
     steps = recorded_steps(cfg)  # [B, S, E]
     starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
@@ -520,14 +529,13 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
         rest = [h for h in range(len(lr)) if h not in fast]
         jobs += [(o, [h], tail) for h in fast] + ([(o, rest, None)] if rest else [])
     costs = [expected_steps(use, tracks[:, :-1], float(lr[h].min()), int(record_at[-1])) for _, h, use in jobs]
-    where = place(costs, len(devices)) if len(jobs) > 1 else None  # one job: split over every device
     pending = [simulate_split(quadrature, tracks[:, :-1], lr[np.asarray(h)], total, rec, t.optimizer[o],
-                              t.schedule, noise, use, devices if where is None else [devices[where[j]]])
-               for j, (o, h, use) in enumerate(jobs)]
+                              t.schedule, noise, use, group)
+               for (o, h, use), group in zip(jobs, device_groups(costs, devices))]
     for (o, h, _), (*bufs, since) in zip(jobs, pending):
-        for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
+        for i, buf in enumerate(bufs):  # [K, T (+ padding, never read), H] -> [B, S, R, E, H] -> [B, H, S, R, E]
             out[i, o][:, h] = np.moveaxis(np.asarray(buf)[pos[:, :, None, :], which[..., None], :], -1, 1)
-        tail_from[o, h] = np.asarray(since).T
+        tail_from[o, h] = np.asarray(since)[:len(tracks)].T
     return TwinCurves(*out, steps, tail_from, int(record_at[-1]), None if tail is None else tail.radius)
 
 

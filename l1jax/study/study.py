@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -16,13 +15,13 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from l1jax.analysis import claims as C
-from l1jax.analysis import plots
+from l1jax.analysis import plots, stats
 from l1jax.analysis.analyze import Analysis
 from l1jax.analysis.report import (Report, certified_line, evidence_section, report, theory_section,
                                    verdict_rules, write_text)
 from l1jax.analysis.twin import SweepTwin
 from l1jax.engine.config import Config, ConfigError, load_config
-from l1jax.engine.files import DirLock
+from l1jax.engine.files import DirLock, write_atomic
 from l1jax.engine.kernels import prepare_cpu
 from l1jax.engine.sweep import host_description, kernel_targets, run_to_dir
 from l1jax.study import answer as A
@@ -53,7 +52,9 @@ class FigureWorker:
         self.pending = [self.pool.submit(plots.figure_paths, Path("."))]
 
     def draw(self, a: Analysis, figdir: Path, tw: SweepTwin | None) -> list[Path]:
-        self.pending.append(self.pool.submit(plots.draw_all, a, figdir, tw))
+        if len(self.pending) == 1:
+            self.pending[0].result()  # a process that could not start says so now, not at the end
+        self.pending.append(self.pool.submit(_draw_quietly, a, figdir, tw))
         return plots.figure_paths(figdir, tw)
 
     def wait(self) -> None:
@@ -64,8 +65,15 @@ class FigureWorker:
             self.pool.shutdown(cancel_futures=True)
 
     def abandon(self) -> None:
-        """Stop without waiting (the study failed): drawings not yet started are dropped."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Stop (the study failed): drawings not yet started are dropped, and the one under way
+        ends before the study lets go of its directory."""
+        self.pool.shutdown(cancel_futures=True)
+
+
+def _draw_quietly(a: Analysis, figdir: Path, tw: SweepTwin | None) -> list[Path]:
+    """``plots.draw_all`` as ``report`` calls it: groups with no finite run are drawn, not warned about."""
+    with stats.quiet():
+        return plots.draw_all(a, figdir, tw)
 
 
 class StudyRun(NamedTuple):
@@ -208,7 +216,7 @@ def _study(out: Path, configs: dict[str, Config], seeds_article: int, overwrite:
         tick("figures")  # the drawing not yet done when the last report was
     for name, r in reports.items():
         for f in r.figures:
-            shutil.copyfile(f, figdir / f"{name}_{f.name}")
+            write_atomic(figdir / f"{name}_{f.name}", f.read_bytes())
     bar.close()
     path = write_study_report(out, repro, reports, timings)
     verdicts = [f"{c.number}. {c.text} " + ", ".join(f"{TITLES.get(n, n)}: {r.claim_list[i].verdict}"
