@@ -130,6 +130,27 @@ def test_finite_n_terms_predict_a_small_set_the_twin_alone_misses():
     assert z["train twin"][-1] < -10 and abs(gap["train"][-1]) < 0.4 * abs(gap["train twin"][-1]), gap
 
 
+def test_finite_n_terms_clip_non_finite_responses_to_their_bounds():
+    """A response term that is NaN or infinite (an unstable twin's J overflows) adds what
+    np.clip(np.nan_to_num(term), bounds) adds: NaN nothing, +-inf the bound on its side; finite
+    terms are clipped to the bounds a stable step keeps them in and counted in ``clipped``."""
+    cfg = config_from_dict({"sweep": {"sizes": [10, 40], "seeds": 3}})
+    response = np.array([np.nan, np.inf, -np.inf, -0.5, -50.0, 3.0], np.float32).reshape(2, 3, 1)
+    curvature = np.array([np.inf, np.nan, -np.inf, 1.0, 90.0, -4.0], np.float32).reshape(2, 3, 1)
+    shape = (1, 1, 1, 2, 3, 1)
+    curves = TW.TwinCurves(np.full(shape, 1.0, np.float32), response.reshape(shape), curvature.reshape(shape),
+                           np.zeros((1, 2, 1)), np.zeros((1, 1, 3), np.int32), 0, None)
+    over = np.array([0.2, 0.05])
+    pred = TW.finite_n_terms(cfg, curves, over)
+    n, o = np.array([10.0, 40.0])[:, None, None], over[:, None, None]
+    with np.errstate(invalid="ignore"):
+        down = (response.astype(np.float64) + curvature / 2) / n
+        up = curvature.astype(np.float64) / (2 * n)
+    np.testing.assert_array_equal(pred.train[0, 0, 0], (1.0 + np.clip(np.nan_to_num(down), -o, 0.0)).astype(np.float32))
+    np.testing.assert_array_equal(pred.test[0, 0, 0], (1.0 + np.clip(np.nan_to_num(up), 0.0, 4 * o)).astype(np.float32))
+    assert pred.clipped[0, 0, 0].ravel().tolist() == [True, True, True, False, True, True]
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_shared_trajectories_equal_each_size_alone(schedule):
     """Runs share a twin trajectory where their start and (cosine) total steps agree: the sweep's
