@@ -21,6 +21,7 @@ from l1jax.engine import data as D
 from l1jax.engine.config import config_from_dict
 from l1jax.engine.kernels import _Child, cpu_unavailable, fused_path, prepare_cpu
 from l1jax.engine.kernels import cpu as K
+from l1jax.engine.kernels.wide import ATTRIBUTES, wide_vectors
 from l1jax.engine.sweep import run
 from tests.helpers import reference_for, small_config
 
@@ -247,3 +248,35 @@ def test_a_sweep_gives_the_same_numbers_with_its_kernels_compiled_ahead():
         np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
     for name in K._HANDLERS:
         assert K.target(name) == name and name in K._COMPILED
+
+
+def _mix_all(v, out):
+    for i in range(v.shape[0]):
+        out[i] = K._mix(v[i])
+
+
+def _mix_all_wide(v, out):
+    wide_vectors()
+    for i in range(v.shape[0]):
+        out[i] = K._mix(v[i])
+
+
+def test_wide_vectors_mark_only_their_function_and_change_no_integer():
+    from llvmlite import binding
+    from numba import njit
+
+    narrow, wide = njit(_mix_all), njit(_mix_all_wide)
+    v = np.random.default_rng(0).integers(0, 2 ** 32, 4099, dtype=np.uint32)
+    a, b = np.empty_like(v), np.empty_like(v)
+    narrow(v, a)
+    wide(v, b)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, np.asarray(D._mix(jnp.asarray(v))))
+    ir = wide.inspect_llvm(wide.signatures[0]).splitlines()
+    groups = dict(line.split(" = ", 1) for line in ir if line.startswith("attributes #"))
+    marked = [line for line in ir if line.startswith("define") and "#" in line
+              and all(x in groups.get("attributes " + line.split()[-2], "") for x in ATTRIBUTES + ("noinline",))]
+    assert len(marked) == 1, "the wide function's definition must carry the attributes"
+    assert not any(x in narrow.inspect_llvm(narrow.signatures[0]) for x in ATTRIBUTES)
+    if "+avx512f" in binding.get_host_cpu_features().flatten():  # then LLVM must use 512-bit vectors
+        assert "zmm" in wide.inspect_asm(wide.signatures[0])

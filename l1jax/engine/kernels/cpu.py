@@ -14,7 +14,9 @@
 Each run's sums depend only on its own data and parameters (the order of a sum is fixed by the
 compiled loop, the same whatever the other runs of the call are), so a run's numbers do not
 depend on the block, chunk or device count.  The sums over a batch or a tile are vectorized and
-use fused multiply-adds (``FASTMATH``), so they round differently from XLA's.
+use fused multiply-adds (``FASTMATH``), so they round differently from XLA's.  The kernels that
+were measured faster so (all but the minibatch epochs of more than two features) use 512-bit
+vectors where the CPU has them, even where LLVM's tuning prefers 256-bit ones (``wide``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from numba import cfunc, njit, types
 from l1jax.engine import data as D
 from l1jax.engine.kernels import FULL_BATCH, FULL_SGD, SAMPLE_BITS, SGD_EPOCHS, _Child, await_child
 from l1jax.engine.kernels import cpu_ffi as F
+from l1jax.engine.kernels.wide import wide_vectors
 
 # Reordered float32 sums (vectorized) and fused multiply-adds; no NaN or Inf assumptions and no
 # approximate functions, so a diverging run still becomes NaN or Inf, as on the XLA path.
@@ -195,6 +198,7 @@ def epoch_order(order, first_round, lanes, n, a, b, keys, walks):
     positions at a time (scratch lanes [2, CHUNK]), the first round from its table, the other
     rounds round by round, then the grid value L b + R; the rare excess images are replaced by
     their cycle walks in a last loop (so the others vectorize)."""
+    wide_vectors()
     a32, b32 = np.uint32(a), np.uint32(b)
     _first_round_table(first_round, a32, b32, keys[0])
     left, right = lanes[0], lanes[1]
@@ -248,10 +252,11 @@ NOT_DIVERGED = np.iinfo(np.int32).max
 def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
                          order, first_round, buf, lanes, walks, keys):
     """``sgd_epochs_arrays`` for two features: each run's step gathers its batch itself, in the
-    vectorized loop of its sums (AVX2 gathers; on an Intel Xeon 1.2x faster for one learning
+    vectorized loop of its sums (vector gathers; on an Intel Xeon 1.2x faster for one learning
     rate than a batch gathered once into ``buf``, as fast for two, 0.8x for six), and every
     run's sums come from the same loop, so its numbers do not depend on how many learning rates
     share its dataset."""
+    wide_vectors()
     for ds in range(theta.shape[0]):
         first, n, a, b = table[ds, 0], table[ds, 1], table[ds, 2], table[ds, 3]
         x0_all, x1_all, y_all = x[0, first:first + n], x[1, first:first + n], y[first:first + n]
@@ -288,7 +293,8 @@ def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, 
 @njit(fastmath=FASTMATH, cache=True)
 def _epochs_any_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
                          order, first_round, buf, lanes, walks, keys):
-    """``sgd_epochs_arrays`` for any number of features d: buf rows x_1..x_d, y, r."""
+    """``sgd_epochs_arrays`` for any number of features d: buf rows x_1..x_d, y, r (256-bit
+    vectors where LLVM prefers them: 512-bit ones were not measured faster here)."""
     p = theta.shape[2]
     d = p - 1
     r = buf[p]
@@ -409,6 +415,7 @@ def _sgd_any_handler(address):
 def sample_bits_arrays(key_data, j, words, out, folded):
     """out[w, r, t] = word w of ``data.sample_bits`` for key data key_data [R, 2] and indices
     j [R, T], then (if out has words + 2 rows) the folded keys' two words; folded: scratch [2, T]."""
+    wide_vectors()
     tile = j.shape[1]
     f0, f1 = folded[0], folded[1]
     for r in range(j.shape[0]):
@@ -501,6 +508,7 @@ def _tile_any(x, yt, t, c, th, mode, r, g):
 @njit(fastmath=FASTMATH, cache=True)
 def _sums_two_features(x, y, count, owner, theta, mode, l1, grad):
     """``full_batch_sums_arrays`` for two features."""
+    wide_vectors()
     for t in range(y.shape[0]):
         o, c = owner[t], count[t]
         x0, x1, yt = x[0, t], x[1, t], y[t]
@@ -515,6 +523,7 @@ def _sums_two_features(x, y, count, owner, theta, mode, l1, grad):
 @njit(fastmath=FASTMATH, cache=True)
 def _sums_any_features(x, y, count, owner, theta, mode, l1, grad, r):
     """``full_batch_sums_arrays`` for any number of features d (r: scratch [>= T])."""
+    wide_vectors()
     for t in range(y.shape[0]):
         o, c = owner[t], count[t]
         for h in range(theta.shape[1]):
@@ -560,6 +569,7 @@ def _full_update(theta, ds, lr, size, mode, acc, l1_first, bad, epoch, first_epo
 def _full_epochs_two_features(x, y, count, owner, theta, lr, size, mode, first_epoch, epochs, l1_first, bad,
                               ranges, acc, r):
     """``full_sgd_epochs`` for two features."""
+    wide_vectors()
     _tile_ranges(owner, ranges)
     for ds in range(theta.shape[0]):
         for epoch in range(first_epoch, first_epoch + epochs):
@@ -580,6 +590,7 @@ def _full_epochs_two_features(x, y, count, owner, theta, lr, size, mode, first_e
 def _full_epochs_any_features(x, y, count, owner, theta, lr, size, mode, first_epoch, epochs, l1_first, bad,
                               ranges, acc, r):
     """``full_sgd_epochs`` for any number of features (r: scratch [>= T])."""
+    wide_vectors()
     _tile_ranges(owner, ranges)
     for ds in range(theta.shape[0]):
         for epoch in range(first_epoch, first_epoch + epochs):
