@@ -14,9 +14,11 @@
 Each run's sums depend only on its own data and parameters (the order of a sum is fixed by the
 compiled loop, the same whatever the other runs of the call are), so a run's numbers do not
 depend on the block, chunk or device count.  The sums over a batch or a tile are vectorized and
-use fused multiply-adds (``FASTMATH``), so they round differently from XLA's.  The kernels that
-were measured faster so (all but the minibatch epochs of more than two features) use 512-bit
-vectors where the CPU has them, even where LLVM's tuning prefers 256-bit ones (``wide``).
+use fused multiply-adds (``FASTMATH``), so they round differently from XLA's.  All but the
+minibatch epochs of more than two features use 512-bit vectors where the CPU has them, even where
+LLVM's tuning prefers 256-bit ones (``wide``): the order, the bits and the full-batch epochs were
+measured faster so, the full-batch pass as fast (it shares their tile loop), the minibatch epochs
+of more features not faster.
 """
 
 from __future__ import annotations
