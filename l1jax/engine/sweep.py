@@ -60,28 +60,26 @@ def kernel_targets(cfg: Config, table: Table | None = None) -> list[str]:
 
 
 # On the CPU, compile at LLVM -O1 to cut compile time, which dominates small CPU sweeps
-# (scripts/bench.py measures compile and run times at this level).  Full-batch programs also turn
-# off XLA's new CPU fusion emitters: the legacy emitters compile the variadic reduction of a pass
-# (step.tile_sums) into faster code (bench-cpu, warm); minibatch programs (gathers, short
-# batches) ran slower that way on bench-sgd, so they keep the default.
-# Programs whose hot loop is a fused kernel (engine/kernels) compile at -O3 with the default
-# emitters: what XLA still runs there is mostly data generation (threefry hashes, erfinv), which
-# -O1 and the legacy emitters left unvectorized (bench-cpu's and bench-sgd's set-up took 3.5x
-# and 3.7x the CPU time at -O1, for about 0.5 s more compilation).
+# (scripts/bench.py measures compile and run times at this level).  Full-batch programs and
+# programs whose hot loop is a fused kernel (engine/kernels) also turn off XLA's new CPU fusion
+# emitters: the legacy emitters compile the variadic reduction of a pass (step.tile_sums) and the
+# held-out L1 of a record into faster code (a fused program of the study's main sweep ran 3.6x
+# faster warm so than at -O3 with the new emitters, and compiled in half the time; bench-sgd's and
+# bench-cpu's as fast, 0.2-0.3 s sooner).  Minibatch programs of the XLA path (gathers, short
+# batches) ran slower that way on bench-sgd, so they keep the default emitters.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-CPU_FULL_BATCH_OPTIONS = {**CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
-CPU_FUSED_OPTIONS = {"xla_backend_optimization_level": 3}
+CPU_REDUCTION_OPTIONS = {**CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
 
 def compile_program(fn: Callable[..., Any], *args: Any, full_batch: bool = False,
                     fused: bool = False) -> tuple[Any, float]:
     """jit, lower and compile ``fn`` for ``args`` (on the CPU with the options above, the
-    full-batch ones if ``full_batch``); returns the executable and the seconds spent."""
+    reduction ones if ``full_batch`` or ``fused``); returns the executable and the seconds spent."""
     t0 = time.perf_counter()
     lowered = jax.jit(fn).lower(*args)
     opts = None
     if jax.default_backend() == "cpu":
-        opts = CPU_FUSED_OPTIONS if fused else CPU_FULL_BATCH_OPTIONS if full_batch else CPU_COMPILER_OPTIONS
+        opts = CPU_REDUCTION_OPTIONS if fused or full_batch else CPU_COMPILER_OPTIONS
     return lowered.compile(compiler_options=opts), time.perf_counter() - t0
 
 
