@@ -15,13 +15,13 @@ from l1jax.engine.devices import use_cpu_cores
 use_cpu_cores()  # one CPU device per core, as `l1jax run` has, before anything starts JAX
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from l1jax.bench import WORKLOADS, workload_config  # noqa: E402
 from l1jax.engine.config import Config, load_config  # noqa: E402
 from l1jax.engine.kernels import fused_path  # noqa: E402
 from l1jax.engine.plan import plan  # noqa: E402
-from l1jax.engine.sweep import CPU_REDUCTION_OPTIONS, _sharded, device_share, group_inputs, host_description, n_features  # noqa: E402
+from l1jax.engine.sweep import (CPU_REDUCTION_OPTIONS, _sharded, device_major_inputs, device_share,  # noqa: E402
+                                host_description, n_features)
 from l1jax.engine.train import make_train  # noqa: E402
 from l1jax.study.study import SWEEPS  # noqa: E402
 
@@ -41,9 +41,7 @@ def compare(name: str, cfg: Config) -> None:
         if not fused_path(jax.default_backend(), g.optimizer, cfg.train.schedule, g.full_batch, cfg.train.kernels):
             continue
         local, n_dev = device_share(g, len(jax.local_devices()))
-        inputs = group_inputs(cfg, local, None, 0)
-        inputs = inputs._replace(size=jnp.tile(inputs.size, n_dev), rep=jnp.concatenate(
-            [inputs.rep + j * local.seeds for j in range(n_dev)]))
+        inputs = device_major_inputs(cfg, local, n_dev, None)
         lowered = jax.jit(_sharded(make_train(cfg, local, n_features(cfg, None)), inputs,
                                    jax.local_devices()[:n_dev])).lower(inputs)
         programs, cold, outs = {}, {}, {}

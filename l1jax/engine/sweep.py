@@ -96,6 +96,15 @@ def _sharded(fn: Callable[[TrainInputs], TrainOutputs], inputs: TrainInputs,
     return jax.shard_map(fn, mesh=mesh, in_specs=(in_specs,), out_specs=out_specs, check_vma=False)
 
 
+def device_major_inputs(cfg: Config, local: Group, n_dev: int, table: Table | None,
+                        first_seed: int = 0) -> TrainInputs:
+    """The inputs of ``n_dev`` devices' shares ``local`` of a group, device-major: device j's
+    replicates are j * local.seeds on from ``first_seed``."""
+    inputs = group_inputs(cfg, local, table, first_seed)
+    return inputs._replace(size=jnp.tile(inputs.size, n_dev), rep=jnp.concatenate(
+        [inputs.rep + j * local.seeds for j in range(n_dev)]))
+
+
 def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 0,
               programs: dict[Any, Any] | None = None,
               devices: list[Any] | None = None) -> tuple[TrainOutputs, dict[str, Any]]:
@@ -108,9 +117,7 @@ def run_group(cfg: Config, group: Group, table: Table | None, first_seed: int = 
     devices = list(devices or jax.local_devices())
     local, n_dev = device_share(group, len(devices))
     devices = devices[:n_dev]
-    inputs = group_inputs(cfg, local, table, first_seed)  # device j's replicates: j * local.seeds on
-    inputs = inputs._replace(size=jnp.tile(inputs.size, n_dev), rep=jnp.concatenate(
-        [inputs.rep + j * local.seeds for j in range(n_dev)]))
+    inputs = device_major_inputs(cfg, local, n_dev, table, first_seed)
     if n_dev == 1:
         inputs = jax.device_put(inputs, devices[0])
     programs = {} if programs is None else programs
