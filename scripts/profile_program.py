@@ -18,7 +18,8 @@ use_cpu_cores()  # one CPU device per core, as `l1jax bench` has, before anythin
 
 import jax  # noqa: E402
 
-from l1jax.bench import WORKLOADS, workload_config  # noqa: E402
+from l1jax.bench import GPU_ONLY, WORKLOADS, workload_config  # noqa: E402
+from l1jax.cli import _positive  # noqa: E402
 from l1jax.engine.plan import plan  # noqa: E402
 from l1jax.engine.sweep import host_description, run_group  # noqa: E402
 
@@ -28,9 +29,12 @@ RUNS = 3  # profiled runs, after as many unprofiled ones (compiling, warming cac
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", default="bench-sgd", choices=sorted(WORKLOADS))
-    parser.add_argument("--epochs", type=int, default=None, help="instead of the workload's")
-    parser.add_argument("--top", type=int, default=20, help="operations to print")
+    parser.add_argument("--epochs", type=_positive, default=None, help="instead of the workload's")
+    parser.add_argument("--top", type=_positive, default=20, help="operations to print")
     args = parser.parse_args()
+    if args.workload in GPU_ONLY and jax.default_backend() == "cpu":
+        parser.exit(2, f"profile_program.py: {args.workload} is an accelerator workload; on the CPU "
+                       f"profile one of {', '.join(w for w in sorted(WORKLOADS) if w not in GPU_ONLY)}\n")
     w = WORKLOADS[args.workload]
     cfg = workload_config(dataclasses.replace(w, epochs=args.epochs) if args.epochs else w)
     groups, programs = plan(cfg), {}
