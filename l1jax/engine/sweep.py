@@ -63,10 +63,11 @@ def kernel_targets(cfg: Config, table: Table | None = None) -> list[str]:
 # (scripts/bench.py measures compile and run times at this level).  Full-batch programs and
 # programs whose hot loop is a fused kernel (engine/kernels) also turn off XLA's new CPU fusion
 # emitters: the legacy emitters compile the variadic reduction of a pass (step.tile_sums) and the
-# held-out L1 of a record into faster code (a fused program of the study's main sweep ran 3.6x
-# faster warm so than at -O3 with the new emitters, and compiled in half the time; bench-sgd's and
-# bench-cpu's as fast, 0.2-0.3 s sooner).  Minibatch programs of the XLA path (gathers, short
-# batches) ran slower that way on bench-sgd, so they keep the default emitters.
+# held-out L1 of a record into faster code (scripts/compile_options.py: a fused program of the
+# study's main sweep ran 3.6x faster warm so than at -O3 with the new emitters and compiled in
+# half the time; the bench workloads' fused programs ran 3-10% slower warm, their data generation,
+# and compiled 0.2-0.3 s sooner).  Minibatch programs of the XLA path (gathers, short batches)
+# ran slower that way on bench-sgd, so they keep the default emitters.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 CPU_REDUCTION_OPTIONS = {**CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
