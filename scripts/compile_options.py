@@ -5,6 +5,7 @@ runs (the variants alternated in one process) under the engine's options
 programs used before), and which outputs come out identical to the bit.  The README's numbers on
 the fused programs' compile options come from here (`python scripts/compile_options.py`)."""
 
+import argparse
 import dataclasses
 import time
 
@@ -64,6 +65,7 @@ def compare(name: str, cfg: Config) -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help; no options
     print(f"{host_description()}, jax {jax.__version__}, {len(jax.local_devices())} CPU devices")
     for name, cfg in configs().items():
         compare(name, cfg)
