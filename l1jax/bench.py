@@ -55,6 +55,7 @@ WORKLOADS = {
     "gpu-sgd": Workload(GPU_SIZES, 4096, 20, batch=32),
 }
 GPU_ONLY = ("bench-gpu", "bench-lr", "gpu-full", "gpu-sgd")
+PAIRED_ROUNDS = 7  # alternated warm runs of l1jax and the Numba peer (``paired_warm``)
 
 
 def workload_config(w: Workload) -> Config:
@@ -88,11 +89,12 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def l1jax_timings(cfg: Config) -> dict[str, Any]:
+def l1jax_timings(cfg: Config, programs: dict | None = None) -> dict[str, Any]:
     """Compile and run every planned program by ``sweep.run_group``, the path ``l1jax run``
     takes: cold = compile + first run, warm = the best of three further runs (this shared
-    2-core machine varies by tens of percent run to run)."""
-    groups, programs = plan(cfg), {}
+    2-core machine varies by tens of percent run to run).  ``programs`` (empty) keeps the
+    compiled programs for ``l1jax_warm_run``."""
+    groups, programs = plan(cfg), {} if programs is None else programs
     compile_s = first = warm = 0.0
     infos = []
     for g in groups:
@@ -105,6 +107,23 @@ def l1jax_timings(cfg: Config) -> dict[str, Any]:
     return {"compile_s": compile_s, "cold_s": compile_s + first, "warm_s": warm,
             "programs": len(programs), "padding_efficiency": efficiency,
             "block_seeds": sorted({i["block_seeds"] for i in infos})}
+
+
+def l1jax_warm_run(cfg: Config, programs: dict) -> float:
+    """Seconds of one warm run of every planned program (``programs`` filled by ``l1jax_timings``)."""
+    return sum(run_group(cfg, g, None, programs=programs)[1]["run_s"] for g in plan(cfg))
+
+
+def paired_warm(mine: Callable[[], float], peer: Callable[[], float], rounds: int = PAIRED_ROUNDS) -> dict[str, Any]:
+    """l1jax's warm run and the peer's (each compiled, each returning its seconds for the whole
+    workload) alternated ``rounds`` times: per round the ratio of their rates (peer seconds over
+    l1jax's), and the median.  Alternating exposes both to the same stretches of a shared
+    machine's load, which two best-of-three timings taken a minute apart are not."""
+    ratios = []
+    for _ in range(rounds):
+        mine_s = mine()
+        ratios.append(peer() / mine_s)
+    return {"rounds": rounds, "ratios": ratios, "median": float(np.median(ratios))}
 
 
 def pass_layouts(w: Workload) -> dict[str, Any] | None:
@@ -301,7 +320,8 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
     cfg = workload_config(w)
     work = useful_sample_epochs(w)
     load_before = os.getloadavg()
-    mine = l1jax_timings(cfg)
+    programs: dict = {}
+    mine = l1jax_timings(cfg, programs)
     xla_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, kernels="xla"))
     paths = kernels_used(cfg)
     on_cpu = jax.default_backend() == "cpu"  # GPUs compare on a tenth of the seeds (kernel_paths)
@@ -314,6 +334,13 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
     bw = streaming_bandwidth()
     roof = bw / (4 * (cfg.data.n_features + 1))
     nb = numba_loop(w, peer_budget_s)
+    paired = None
+    if "measured_seeds" in nb:
+        from l1jax import peers
+
+        job, scale = _peer_job(peers, w, nb["measured_seeds"], np.random.default_rng(0)), w.seeds / nb["measured_seeds"]
+        job()  # its data into cache, as l1jax's after its own runs
+        paired = paired_warm(lambda: l1jax_warm_run(cfg, programs), lambda: _timed(job) * scale)
     rate = lambda s: None if not s else work / s
     warm = rate(mine["warm_s"])
     dev = jax.devices()[0]
@@ -331,7 +358,7 @@ def benchmark(name: str, peer_budget_s: float = 20.0) -> dict[str, Any]:
         "numba": {**nb, "cold_rate": rate(nb.get("cold_s")), "warm_rate": rate(nb.get("warm_s")),
                   **({"cold_rate_with_data": rate(nb["cold_s"] + nb["draw_cold_s"]),
                       "warm_rate_with_data": rate(nb["warm_s"] + nb["draw_warm_s"])} if "draw_warm_s" in nb else {})},
-        "pass_layouts": layouts, "kernel_paths": gpu_paths,
+        "paired": paired, "pass_layouts": layouts, "kernel_paths": gpu_paths,
         "bandwidth_bytes_per_s": bw, "roofline_rate": roof, "roofline_fraction": warm / roof,
         "peak_memory_bytes": peak, "peak_before_roofline": True,
     }
@@ -458,12 +485,16 @@ def _kernel_lines(records: list[dict[str, Any]]) -> list[str]:
             f"; against the peer that also draws its data (`peers.draw_data`, {nb['draw_warm_s'] * 1e3:.0f} ms warm) "
             f"{_fmt(_ratio(m['warm_rate'], nb['warm_rate_with_data']), 'x')} warm, "
             f"{_fmt(_ratio(m['cold_rate'], nb['cold_rate_with_data']), 'x')} cold")
+        paired = r.get("paired")
+        alternated = "" if not paired else (
+            f"; alternated with the peer ({paired['rounds']} warm runs each, `paired_warm`) {_fmt(paired['median'], 'x')} "
+            f"median, {_fmt(min(paired['ratios']), 'x')} to {_fmt(max(paired['ratios']), 'x')}")
         lines.append(f"- {r['workload']} on {r['device']}{_count(r)} ({', '.join(sorted(set(m['kernels'])))}): "
                      f"fused warm {_fmt(m['warm_rate'])}/s, cold {_fmt(m['cold_rate'])}/s; XLA path warm "
                      f"{_fmt(x['warm_rate'])}/s, cold {_fmt(x['cold_rate'])}/s (fused/XLA "
                      f"{_fmt(_ratio(m['warm_rate'], x['warm_rate']), 'x')} warm); fused/Numba "
                      f"{_fmt(_ratio(m['warm_rate'], peer_w), 'x')} warm, {_fmt(_ratio(m['cold_rate'], peer_c), 'x')} "
-                     f"cold{drawn}{busy}.")
+                     f"cold{alternated}{drawn}{busy}.")
     return ["", "Fused CPU kernels (`l1jax/engine/kernels/`, the default on the CPU) against l1jax's XLA path "
             "(`train.kernels = \"xla\"`), both measured in the record's process:", "", *lines] if lines else []
 

@@ -11,7 +11,7 @@ import pytest
 
 import l1jax.bench
 import l1jax.cli
-from l1jax.bench import Workload, local_order, numba_loop, peer_runs, write_docs, write_record
+from l1jax.bench import Workload, local_order, numba_loop, paired_warm, peer_runs, write_docs, write_record
 from l1jax.cli import main
 from l1jax.reference import train_reference
 
@@ -147,3 +147,12 @@ def test_without_numba_the_record_and_row_say_not_installed(tmp_path, monkeypatc
     write_docs(tmp_path / "benchmarks.md")
     row = next(l for l in (tmp_path / "benchmarks.md").read_text().splitlines() if l.startswith("| bench-sgd"))
     assert "| not installed | | | |" in row and row.count("|") == 19
+
+
+def test_paired_warm_alternates_the_two_runs_and_takes_the_median_ratio():
+    calls, mine_s, peer_s = [], iter([1.0, 2.0, 4.0]), iter([3.0, 2.0, 2.0])
+    mine = lambda: calls.append("l1jax") or next(mine_s)
+    peer = lambda: calls.append("peer") or next(peer_s)
+    got = paired_warm(mine, peer, rounds=3)
+    assert calls == ["l1jax", "peer"] * 3
+    assert got == {"rounds": 3, "ratios": [3.0, 1.0, 0.5], "median": 1.0}
