@@ -4,8 +4,8 @@ peer's minibatch epoch (ns a sample), the full-batch pass and the peer's full-ba
 sample), a synthetic sample's generation (its bits in the Numba kernel, then the samples as
 ``build_data`` makes them, bits included, with erfinv and x @ w alone; ns a sample).  One
 dataset of n = 32768 samples, one learning rate, best of three; the process is pinned to one
-core (XLA's thread pool included).  The Intel Xeon's numbers in the README's Speed section that
-take a kernel apart come from here: `python scripts/kernel_parts.py`."""
+core (XLA's thread pool included).  The Intel Xeon's and the AMD EPYC's numbers in the
+README's Speed section that take a kernel apart come from here: `python scripts/kernel_parts.py`."""
 
 import os
 import time

@@ -24,6 +24,8 @@ of more features not faster.
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,6 +92,7 @@ def _rounds_after_first(left, right, keys, a32, b32):
 
 
 assert D.FEISTEL_ROUNDS == 8, "the kernels unroll data.py's 8 rounds"
+assert sys.byteorder == "little", "_epochs_two_features reads a sample's x_1 from the low half of a 64-bit load"
 
 
 @njit(inline="always")
@@ -268,9 +271,9 @@ def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, 
     """``sgd_epochs_arrays`` for two features: each dataset's samples first packed into rows
     (x_1, x_2, y, unused) [>= n, 4] (scratch), then each run's step gathers its batch itself, in
     the vectorized loop of its sums: a sample's two features as one 64-bit gather element and its
-    target as one 32-bit element, two gathers a vector of samples where three 32-bit ones from
-    separate arrays took 1.2x the kernel's time (AMD EPYC, one core: 2.94 against 2.48 ns a
-    sample, the same bits).  Gathering in the step was 1.2x faster on an Intel Xeon for one
+    target as one 32-bit element, 32 gathered elements per 16 samples where three 32-bit gathers
+    from separate arrays took 48 and 1.2x the kernel's time (AMD EPYC, one core,
+    ``scripts/kernel_parts.py``: 2.98 against 2.46 ns a sample, the same bits).  Gathering in the step was 1.2x faster on an Intel Xeon for one
     learning rate than a batch gathered once into a buffer, as fast for two, 0.8x for six; every
     run's sums come from the same loop, so its numbers do not depend on how many learning rates
     share its dataset."""
@@ -756,9 +759,14 @@ def compile_to_cache(names: list[str]) -> None:
         print(name, flush=True)
 
 
+def _two_features(p: int) -> bool:
+    """Whether p parameters are two features and a bias, which have their own kernels."""
+    return p == 3
+
+
 def _features_variant(name: str, p: int) -> str:
     """The target of kernel ``name`` for p parameters (two features and a bias have their own)."""
-    return target(name + "_2" if p == 3 else name)
+    return target(name + "_2" if _two_features(p) else name)
 
 
 def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, table: jax.Array, key_data: jax.Array,
@@ -773,7 +781,7 @@ def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, tabl
     p = theta.shape[2]
     settings = jnp.concatenate([jnp.asarray([width], jnp.int32), _mode(gradient),
                                 jnp.asarray(first_epoch, jnp.int32)[None], jnp.asarray([epochs], jnp.int32)])
-    buf = (max_size, 4) if p == 3 else (p + 1, width)  # two features: packed rows (``_epochs_two_features``)
+    buf = (max_size, 4) if _two_features(p) else (p + 1, width)  # packed rows (``_epochs_two_features``)
     scratch = (((max_size,), jnp.int32), ((max_side,), jnp.uint32), (buf, jnp.float32),
                ((2, CHUNK), jnp.uint32), ((max(walk_width, 1),), jnp.uint32), ((8,), jnp.uint32))
     out = jax.ffi.ffi_call(_features_variant(SGD_EPOCHS, p), (jax.ShapeDtypeStruct(theta.shape, jnp.float32),
