@@ -156,3 +156,12 @@ def test_paired_warm_alternates_the_two_runs_and_takes_the_median_ratio():
     got = paired_warm(mine, peer, rounds=3)
     assert calls == ["l1jax", "peer"] * 3
     assert got == {"rounds": 3, "ratios": [3.0, 1.0, 0.5], "median": 1.0}
+
+
+def test_the_kernel_lines_give_the_alternated_median_and_range_only_where_recorded():
+    record = json.loads((ROOT / "docs" / "bench" / "bench-sgd-cpu-xeon.json").read_text())
+    record.pop("paired", None)
+    assert "alternated" not in "\n".join(l1jax.bench._kernel_lines([record]))
+    record["paired"] = {"rounds": 3, "ratios": [1.5, 0.75, 1.25], "median": 1.25}
+    line = next(l for l in l1jax.bench._kernel_lines([record]) if l.startswith("- bench-sgd"))
+    assert "alternated with the peer (3 warm runs each, `paired_warm`) 1.25x median, 0.75x to 1.5x;" in line
