@@ -73,13 +73,13 @@ def main() -> None:
     lr = np.array([0.01], np.float32)
     table, key_data = np.array([[0, N, a, b]], np.int32), np.array([[1, 2]], np.uint32)
     bad = np.full((1, 1), K.NOT_DIVERGED, np.int32)
-    packed = np.empty((N, 4), np.float32)  # the two-feature kernel's scratch rows
+    buf = np.empty((4, BATCH), np.float32)
     per = N * EPOCHS
     rows = {
         "order (ns a position)": best(orders, order, first_round, lanes, N, a, b, keys, walks, EPOCHS) / per,
         "SGD epochs kernel, batch 32 (ns a sample)":
             best(K._epochs_two_features, x, y, theta, lr, table, key_data, 0, EPOCHS, BATCH, 0, bad, order,
-                 first_round, packed, lanes, walks, keys) / per,
+                 first_round, buf, lanes, walks, keys) / per,
         "Numba peer's minibatch epoch, shuffle included (ns a sample)":
             best(peers.train_minibatch, x, y, np.array([0, N]), theta[0].copy(), lr, EPOCHS, BATCH,
                  np.arange(N, dtype=np.uint32), 0) / per,

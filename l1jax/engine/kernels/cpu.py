@@ -4,9 +4,8 @@
   block, dataset by dataset (its samples stay in cache for all the call's epochs): per epoch its
   Feistel order (``data.py``'s round keys, cycle walks and network, recomputed here, round by
   round over chunks of positions), then its steps in sequence, each run gathering its batch
-  through the order from the dataset's samples packed in rows (two features) or each batch
-  gathered once into a small contiguous buffer that serves every learning rate (any other
-  feature count).
+  through the order (two features) or each batch gathered once into a small contiguous buffer
+  that serves every learning rate (any other feature count).
 * ``full_sgd_epochs``: full-batch epochs of plain SGD (constant learning rate), dataset by
   dataset, each a pass over the dataset's tiles and the update.
 * ``full_batch_sums``: the full-batch pass: per dataset and learning rate the sum of |r| and of
@@ -24,14 +23,10 @@ of more features not faster.
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from llvmlite import ir
 from numba import cfunc, njit, types
-from numba.extending import intrinsic
 
 from l1jax.engine import data as D
 from l1jax.engine.kernels import FULL_BATCH, FULL_SGD, SAMPLE_BITS, SGD_EPOCHS, _Child, await_child
@@ -92,7 +87,6 @@ def _rounds_after_first(left, right, keys, a32, b32):
 
 
 assert D.FEISTEL_ROUNDS == 8, "the kernels unroll data.py's 8 rounds"
-assert sys.byteorder == "little", "_epochs_two_features reads a sample's x_1 from the low half of a 64-bit load"
 
 
 @njit(inline="always")
@@ -246,8 +240,8 @@ def _note_divergence(theta, ds, bad, epoch):
 #
 # Dataset by dataset (its samples stay in cache for all the call's epochs), epoch by epoch, every
 # learning rate's run takes its step from the batch (gathered through the epoch's order by the
-# run itself from packed rows with two features; with any other count gathered once into a small
-# contiguous buffer): r = ((b - y) + x_1 w_1) + x_2 w_2 ..., the sums of s = sign(r) (or r) times (x, 1)
+# run itself with two features; with any other count gathered once into a small contiguous
+# buffer): r = ((b - y) + x_1 w_1) + x_2 w_2 ..., the sums of s = sign(r) (or r) times (x, 1)
 # over the batch in one vectorized loop, and optax.sgd's update theta + (-lr) (sum / c) (seed
 # mode: the mean times -2).  Everything is in one function per feature count (two features: one
 # pass per batch and run; any other: a pass per feature), since calls and array views per batch
@@ -256,34 +250,18 @@ def _note_divergence(theta, ds, bad, epoch):
 NOT_DIVERGED = np.iinfo(np.int32).max
 
 
-@intrinsic
-def _f32_bits(typingctx, bits):
-    """The float32 whose bits are the uint32 ``bits`` (a bit cast: no instruction of its own)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.uint32), codegen
-
-
 @njit(fastmath=FASTMATH, cache=True)
 def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, width, mode, bad,
-                         order, first_round, rows, lanes, walks, keys):
-    """``sgd_epochs_arrays`` for two features: each dataset's samples first packed into rows
-    (x_1, x_2, y, unused) [>= n, 4] (scratch), then each run's step gathers its batch itself, in
-    the vectorized loop of its sums: a sample's two features as one 64-bit gather element and its
-    target as one 32-bit element, 32 gathered elements per 16 samples where three 32-bit gathers
-    from separate arrays took 48 and 1.2x the kernel's time (AMD EPYC, one core,
-    ``scripts/kernel_parts.py``: 2.98 against 2.46 ns a sample, the same bits).  Gathering in the step was 1.2x faster on an Intel Xeon for one
-    learning rate than a batch gathered once into a buffer, as fast for two, 0.8x for six; every
+                         order, first_round, buf, lanes, walks, keys):
+    """``sgd_epochs_arrays`` for two features: each run's step gathers its batch itself, in the
+    vectorized loop of its sums (vector gathers; on an Intel Xeon 1.2x faster for one learning
+    rate than a batch gathered once into ``buf``, as fast for two, 0.8x for six), and every
     run's sums come from the same loop, so its numbers do not depend on how many learning rates
     share its dataset."""
     wide_vectors()
-    pairs = rows.view(np.uint64)  # pairs[i, 0]: row i's x_1 (low 32 bits) and x_2 (high)
     for ds in range(theta.shape[0]):
         first, n, a, b = table[ds, 0], table[ds, 1], table[ds, 2], table[ds, 3]
         x0_all, x1_all, y_all = x[0, first:first + n], x[1, first:first + n], y[first:first + n]
-        for i in range(n):
-            rows[i, 0], rows[i, 1], rows[i, 2] = x0_all[i], x1_all[i], y_all[i]
         for epoch in range(first_epoch, first_epoch + epochs):
             _start_epoch(key_data, ds, epoch, n, a, b, keys, walks, order, first_round, lanes)
             for s in range(0, n, width):
@@ -294,12 +272,10 @@ def _epochs_two_features(x, y, theta, lr, table, key_data, first_epoch, epochs, 
                     w0, w1, bias = theta[ds, h, 0], theta[ds, h, 1], theta[ds, h, 2]
                     g0 = g1 = gb = np.float32(0.0)
                     for j in range(c):
-                        # a 31-bit index: 32-bit indices, 8 or 16 lanes (a uint32 index took 64-bit ones, 4 lanes: 1.15x slower)
+                        # a 31-bit index: 32-bit gathers, 8 lanes (a uint32 index took 64-bit ones, 4 lanes: 1.15x slower)
                         i = np.int32(visit[j] & np.int32(0x7FFFFFFF))
-                        both = pairs[i, 0]
-                        x0 = _f32_bits(np.uint32(both & np.uint64(0xFFFFFFFF)))
-                        x1 = _f32_bits(np.uint32(both >> np.uint64(32)))
-                        r = ((bias - rows[i, 2]) + x0 * w0) + x1 * w1
+                        x0, x1 = x0_all[i], x1_all[i]
+                        r = ((bias - y_all[i]) + x0 * w0) + x1 * w1
                         if mode != SEED_GRADIENT:
                             r = _sign(r)
                         g0 += r * x0
@@ -393,8 +369,8 @@ def _sgd_frame(frame):
     (x [d, slots], y [slots], theta [D, H, p] updated in place, table [D, 4] (first slot, n, a,
     b), key_data [D, 2] (shuffle keys), the first epoch, the epochs, width, mode, bad [D, H] (1 +
     the first epoch after which a run is not finite, or NOT_DIVERGED); scratch order [>= max
-    n], first_round [>= max b], buf [p + 1, >= width] (two features: rows [>= max n, 4]), lanes
-    [2, CHUNK], walks [>= max a b - n, >= 1], keys [8])."""
+    n], first_round [>= max b], buf [p + 1, >= width], lanes [2, CHUNK], walks [>= max a b - n,
+    >= 1], keys [8])."""
     d, slots = F.arg_dim(frame, 0, 0), F.arg_dim(frame, 0, 1)
     n_data, n_lr, p = F.arg_dim(frame, 2, 0), F.arg_dim(frame, 2, 1), F.arg_dim(frame, 2, 2)
     settings = F.arg(frame, 6, 4, np.int32)
@@ -405,8 +381,7 @@ def _sgd_frame(frame):
             F.arg(frame, 4, (n_data, 4), np.int32), F.arg(frame, 5, (n_data, 2), np.uint32),
             np.int64(settings[2]), np.int64(settings[3]), width, settings[1], bad,
             F.ret(frame, 2, F.ret_dim(frame, 2, 0), np.int32), F.ret(frame, 3, F.ret_dim(frame, 3, 0), np.uint32),
-            F.ret(frame, 4, (F.ret_dim(frame, 4, 0), F.ret_dim(frame, 4, 1)), np.float32),
-            F.ret(frame, 5, (2, CHUNK), np.uint32),
+            F.ret(frame, 4, (p + 1, width), np.float32), F.ret(frame, 5, (2, CHUNK), np.uint32),
             F.ret(frame, 6, F.ret_dim(frame, 6, 0), np.uint32), F.ret(frame, 7, 8, np.uint32))
 
 
@@ -414,7 +389,7 @@ def _sgd_two_handler(address):
     """FFI handler of ``sgd_epochs`` with two features: args x [d, slots] f32, y [slots] f32,
     theta [D, H, p] f32, lr [H] f32, table [D, 4] i32, key_data [D, 2] u32, settings [4] i32
     (width, mode, first epoch, epochs); results theta [D, H, p] f32, bad [D, H] i32 and scratch:
-    order [max n] i32, first_round [max b] u32, rows [max n, 4] f32, lanes [2, CHUNK] u32,
+    order [max n] i32, first_round [max b] u32, buf [p + 1, width] f32, lanes [2, CHUNK] u32,
     walks [W] u32, keys [8] u32."""
     frame, status = F.enter(address, np.int64(7), np.int64(8))
     if status != F.PROCEED:
@@ -759,14 +734,9 @@ def compile_to_cache(names: list[str]) -> None:
         print(name, flush=True)
 
 
-def _two_features(p: int) -> bool:
-    """Whether p parameters are two features and a bias, which have their own kernels."""
-    return p == 3
-
-
 def _features_variant(name: str, p: int) -> str:
     """The target of kernel ``name`` for p parameters (two features and a bias have their own)."""
-    return target(name + "_2" if _two_features(p) else name)
+    return target(name + "_2" if p == 3 else name)
 
 
 def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, table: jax.Array, key_data: jax.Array,
@@ -781,8 +751,7 @@ def sgd_epochs(x: jax.Array, y: jax.Array, theta: jax.Array, lr: jax.Array, tabl
     p = theta.shape[2]
     settings = jnp.concatenate([jnp.asarray([width], jnp.int32), _mode(gradient),
                                 jnp.asarray(first_epoch, jnp.int32)[None], jnp.asarray([epochs], jnp.int32)])
-    buf = (max_size, 4) if _two_features(p) else (p + 1, width)  # packed rows (``_epochs_two_features``)
-    scratch = (((max_size,), jnp.int32), ((max_side,), jnp.uint32), (buf, jnp.float32),
+    scratch = (((max_size,), jnp.int32), ((max_side,), jnp.uint32), ((p + 1, width), jnp.float32),
                ((2, CHUNK), jnp.uint32), ((max(walk_width, 1),), jnp.uint32), ((8,), jnp.uint32))
     out = jax.ffi.ffi_call(_features_variant(SGD_EPOCHS, p), (jax.ShapeDtypeStruct(theta.shape, jnp.float32),
                                         jax.ShapeDtypeStruct(theta.shape[:2], jnp.int32),
