@@ -1,6 +1,6 @@
 """Time the CPU kernels' parts on one core, beside the Numba peer's loops: the minibatch order
 (an epoch's round keys, cycle walks and network; ns a position), the SGD epochs kernel and the
-peer's minibatch epoch (ns a sample), the full-batch pass and the peer's full-batch loop (ns a
+peer's minibatch epoch (ns a sample; then its shuffle and its steps apart), the full-batch pass and the peer's full-batch loop (ns a
 sample), a synthetic sample's generation (its bits in the Numba kernel, then the samples as
 ``build_data`` makes them, bits included, with erfinv and x @ w alone; ns a sample).  One
 dataset of n = 32768 samples, one learning rate, best of three; the process is pinned to one
@@ -32,6 +32,23 @@ def orders(order, first_round, lanes, n, a, b, keys, walks, epochs):
     """Every epoch's order, as the SGD kernel computes it."""
     for epoch in range(epochs):
         K._start_epoch(np.zeros((1, 2), np.uint32), 0, epoch, n, a, b, keys, walks, order, first_round, lanes)
+
+
+@njit
+def peer_shuffles(order, epochs):
+    """The Numba peer's Fisher-Yates shuffle alone, once an epoch, on one run's order."""
+    state = np.uint64(1)
+    for _ in range(epochs):
+        state = peers._shuffle(order, state)
+
+
+@njit
+def peer_steps(x, y, order, lr, epochs):
+    """The Numba peer's minibatch steps alone, every epoch through the same (shuffled) order."""
+    w1 = w2 = b = np.float32(0.0)
+    for _ in range(epochs):
+        w1, w2, b = peers._epoch(x[0], x[1], y, order, w1, w2, b, lr, BATCH)
+    return w1
 
 
 def best(fn, *args) -> float:
@@ -83,6 +100,9 @@ def main() -> None:
         "Numba peer's minibatch epoch, shuffle included (ns a sample)":
             best(peers.train_minibatch, x, y, np.array([0, N]), theta[0].copy(), lr, EPOCHS, BATCH,
                  np.arange(N, dtype=np.uint32), 0) / per,
+        "  of which its Fisher-Yates shuffle (ns a position)": best(peer_shuffles, np.arange(N, dtype=np.uint32), EPOCHS) / per,
+        "  of which its steps through a shuffled order (ns a sample)":
+            best(peer_steps, x, y, rng.permutation(N).astype(np.uint32), lr[0], EPOCHS) / per,
     }
     tile = 2048
     xt, yt = x.reshape(2, N // tile, tile), y.reshape(N // tile, tile)
