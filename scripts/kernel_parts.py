@@ -1,7 +1,7 @@
 """Time the CPU kernels' parts on one core, beside the Numba peer's loops: the minibatch order
 (an epoch's round keys, cycle walks and network; ns a position), the SGD epochs kernel and the
-peer's minibatch epoch (ns a sample; then its shuffle and its steps apart), the full-batch pass and the peer's full-batch loop (ns a
-sample), a synthetic sample's generation (its bits in the Numba kernel, then the samples as
+peer's minibatch epoch (ns a sample; then its shuffle and its steps apart), the full-batch
+pass and the peer's full-batch loop (ns a sample), a synthetic sample's generation (its bits in the Numba kernel, then the samples as
 ``build_data`` makes them, bits included, with erfinv and x @ w alone; ns a sample).  One
 dataset of n = 32768 samples, one learning rate, best of three; the process is pinned to one
 core (XLA's thread pool included).  The Intel Xeon's and the AMD EPYC's numbers in the
@@ -100,7 +100,8 @@ def main() -> None:
         "Numba peer's minibatch epoch, shuffle included (ns a sample)":
             best(peers.train_minibatch, x, y, np.array([0, N]), theta[0].copy(), lr, EPOCHS, BATCH,
                  np.arange(N, dtype=np.uint32), 0) / per,
-        "  of which its Fisher-Yates shuffle (ns a position)": best(peer_shuffles, np.arange(N, dtype=np.uint32), EPOCHS) / per,
+        "  of which its Fisher-Yates shuffle (ns a position)":
+            best(peer_shuffles, np.arange(N, dtype=np.uint32), EPOCHS) / per,
         "  of which its steps through a shuffled order (ns a sample)":
             best(peer_steps, x, y, rng.permutation(N).astype(np.uint32), lr[0], EPOCHS) / per,
     }
