@@ -42,18 +42,14 @@ def both(cfg: Config) -> tuple[float, float, TW.TwinCurves, TW.TwinCurves]:
 def main() -> None:
     print(host_description())
     total = np.zeros(2)
-    xla = 0.0
     for name, path in SWEEPS.items():
         cfg = load_config(path)
         if TW.applies(cfg) is not None:
             continue
         t_tail, t_step = both(cfg)[:2]
-        noise, pop = TW.population_of(cfg)
-        t_xla = best_seconds(lambda: TW.twin_curves(cfg, noise, pop, loop=False))[0]
         total += t_tail, t_step
-        xla += t_xla
-        print(f"{name}: tail {t_tail:.3f} s, stepped to the end {t_step:.3f} s, all by XLA (no twin loop) {t_xla:.3f} s")
-    print(f"every sweep: tail {total[0]:.2f} s, stepped to the end {total[1]:.2f} s, all by XLA {xla:.2f} s")
+        print(f"{name}: tail {t_tail:.3f} s, stepped to the end {t_step:.3f} s")
+    print(f"every sweep: tail {total[0]:.2f} s, stepped to the end {total[1]:.2f} s")
     base = load_config(SWEEPS["main"])
     for epochs in (200, 1000):
         cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=epochs,

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from l1jax.analysis import twin as TW
-from l1jax.analysis import twin_loop as TL
 from l1jax.engine.config import config_from_dict, load_config
 from l1jax.engine.sweep import run
 from l1jax.engine.table import load_csv
@@ -182,12 +181,12 @@ def test_split_over_devices_or_side_by_side_change_only_rounding():
                                  "sweep": {"sizes": [64], "seeds": 5}})
     noise, pop = TW.population_of(cfg([0.05]))
     assert len(jax.local_devices()) == 4
-    alone = [TW.twin_curves(cfg([r]), noise, pop, devices=jax.local_devices()[:1], loop=False) for r in (0.05, 0.5)]
-    split = TW.twin_curves(cfg([0.05]), noise, pop, loop=False)
+    alone = [TW.twin_curves(cfg([r]), noise, pop, devices=jax.local_devices()[:1]) for r in (0.05, 0.5)]
+    split = TW.twin_curves(cfg([0.05]), noise, pop)
     for got, want in zip(split[:3], alone[0][:3]):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     for devices in (2, 4):  # one device a job (``place``), or two (``device_groups``)
-        both = TW.twin_curves(cfg([0.05, 0.5]), noise, pop, devices=jax.local_devices()[:devices], loop=False)
+        both = TW.twin_curves(cfg([0.05, 0.5]), noise, pop, devices=jax.local_devices()[:devices])
         for h, one in enumerate(alone):
             for got, want in zip(both[:3], one[:3]):
                 np.testing.assert_allclose(got[:, :, h:h + 1], want, rtol=1e-6, atol=1e-7)
@@ -242,51 +241,17 @@ def test_closed_form_tail_matches_stepping_to_the_end(noise):
 
 def test_each_twin_hands_over_on_its_own():
     """A twin's hand-off, and so its numbers, do not depend on the twins beside it: five split over
-    the test's four CPU devices equal one device's to float32 rounding, each handed over; the
-    Numba loop (``twin_loop``) hands each over at the same step, with the same numbers."""
+    the test's four CPU devices equal one device's to float32 rounding, each handed over."""
     cfg = config_from_dict({"data": {"coupling": "nested"},
                             "train": {"epochs": 100, "learning_rate": [1.0], "batch_size": [16]},
                             "sweep": {"sizes": [64], "seeds": 5}})
     noise, pop = TW.population_of(cfg)
-    split = TW.twin_curves(cfg, noise, pop, loop=False)
-    one = TW.twin_curves(cfg, noise, pop, devices=jax.local_devices()[:1], loop=False)
-    looped = TW.twin_curves(cfg, noise, pop)
+    split = TW.twin_curves(cfg, noise, pop)
+    one = TW.twin_curves(cfg, noise, pop, devices=jax.local_devices()[:1])
     assert (split.tail_from > 0).all() and (split.tail_from < split.stepped).all()
     np.testing.assert_array_equal(split.tail_from, one.tail_from)
-    np.testing.assert_array_equal(looped.tail_from, one.tail_from)
-    for got, want, loop in zip(split[:3], one[:3], looped[:3]):
+    for got, want in zip(split[:3], one[:3]):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(loop, want, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("noise", ["gaussian", "contaminated", "laplace"])
-def test_loop_matches_simulate(noise):
-    """The Numba loop against ``simulate`` (optax's update differentiated by ``jax.linearize``,
-    the XLA path): the same L1, response terms and hand-over steps to float32 rounding, for plain
-    SGD with the closed-form tail (where the law has one) and adam; its numbers do not depend on
-    the threads that ran it, bit for bit."""
-    cfg = config_from_dict({"data": {"noise": noise}, "sweep": {"sizes": [100], "seeds": 6}})
-    noise_cfg, pop = TW.population_of(cfg)
-    tail = TW.tail_of(cfg, noise_cfg, pop)
-    theta0, at = TW.run_starts(cfg, 3)[0], np.arange(0, 301, 25)
-    law = TL.law_of(noise_cfg)
-    fast = [0.3, 1.0] if tail is not None else [0.1, 0.3]  # Laplace at lr 1 bounces on its kink: rounding grows
-    for opt, rates in (("sgd", fast), ("adam", [0.01, 0.05])):
-        use = tail if opt == "sgd" else None
-        want = TW.simulate(TW.lanes(pop), jnp.asarray(theta0), jnp.asarray(rates, jnp.float32),
-                           jnp.full(6, 300, jnp.int32), jnp.asarray(at, jnp.int32), opt, "constant", noise_cfg, use)
-        lanes, lr = np.repeat(theta0, 2, 0), np.tile(np.asarray(rates, np.float32), 6)
-        got, since = TL.run(pop.x, pop.y, pop.w, law, opt, lanes, lr, at, use)
-        for g, w in zip(got, want[:3]):
-            w = np.asarray(w)
-            tol = 2e-5 if tail is not None else 1e-3  # Laplace: its kink amplifies the float32 rounding
-            np.testing.assert_allclose(g.reshape(w.shape), w, rtol=tol, atol=tol * float(np.abs(w).max()))
-        np.testing.assert_array_equal(since.reshape(6, 2), np.asarray(want[3]))
-        if use is not None:
-            assert (since > 0).any()  # some twins handed over
-        alone, since1 = TL.run(pop.x, pop.y, pop.w, law, opt, lanes, lr, at, use, threads=1)
-        np.testing.assert_array_equal(alone, got)
-        np.testing.assert_array_equal(since1, since)
 
 
 @pytest.mark.parametrize("p", [3, 11])

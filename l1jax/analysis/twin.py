@@ -36,7 +36,6 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from l1jax.analysis import claims as C
 from l1jax.analysis import stats
-from l1jax.analysis import twin_loop as TL
 from l1jax.analysis.analyze import Analysis
 from l1jax.analysis.rate_theory import noise_cdf, steps_per_epoch
 from l1jax.analysis.optimum import lad
@@ -482,8 +481,6 @@ def device_groups(costs: list[float], devices: list[Any]) -> list[list[Any]]:
     """The devices of each job (expected steps ``costs``): with fewer jobs than devices,
     contiguous groups of them (one job: all of them, its trajectories split); otherwise one device
     each, by ``place``."""
-    if not costs:
-        return []
     if len(costs) < len(devices):
         return [list(g) for g in np.array_split(np.asarray(devices, dtype=object), len(costs))]
     return [[devices[d]] for d in place(costs, len(devices))]
@@ -496,16 +493,14 @@ def recorded_steps(cfg: Config) -> np.ndarray:
     return np.stack([steps_per_epoch(n, b)[:, None] * e[None, :] for b in cfg.train.batch_size])
 
 
-def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population, devices: list[Any] | None = None,
-                closed_tail: bool = True, loop: bool = True) -> TwinCurves:
+def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population,
+                devices: list[Any] | None = None, closed_tail: bool = True) -> TwinCurves:
     """The twin of every run of a sweep.  Runs that share a start and (where the schedule uses
-    it) a total step count share one trajectory, read at each run's own step counts.  Where
-    ``twin_loop`` applies (and ``loop``), its Numba loop steps every trajectory on every core,
-    each to its own hand-over to the closed-form tail (``closed_tail`` False: every twin steps to
-    the end, the reference the tail is measured against).  Otherwise ``simulate`` does, on
-    ``devices`` (default: all local devices): where the tail may take over (``may_hand_off``),
-    each learning rate runs on its own, so that a fast rate hands over without waiting for a
-    slow one, and the jobs run side by side (``device_groups``)."""
+    it) a total step count share one trajectory, read at each run's own step counts, on
+    ``devices`` (default: all local devices).  Where the closed-form tail may take over
+    (``may_hand_off``), each learning rate runs on its own, so that a fast rate hands over without
+    waiting for a slow one (``closed_tail`` False: every twin steps to the end, the reference the
+    tail is measured against).  The jobs run side by side (``device_groups``)."""
     t = cfg.train
     steps = recorded_steps(cfg)  # [B, S, E]
     starts = run_starts(cfg, int(pop.x.shape[1]))  # [S, R, p]
@@ -527,20 +522,9 @@ def twin_curves(cfg: Config, noise: DataConfig | None, pop: Population, devices:
     tail_from = np.empty((len(t.optimizer), len(t.learning_rate), len(tracks)), np.int32)
     tail = tail_of(cfg, noise, pop) if closed_tail else None
     quadrature, rec = pop if noise is None else lanes(pop), jnp.asarray(record_at, jnp.int32)
-    looped = [o for o, opt in enumerate(t.optimizer) if loop and TL.applies(opt, t.schedule, noise)]
-    for o in looped:
-        opt = t.optimizer[o]
-        bufs, since = TL.run(pop.x, pop.y, pop.w, TL.law_of(noise), opt, np.repeat(tracks[:, :-1], len(lr), 0),
-                             np.tile(lr, len(tracks)), record_at, tail if opt == "sgd" else None)
-        bufs = bufs.reshape(3, len(record_at), len(tracks), len(lr))  # [3, K, T, H]
-        for i, buf in enumerate(bufs):  # [K, T, H] -> [B, S, R, E, H] -> [B, H, S, R, E]
-            out[i, o] = np.moveaxis(buf[pos[:, :, None, :], which[..., None], :], -1, 1)
-        tail_from[o] = since.reshape(len(tracks), len(lr)).T
     devices = list(devices or jax.local_devices())
     jobs = []  # (optimizer index, learning rate indices, tail or None)
     for o, opt in enumerate(t.optimizer):
-        if o in looped:
-            continue
         fast = [h for h in range(len(lr)) if opt == "sgd" and may_hand_off(tail, tracks[:, :-1], lr[h], record_at[-1])]
         rest = [h for h in range(len(lr)) if h not in fast]
         jobs += [(o, [h], tail) for h in fast] + ([(o, rest, None)] if rest else [])
@@ -657,11 +641,7 @@ def integration_error(cfg: Config, noise: DataConfig | None, pop: Population) ->
     star = np.asarray(noise.true_weights + (noise.true_bias,), np.float32)[None]
     starts = run_starts(cfg, star.shape[1]).reshape(-1, star.shape[1])[:ERROR_STARTS]
     th = np.concatenate([star, starts, np.repeat(star, ERROR_STARTS - len(starts), 0)])  # padded with theta*
-    fine = synthetic_population(noise, refine=2)
-    if TL.covers(noise):
-        law = TL.law_of(noise)
-        return float(np.abs(TL.population_l1(*pop, law, th) - TL.population_l1(*fine, law, th)).max())
-    return float(_refinement_change(noise, pop, fine, jnp.asarray(th, jnp.float32)))
+    return float(_refinement_change(noise, pop, synthetic_population(noise, refine=2), jnp.asarray(th, jnp.float32)))
 
 
 @functools.cache
@@ -678,14 +658,14 @@ def _count_compiling() -> None:
 @contextlib.contextmanager
 def stopwatch() -> Iterator[list[float]]:
     """[compile, run] seconds of the block: the tracing, lowering and XLA compiling JAX records
-    inside it (top-level programs only, so nothing is counted twice) and the twin loop's Numba
-    compiling or cache loading, and the rest of its wall time (filled in when the block ends)."""
+    inside it (top-level programs only, so nothing is counted twice), and the rest of its wall
+    time (filled in when the block ends)."""
     _count_compiling()
-    spent, before, t0 = [0.0, 0.0], _COMPILING[0] + TL.COMPILE_SECONDS[0], time.perf_counter()
+    spent, before, t0 = [0.0, 0.0], _COMPILING[0], time.perf_counter()
     try:
         yield spent
     finally:
-        spent[0] = _COMPILING[0] + TL.COMPILE_SECONDS[0] - before
+        spent[0] = _COMPILING[0] - before
         spent[1] = time.perf_counter() - t0 - spent[0]
 
 
