@@ -6,8 +6,8 @@ Numba loop's moments alone at 36 and 256 points (ns a point and trajectory: the 
 arithmetic's floor), and an estimate of what every built-in sweep's twins would cost at the Numba
 loop's rate: their trajectory-steps (each twin to its own hand-over to the closed-form tail, or to
 its last recorded step) times it, scaled by the points (a proxy for the other noise laws, adam and
-the csv pool; records not counted), over all cores, against their measured warm time on all cores
-(``twin_curves`` as the study runs it).  The README's figures on what a Numba twin loop could
+the csv pool), over all cores, against their measured warm time on all cores (``twin_curves`` as
+the study runs it); and the records (each twin at every recorded step count), which this leaves out.  The README's figures on what a Numba twin loop could
 save come from here: `python scripts/twin_floor.py`."""
 
 import os
@@ -179,7 +179,7 @@ def main() -> None:
     per_nb = float(last.removeprefix("NUMBA_NS="))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     points0 = len(TW.population_of(load_config(SWEEPS["main"]))[1].w)
-    total_steps, total_s, total_floor = 0, 0.0, 0.0
+    total_steps, total_records, total_s, total_floor = 0, 0, 0.0, 0.0
     for name, path in SWEEPS.items():
         c = load_config(path)
         if TW.applies(c) is not None:
@@ -188,13 +188,15 @@ def main() -> None:
         secs = best(lambda: TW.twin_curves(c, nz, pp))
         tw = TW.twin_curves(c, nz, pp)
         tracks_steps = np.where(tw.tail_from >= 0, tw.tail_from, tw.stepped).sum()
+        records = len(np.unique(tw.steps)) * tw.tail_from.size  # each twin at every recorded step count
         points = len(pp.w)
         floor = tracks_steps * per_nb * 1e-9 * (points / points0) / cores
         total_steps, total_s, total_floor = total_steps + tracks_steps, total_s + secs, total_floor + floor
-        print(f"{name}: {tracks_steps:.3g} trajectory-steps ({points} points), twins {secs:.3f} s warm, "
-              f"at the Numba loop's rate {floor:.3f} s")
-    print(f"every sweep: {total_steps:.3g} trajectory-steps, twins {total_s:.2f} s warm on {cores} cores, "
-          f"at the Numba loop's rate {total_floor:.2f} s")
+        total_records += records
+        print(f"{name}: {tracks_steps:.3g} trajectory-steps and {records:.3g} records ({points} points), twins {secs:.3f} s warm, "
+              f"its steps at the Numba loop's rate {floor:.3f} s")
+    print(f"every sweep: {total_steps:.3g} trajectory-steps and {total_records:.3g} records, twins {total_s:.2f} s "
+          f"warm on {cores} cores, their steps at the Numba loop's rate {total_floor:.2f} s")
 
 
 if __name__ == "__main__":
