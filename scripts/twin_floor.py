@@ -1,19 +1,24 @@
-"""How fast could the twins' steps be on this CPU?  One plain-SGD twin step of the main grid's 40
-trajectories (36 Gauss-Legendre points, gaussian noise, with the response J), timed as XLA runs it
-(``twin.simulate``, one core) and as a hand-written Numba loop of the same arithmetic (float32,
-the point loop vectorized: erf and exp as polynomials, checked against ``simulate``), then the
-Numba loop's moments alone at 36 and 256 points (ns a point and trajectory: the vectorized
-arithmetic's floor), and an estimate of what every built-in sweep's twins would cost at the Numba
-loop's rate: their trajectory-steps (each twin to its own hand-over to the closed-form tail, or to
-its last recorded step) times it, scaled by the points (a proxy for the other noise laws, adam and
-the csv pool), over all cores, against their measured warm time on all cores (``twin_curves`` as
-the study runs it); and the records (each twin at every recorded step count), which this leaves out.  The README's figures on what a Numba twin loop could
-save come from here: `python scripts/twin_floor.py`."""
+"""How fast could the twins' steps be on this CPU?  The README's figures on what a Numba twin
+loop could save come from here: `python scripts/twin_floor.py`.
+
+1. One plain-SGD twin step of the main grid's 40 trajectories (36 Gauss-Legendre points, gaussian
+   noise of scale 1, with the response J) on one core: as XLA runs it (``twin.simulate``) and as
+   a hand-written float32 Numba loop of the same arithmetic (its point loop vectorized: erf and
+   exp as polynomials), the two checked against each other (L1 and tr(J Sigma) at the end).
+2. That loop's moments alone at 36 and 256 points: the vectorized arithmetic's cost a point.
+3. Every built-in sweep's twins as the study runs them (``twin_curves``, warm, all cores), their
+   trajectory-steps (each twin to its own hand-over to the closed-form tail, or to its last
+   recorded step) and records (each twin at every recorded step count), and what the steps
+   alone would take at the loop's rate over all cores, scaled by each population's points (a
+   proxy: the other noise laws, adam and the csv pool's 11 columns cost more or less a point).
+"""
 
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 ONE_CORE = "--one-core" in sys.argv  # the step timings, in a child pinned to one core before JAX starts
 if ONE_CORE and hasattr(os, "sched_setaffinity"):  # XLA's thread pool included
@@ -40,6 +45,7 @@ FAST = {"reassoc", "contract"}
 
 @intrinsic
 def _bits_to_float(typingctx, i):
+    """int32 -> float32 of the same bits (a bit cast LLVM vectorizes)."""
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return types.float32(types.int32), codegen
@@ -59,7 +65,7 @@ def exp32(v):
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
 def erf32(z):
-    """erf(z) by XLA's CPU float32 rational approximation."""
+    """erf(z) by a float32 rational approximation (Eigen's, clamped at +-4), a polynomial that vectorizes."""
     z = min(max(z, np.float32(-4.0)), np.float32(4.0))
     z2 = z * z
     p = np.float32(-2.72614225801306e-10)
@@ -111,14 +117,15 @@ def sgd_twins(xt, y, w, theta, jac, lr, steps):
             for a in range(3):
                 j0, j1, j2 = j[a, 0], j[a, 1], j[a, 2]
                 for i in range(3):
-                    j[a, i] -= lr * (hm[i, 0] * j0 + hm[i, 1] * j1 + hm[i, 2] * j2 + (1 if i == a else 0))
+                    eye = np.float32(1.0 if i == a else 0.0)
+                    j[a, i] -= lr * (hm[i, 0] * j0 + hm[i, 1] * j1 + hm[i, 2] * j2 + eye)
 
 
 @njit(fastmath=FAST, error_model="numpy")
 def moments_only(xt, y, w, theta, reps):
     """The moments alone, ``reps`` times for each trajectory: the vectorized arithmetic's cost."""
     out = np.empty(9, np.float32)
-    acc = np.float32(0)
+    acc = np.float32(0)  # returned, so that LLVM cannot drop the work
     for _ in range(reps):
         for t in range(theta.shape[0]):
             moments(xt, y, w, theta[t], out)
@@ -126,26 +133,27 @@ def moments_only(xt, y, w, theta, reps):
     return acc
 
 
-def best(fn) -> float:
-    fn()
-    times = []
+def best(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Best warm seconds of fn over ROUNDS calls (the first, compiling, not counted) and its result."""
+    out, times = fn(), []
     for _ in range(ROUNDS):
         t = time.perf_counter()
-        fn()
+        out = fn()
         times.append(time.perf_counter() - t)
-    return min(times)
+    return min(times), out
 
 
 def one_core() -> float:
     """The step timings on one core; returns the Numba loop's ns a trajectory-step."""
     cfg = load_config(SWEEPS["main"])
     noise, pop = TW.population_of(cfg)
+    assert noise.noise == "gaussian" and noise.noise_scale == 1.0, "the Numba loop is written for N(0, 1) noise"
     tracks = np.unique(TW.run_starts(cfg, 3).reshape(-1, 3), axis=0).astype(np.float32)
     n_t = len(tracks)
     xla_pop = TW.lanes(pop)
     args = (xla_pop, jnp.asarray(tracks), jnp.asarray([LR], jnp.float32), jnp.full(n_t, STEPS, jnp.int32),
             jnp.asarray([0, STEPS], jnp.int32), "sgd", "constant", noise)
-    t_xla = best(lambda: np.asarray(TW.simulate(*args)[0]))
+    t_xla, want = best(lambda: [np.asarray(v) for v in TW.simulate(*args)[:2]])
     xt, y, w = np.ascontiguousarray(pop.x.T), pop.y, pop.w
     th, jac = tracks.copy(), np.zeros((n_t, 3, 3), np.float32)
 
@@ -153,12 +161,14 @@ def one_core() -> float:
         th[:], jac[:] = tracks, 0
         sgd_twins(xt, y, w, th, jac, np.float32(LR), STEPS)
 
-    t_nb = best(numba_run)
-    loss_xla = np.asarray(TW.simulate(*args)[0])[-1, :, 0]
-    loss_nb = np.asarray(TW.moments(noise, pop, jnp.asarray(th))[0])
+    t_nb = best(numba_run)[0]
+    loss, _, _, sigma = TW.moments(noise, pop, jnp.asarray(th))
+    resp = np.einsum("tji,tji->t", jac, np.asarray(sigma))  # tr(J Sigma), J [direction, parameter]
     per_xla, per_nb = t_xla / STEPS / n_t * 1e9, t_nb / STEPS / n_t * 1e9
-    print(f"one twin step, {n_t} trajectories, {len(pop.w)} points, one core: XLA {per_xla:.0f} ns a trajectory, "
-          f"Numba loop {per_nb:.0f} ns ({per_xla / per_nb:.2f}x); final L1 agree to {np.abs(loss_xla - loss_nb).max():.1e}")
+    print(f"one twin step, {n_t} trajectories, {len(pop.w)} points, one core: XLA {per_xla:.0f} ns a "
+          f"trajectory, Numba loop {per_nb:.0f} ns ({per_xla / per_nb:.2f}x); after {STEPS} steps L1 agree "
+          f"to {np.abs(want[0][-1, :, 0] - np.asarray(loss)).max():.1e}, tr(J Sigma) to "
+          f"{np.abs(want[1][-1, :, 0] - resp).max() / np.abs(resp).max():.1e} of its size")
     for side in (6, 16):  # the main grid's 6 x 6 Gauss-Legendre rule, and 16 x 16
         t, wt = np.polynomial.legendre.leggauss(side)
         g = np.stack(np.meshgrid((t + 1) / 2, (t + 1) / 2, indexing="ij"), -1).reshape(-1, 2)
@@ -166,14 +176,15 @@ def one_core() -> float:
         yd = (xd @ np.asarray(cfg.data.true_weights + (cfg.data.true_bias,))).astype(np.float32)
         wd = np.outer(wt / 2, wt / 2).ravel().astype(np.float32)
         reps = 20000
-        t_m = best(lambda: moments_only(np.ascontiguousarray(xd.T), yd, wd, tracks, reps))
-        print(f"Numba moments alone, {len(wd)} points: {t_m / reps / n_t / len(wd) * 1e9:.2f} ns a point and trajectory")
+        t_m = best(lambda: moments_only(np.ascontiguousarray(xd.T), yd, wd, tracks, reps))[0]
+        print(f"Numba moments alone, {len(wd)} points: {t_m / reps / n_t / len(wd) * 1e9:.2f} ns a point "
+              "and trajectory")
     return per_nb
 
 
 def main() -> None:
     print(host_description())
-    child = subprocess.run([sys.executable, __file__, "--one-core"], capture_output=True, text=True, check=True)
+    child = subprocess.run([sys.executable, __file__, "--one-core"], stdout=subprocess.PIPE, text=True, check=True)
     *lines, last = child.stdout.strip().splitlines()
     print("\n".join(lines))
     per_nb = float(last.removeprefix("NUMBA_NS="))
@@ -185,16 +196,15 @@ def main() -> None:
         if TW.applies(c) is not None:
             continue
         nz, pp = TW.population_of(c)
-        secs = best(lambda: TW.twin_curves(c, nz, pp))
-        tw = TW.twin_curves(c, nz, pp)
+        secs, tw = best(lambda: TW.twin_curves(c, nz, pp))
         tracks_steps = np.where(tw.tail_from >= 0, tw.tail_from, tw.stepped).sum()
         records = len(np.unique(tw.steps)) * tw.tail_from.size  # each twin at every recorded step count
         points = len(pp.w)
         floor = tracks_steps * per_nb * 1e-9 * (points / points0) / cores
         total_steps, total_s, total_floor = total_steps + tracks_steps, total_s + secs, total_floor + floor
         total_records += records
-        print(f"{name}: {tracks_steps:.3g} trajectory-steps and {records:.3g} records ({points} points), twins {secs:.3f} s warm, "
-              f"its steps at the Numba loop's rate {floor:.3f} s")
+        print(f"{name}: {tracks_steps:.3g} trajectory-steps and {records:.3g} records ({points} points), "
+              f"twins {secs:.3f} s warm, its steps at the Numba loop's rate {floor:.3f} s")
     print(f"every sweep: {total_steps:.3g} trajectory-steps and {total_records:.3g} records, twins {total_s:.2f} s "
           f"warm on {cores} cores, their steps at the Numba loop's rate {total_floor:.2f} s")
 
