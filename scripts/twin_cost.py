@@ -6,6 +6,7 @@ come from here (`python scripts/twin_cost.py`)."""
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,9 +20,10 @@ from l1jax.engine.sweep import host_description  # noqa: E402
 from l1jax.study.study import SWEEPS  # noqa: E402
 
 ROUNDS = 3  # best of, after a first call that compiles
+T = TypeVar("T")
 
 
-def best_seconds(fn: Callable[[], TW.TwinCurves]) -> tuple[float, TW.TwinCurves]:
+def best_seconds(fn: Callable[[], T]) -> tuple[float, T]:
     """Best warm seconds of fn over ROUNDS calls (the first call, compiling, not counted), and its result."""
     out, times = fn(), []
     for _ in range(ROUNDS):

@@ -16,9 +16,6 @@ loop could save come from here: `python scripts/twin_floor.py`.
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
 
 ONE_CORE = "--one-core" in sys.argv  # the step timings, in a child pinned to one core before JAX starts
 if ONE_CORE and hasattr(os, "sched_setaffinity"):  # XLA's thread pool included
@@ -38,8 +35,9 @@ from l1jax.analysis import twin as TW  # noqa: E402
 from l1jax.engine.config import load_config  # noqa: E402
 from l1jax.engine.sweep import host_description  # noqa: E402
 from l1jax.study.study import SWEEPS  # noqa: E402
+from twin_cost import best_seconds  # noqa: E402  (this folder's timing helper)
 
-STEPS, LR, ROUNDS = 3000, 0.003, 3
+STEPS, LR = 3000, 0.003
 FAST = {"reassoc", "contract"}
 
 
@@ -133,16 +131,6 @@ def moments_only(xt, y, w, theta, reps):
     return acc
 
 
-def best(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Best warm seconds of fn over ROUNDS calls (the first, compiling, not counted) and its result."""
-    out, times = fn(), []
-    for _ in range(ROUNDS):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
 def one_core() -> float:
     """The step timings on one core; returns the Numba loop's ns a trajectory-step."""
     cfg = load_config(SWEEPS["main"])
@@ -153,7 +141,7 @@ def one_core() -> float:
     xla_pop = TW.lanes(pop)
     args = (xla_pop, jnp.asarray(tracks), jnp.asarray([LR], jnp.float32), jnp.full(n_t, STEPS, jnp.int32),
             jnp.asarray([0, STEPS], jnp.int32), "sgd", "constant", noise)
-    t_xla, want = best(lambda: [np.asarray(v) for v in TW.simulate(*args)[:2]])
+    t_xla, want = best_seconds(lambda: [np.asarray(v) for v in TW.simulate(*args)[:2]])
     xt, y, w = np.ascontiguousarray(pop.x.T), pop.y, pop.w
     th, jac = tracks.copy(), np.zeros((n_t, 3, 3), np.float32)
 
@@ -161,7 +149,7 @@ def one_core() -> float:
         th[:], jac[:] = tracks, 0
         sgd_twins(xt, y, w, th, jac, np.float32(LR), STEPS)
 
-    t_nb = best(numba_run)[0]
+    t_nb = best_seconds(numba_run)[0]
     loss, _, _, sigma = TW.moments(noise, pop, jnp.asarray(th))
     resp = np.einsum("tji,tji->t", jac, np.asarray(sigma))  # tr(J Sigma), J [direction, parameter]
     per_xla, per_nb = t_xla / STEPS / n_t * 1e9, t_nb / STEPS / n_t * 1e9
@@ -176,7 +164,7 @@ def one_core() -> float:
         yd = (xd @ np.asarray(cfg.data.true_weights + (cfg.data.true_bias,))).astype(np.float32)
         wd = np.outer(wt / 2, wt / 2).ravel().astype(np.float32)
         reps = 20000
-        t_m = best(lambda: moments_only(np.ascontiguousarray(xd.T), yd, wd, tracks, reps))[0]
+        t_m = best_seconds(lambda: moments_only(np.ascontiguousarray(xd.T), yd, wd, tracks, reps))[0]
         print(f"Numba moments alone, {len(wd)} points: {t_m / reps / n_t / len(wd) * 1e9:.2f} ns a point "
               "and trajectory")
     return per_nb
@@ -196,7 +184,7 @@ def main() -> None:
         if TW.applies(c) is not None:
             continue
         nz, pp = TW.population_of(c)
-        secs, tw = best(lambda: TW.twin_curves(c, nz, pp))
+        secs, tw = best_seconds(lambda: TW.twin_curves(c, nz, pp))
         tracks_steps = np.where(tw.tail_from >= 0, tw.tail_from, tw.stepped).sum()
         records = len(np.unique(tw.steps)) * tw.tail_from.size  # each twin at every recorded step count
         points = len(pp.w)
