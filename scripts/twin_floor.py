@@ -33,12 +33,12 @@ from numba.extending import intrinsic  # noqa: E402
 
 from l1jax.analysis import twin as TW  # noqa: E402
 from l1jax.engine.config import load_config  # noqa: E402
+from l1jax.engine.kernels.cpu import FASTMATH  # noqa: E402  (the engine kernels' float flags)
 from l1jax.engine.sweep import host_description  # noqa: E402
 from l1jax.study.study import SWEEPS  # noqa: E402
 from twin_cost import best_seconds  # noqa: E402  (this folder's timing helper)
 
 STEPS, LR = 3000, 0.003
-FAST = {"reassoc", "contract"}
 
 
 @intrinsic
@@ -49,7 +49,7 @@ def _bits_to_float(typingctx, i):
     return types.float32(types.int32), codegen
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def exp32(v):
     """e^v (v <= 0), Cephes' expf polynomial: vectorizes, unlike a libm call."""
     v = max(v, np.float32(-87.0))
@@ -61,7 +61,7 @@ def exp32(v):
     return (p * r * r + r + np.float32(1.0)) * _bits_to_float((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def erf32(z):
     """erf(z) by a float32 rational approximation (Eigen's, clamped at +-4), a polynomial that vectorizes."""
     z = min(max(z, np.float32(-4.0)), np.float32(4.0))
@@ -76,7 +76,7 @@ def erf32(z):
     return p * z / q
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def moments(xt, y, w, th, out):
     """Subgradient and Jacobian of the gaussian population L1 at th [3] into out [9] (g, then H's
     upper triangle), the point loop vectorized."""
@@ -98,7 +98,7 @@ def moments(xt, y, w, th, out):
     out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8] = g0, g1, g2, h00, h01, h02, h11, h12, h22
 
 
-@njit(fastmath=FAST, error_model="numpy")
+@njit(fastmath=FASTMATH, error_model="numpy")
 def sgd_twins(xt, y, w, theta, jac, lr, steps):
     """``steps`` plain-SGD twin steps of every trajectory theta [T, 3] and its response jac
     [T, 3 directions, 3]: theta -= lr g, J -= lr (H J + I)."""
@@ -119,7 +119,7 @@ def sgd_twins(xt, y, w, theta, jac, lr, steps):
                     j[a, i] -= lr * (hm[i, 0] * j0 + hm[i, 1] * j1 + hm[i, 2] * j2 + eye)
 
 
-@njit(fastmath=FAST, error_model="numpy")
+@njit(fastmath=FASTMATH, error_model="numpy")
 def moments_only(xt, y, w, theta, reps):
     """The moments alone, ``reps`` times for each trajectory: the vectorized arithmetic's cost."""
     out = np.empty(9, np.float32)
